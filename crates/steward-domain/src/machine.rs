@@ -1,0 +1,1044 @@
+//! The lifecycle state machine of one workspace.
+//!
+//! Events go in through [`Machine::handle`]; what the shell must do comes out as [`Effect`]s.
+//! The machine has at most one provider operation ([`Op`]) in flight. A *cycle* is the pair
+//! of operations that replaces the instance: remove the old one, start generation `n`.
+//!
+//! Guarantees (each is a property test in `tests.rs`):
+//! - never two operations, hence never two cycles, in flight;
+//! - a restart during a cycle sets `pending`; when the cycle ends, pending starts exactly one
+//!   more cycle, whatever the number of requests;
+//! - `manual`/`config` restarts are never dropped: each is followed by a cycle that starts
+//!   after it, unless a later stop or delete cancels it;
+//! - completions, deadlines and retries carry the id they belong to; stale ones change
+//!   nothing but a counter;
+//! - generations strictly increase.
+
+use crate::{Cause, CauseSet, Desired, Generation, OpId, Phase, Policy, ReadyWhen, Tick, Timestamp};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many phase transitions the machine remembers for inspection.
+const TRANSITIONS_KEPT: usize = 8;
+
+/// What happens to a workspace, from the outside or from the shell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The workspace was just created: provision it.
+    Create,
+    /// Something asks for a fresh instance.
+    Restart(Cause),
+    /// A user asks for the workspace to run (no-op if it already does).
+    Start,
+    /// A user asks for the workspace to stop.
+    Stop,
+    /// A user asks for the workspace to be deleted.
+    Delete,
+    /// A probe's observation of the instance of `generation`.
+    Health {
+        /// The generation the probe observed.
+        generation: Generation,
+        /// What it saw.
+        report: HealthReport,
+    },
+    /// A provider operation finished.
+    StepFinished {
+        /// The operation.
+        op: OpId,
+        /// `Err(reason)` if it failed.
+        result: Result<(), String>,
+    },
+    /// The agent of `generation` registered.
+    AgentRegistered {
+        /// The generation of the token it used.
+        generation: Generation,
+    },
+    /// A timer the machine scheduled fired.
+    Timer(Timer),
+    /// The machine was just restored from storage (daemon start or actor restart):
+    /// `live` is the generation of the instance the provider still has, if any.
+    Recover {
+        /// Generation of the live instance found, if any.
+        live: Option<Generation>,
+    },
+}
+
+/// A probe's observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthReport {
+    /// The instance is up.
+    Alive,
+    /// The instance exists but is still booting: not dead.
+    Pending,
+    /// The instance is gone or not running.
+    Dead,
+}
+
+/// Timers the machine asks the shell to fire later. Each carries the id it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// The operation's deadline.
+    StepDeadline(OpId),
+    /// The agent of this generation must have registered by now.
+    BootDeadline(Generation),
+    /// A scheduled retry (token distinguishes retries).
+    Retry(u64),
+}
+
+/// One provider operation kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// First step of a cycle: remove whatever instance the workspace has.
+    RemoveOld,
+    /// Second step of a cycle: start the instance of the cycle's generation.
+    Start,
+    /// Stop the instance (user stop).
+    Stop,
+    /// Remove the instance for good (delete).
+    Remove,
+}
+
+impl Step {
+    /// The snake_case name used at the edges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::RemoveOld => "remove_old",
+            Step::Start => "start",
+            Step::Stop => "stop",
+            Step::Remove => "remove",
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Record a lifecycle event (persisted with the state change that caused it).
+    Record(Record),
+    /// Run a provider operation in the background and report [`Event::StepFinished`].
+    Run {
+        /// Id to report back.
+        op: OpId,
+        /// What to do.
+        step: Step,
+        /// The generation it is for (for `Start`, the generation to provision).
+        generation: Generation,
+    },
+    /// Abandon a running operation (its deadline passed); its completion will be stale.
+    Abort(OpId),
+    /// Fire `timer` at `at`.
+    Schedule {
+        /// When.
+        at: Timestamp,
+        /// What.
+        timer: Timer,
+    },
+    /// The workspace is gone: remove it from storage and stop its actor.
+    Purge,
+}
+
+/// A lifecycle event, as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The generation it concerns.
+    pub generation: Generation,
+    /// What happened.
+    pub kind: RecordKind,
+}
+
+/// Kinds of recorded lifecycle events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordKind {
+    /// The workspace was created.
+    Created,
+    /// A restart was requested and starts a cycle now.
+    RestartRequested {
+        /// Why.
+        cause: Cause,
+    },
+    /// A restart was requested during a cycle and folded into the pending one.
+    RestartCoalesced {
+        /// Why.
+        cause: Cause,
+    },
+    /// A configuration change arrived while stopped; it applies at the next start.
+    RestartDeferred {
+        /// Why.
+        cause: Cause,
+    },
+    /// A restart was not carried out.
+    RestartDropped {
+        /// Why it was asked for.
+        cause: Cause,
+        /// Why it was dropped.
+        reason: DropReason,
+    },
+    /// A cycle started.
+    ProvisionStarted {
+        /// Causes it serves.
+        causes: CauseSet,
+        /// Generation of the instance it replaces.
+        previous_generation: Generation,
+    },
+    /// A cycle's instance is up.
+    ProvisionSucceeded,
+    /// A cycle failed.
+    ProvisionFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A completion or timer of an abandoned operation arrived and was ignored.
+    StaleResultIgnored {
+        /// What it was about.
+        what: String,
+    },
+    /// A stop started.
+    StopStarted,
+    /// The instance is stopped.
+    Stopped,
+    /// A delete started.
+    DeleteStarted,
+    /// The agent of the current generation registered.
+    AgentRegistered,
+    /// A retry was scheduled.
+    BackoffScheduled {
+        /// Delay before it.
+        delay: Duration,
+        /// 0-based retry number.
+        attempt: u32,
+    },
+    /// The workspace was parked in `failed`.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The workspace is gone.
+    Deleted,
+}
+
+impl RecordKind {
+    /// The event `type` name used at the edges.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecordKind::Created => "created",
+            RecordKind::RestartRequested { .. } => "restart_requested",
+            RecordKind::RestartCoalesced { .. } => "restart_coalesced",
+            RecordKind::RestartDeferred { .. } => "restart_deferred",
+            RecordKind::RestartDropped { .. } => "restart_dropped",
+            RecordKind::ProvisionStarted { .. } => "provision_started",
+            RecordKind::ProvisionSucceeded => "provision_succeeded",
+            RecordKind::ProvisionFailed { .. } => "provision_failed",
+            RecordKind::StaleResultIgnored { .. } => "stale_result_ignored",
+            RecordKind::StopStarted => "stop_started",
+            RecordKind::Stopped => "stopped",
+            RecordKind::DeleteStarted => "delete_started",
+            RecordKind::AgentRegistered => "agent_registered",
+            RecordKind::BackoffScheduled { .. } => "backoff_scheduled",
+            RecordKind::Failed { .. } => "failed",
+            RecordKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// Why a health restart was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A cycle (or another operation) is in flight.
+    CycleInFlight,
+    /// Inside the debounce window after the last cycle started.
+    Debounce,
+    /// Inside the settle window after the last cycle ended.
+    Settle,
+    /// The report is for another generation than the one up.
+    StaleGeneration,
+    /// The instance is still booting: not dead.
+    Pending,
+    /// No instance is meant to be up (stopped, failed, deleting, retry scheduled).
+    NotRunning,
+}
+
+impl DropReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::CycleInFlight,
+        DropReason::Debounce,
+        DropReason::Settle,
+        DropReason::StaleGeneration,
+        DropReason::Pending,
+        DropReason::NotRunning,
+    ];
+
+    /// The snake_case name used at the edges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::CycleInFlight => "cycle_in_flight",
+            DropReason::Debounce => "debounce",
+            DropReason::Settle => "settle",
+            DropReason::StaleGeneration => "stale_generation",
+            DropReason::Pending => "pending",
+            DropReason::NotRunning => "not_running",
+        }
+    }
+}
+
+/// The answer to an event, for whoever sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A cycle of `generation` started now.
+    Started(Generation),
+    /// Folded into the pending cycle, which will have `generation`.
+    Coalesced(Generation),
+    /// A configuration change on a stopped workspace: applies at the next start.
+    Deferred,
+    /// Accepted (stop, start, delete, internal events).
+    Accepted,
+    /// Refused; nothing changed.
+    Rejected(Rejection),
+}
+
+/// Why an intent was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The workspace is being deleted.
+    Deleting,
+}
+
+/// The cycle in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cycle {
+    /// Generation being provisioned.
+    pub generation: Generation,
+    /// Causes it serves.
+    pub causes: CauseSet,
+    /// When it started.
+    pub started_at: Timestamp,
+}
+
+/// The provider operation in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// Its id.
+    pub id: OpId,
+    /// What it does.
+    pub step: Step,
+    /// Generation it is for.
+    pub generation: Generation,
+    /// When it was issued.
+    pub started_at: Timestamp,
+    /// When it is abandoned.
+    pub deadline: Timestamp,
+}
+
+/// The last failure, shown to users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Why.
+    pub reason: String,
+    /// Generation that failed.
+    pub generation: Generation,
+}
+
+/// A phase change, kept for inspection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Old phase.
+    pub from: Phase,
+    /// New phase.
+    pub to: Phase,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Counters kept for inspection (the shell exports metrics from effects, not from these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Cycles started.
+    pub cycles: u64,
+    /// Cycles that failed.
+    pub cycles_failed: u64,
+    /// Restarts folded into a pending cycle.
+    pub coalesced: u64,
+    /// Health restarts dropped, by reason (indexed like [`DropReason::ALL`]).
+    pub dropped: [u64; 6],
+    /// Stale completions and timers ignored.
+    pub stale_results: u64,
+}
+
+/// The persisted part of a machine: what survives an actor or daemon restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineState {
+    /// Phase.
+    pub phase: Phase,
+    /// What the owner wants.
+    pub desired: Desired,
+    /// When the instance counts as ready.
+    pub ready_when: ReadyWhen,
+    /// Latest generation started or scheduled.
+    pub generation: Generation,
+    /// Generation of the instance that is up.
+    pub observed_generation: Generation,
+    /// Causes of the restart waiting for the cycle in flight to end.
+    pub pending: CauseSet,
+    /// Last failure.
+    pub failure: Option<Failure>,
+    /// Retry number of the next backoff.
+    pub backoff_attempt: u32,
+    /// Failures inside the breaker window.
+    pub recent_failures: Vec<Timestamp>,
+    /// When the last cycle started (debounce).
+    pub last_cycle_started_at: Option<Timestamp>,
+    /// When the last cycle ended (settle).
+    pub last_cycle_ended_at: Option<Timestamp>,
+    /// Since when the workspace has been `running` (backoff reset).
+    pub healthy_since: Option<Timestamp>,
+}
+
+impl MachineState {
+    /// The state of a workspace that was just created and has not been provisioned.
+    pub fn new(ready_when: ReadyWhen) -> Self {
+        Self {
+            phase: Phase::Provisioning,
+            desired: Desired::Running,
+            ready_when,
+            generation: Generation(0),
+            observed_generation: Generation(0),
+            pending: CauseSet::EMPTY,
+            failure: None,
+            backoff_attempt: 0,
+            recent_failures: Vec::new(),
+            last_cycle_started_at: None,
+            last_cycle_ended_at: None,
+            healthy_since: None,
+        }
+    }
+}
+
+/// A scheduled retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Retry {
+    token: u64,
+    at: Timestamp,
+    causes: CauseSet,
+}
+
+/// The lifecycle state machine of one workspace.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    policy: Arc<Policy>,
+    state: MachineState,
+    /// Whether an instance of `observed_generation` is believed up.
+    instance_up: bool,
+    cycle: Option<Cycle>,
+    op: Option<Op>,
+    next_op: u64,
+    retry: Option<Retry>,
+    next_retry: u64,
+    health_failures: u32,
+    counters: Counters,
+    transitions: VecDeque<Transition>,
+}
+
+impl Machine {
+    /// A machine for `state`, with nothing in flight. Send [`Event::Create`] to a new
+    /// workspace's machine, or [`Event::Recover`] to a restored one.
+    pub fn restore(policy: Arc<Policy>, state: MachineState) -> Self {
+        Self {
+            policy,
+            state,
+            instance_up: false,
+            cycle: None,
+            op: None,
+            next_op: 1,
+            retry: None,
+            next_retry: 1,
+            health_failures: 0,
+            counters: Counters::default(),
+            transitions: VecDeque::new(),
+        }
+    }
+
+    /// The persisted part of the state.
+    pub fn state(&self) -> &MachineState {
+        &self.state
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.state.phase
+    }
+
+    /// The cycle in flight.
+    pub fn cycle(&self) -> Option<&Cycle> {
+        self.cycle.as_ref()
+    }
+
+    /// The operation in flight.
+    pub fn op(&self) -> Option<&Op> {
+        self.op.as_ref()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Recent phase transitions, oldest first.
+    pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
+        self.transitions.iter()
+    }
+
+    /// Consecutive dead reports counted towards a health restart.
+    pub fn health_failures(&self) -> u32 {
+        self.health_failures
+    }
+
+    /// When the scheduled retry fires, if one is scheduled.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.retry.map(|r| r.at)
+    }
+
+    /// End of the debounce window, if inside one at `now`.
+    pub fn debounce_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let until = self.state.last_cycle_started_at?.plus(self.policy.debounce_window);
+        (now < until).then_some(until)
+    }
+
+    /// End of the settle window, if inside one at `now`.
+    pub fn settle_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let until = self.state.last_cycle_ended_at?.plus(self.policy.settle_window);
+        (now < until).then_some(until)
+    }
+
+    /// Whether the instance of `observed_generation` is believed up.
+    pub fn instance_up(&self) -> bool {
+        self.instance_up
+    }
+
+    /// Feeds one event; returns the answer and what the shell must do.
+    pub fn handle(&mut self, event: Event, tick: Tick) -> (Outcome, Vec<Effect>) {
+        let mut fx = Vec::new();
+        let outcome = self.step(event, tick, &mut fx);
+        (outcome, fx)
+    }
+
+    fn step(&mut self, event: Event, tick: Tick, fx: &mut Vec<Effect>) -> Outcome {
+        if self.state.phase == Phase::Deleted {
+            return Outcome::Rejected(Rejection::Deleting);
+        }
+        match event {
+            Event::Create => {
+                self.record(fx, RecordKind::Created);
+                self.state.desired = Desired::Running;
+                let generation = self.start_cycle(CauseSet::of(Cause::Create), tick.now, fx);
+                Outcome::Started(generation)
+            }
+            Event::Restart(cause) => self.on_restart(cause, tick.now, fx),
+            Event::Start => self.on_start(tick.now, fx),
+            Event::Stop => self.on_stop(tick.now, fx),
+            Event::Delete => self.on_delete(tick.now, fx),
+            Event::Health { generation, report } => {
+                self.on_health(generation, report, tick, fx);
+                Outcome::Accepted
+            }
+            Event::StepFinished { op, result } => {
+                self.on_step_finished(op, result, tick, fx);
+                Outcome::Accepted
+            }
+            Event::AgentRegistered { generation } => {
+                self.on_agent_registered(generation, tick.now, fx);
+                Outcome::Accepted
+            }
+            Event::Timer(timer) => {
+                self.on_timer(timer, tick, fx);
+                Outcome::Accepted
+            }
+            Event::Recover { live } => {
+                self.on_recover(live, tick, fx);
+                Outcome::Accepted
+            }
+        }
+    }
+
+    // ---- intents -------------------------------------------------------------------------
+
+    fn on_restart(&mut self, cause: Cause, now: Timestamp, fx: &mut Vec<Effect>) -> Outcome {
+        if self.state.desired == Desired::Deleted {
+            return Outcome::Rejected(Rejection::Deleting);
+        }
+        if cause == Cause::Health {
+            // Health restarts only come from probe reports; see `on_health`.
+            self.drop_health(DropReason::NotRunning, fx);
+            return Outcome::Accepted;
+        }
+        if self.state.desired == Desired::Stopped && cause == Cause::Config {
+            self.record(fx, RecordKind::RestartDeferred { cause });
+            return Outcome::Deferred;
+        }
+        self.state.desired = Desired::Running;
+        if self.op.is_some() {
+            self.state.pending.insert(cause);
+            self.counters.coalesced += 1;
+            self.record(fx, RecordKind::RestartCoalesced { cause });
+            return Outcome::Coalesced(self.next_cycle_generation());
+        }
+        self.record(fx, RecordKind::RestartRequested { cause });
+        let causes = self.take_retry_causes().union(CauseSet::of(cause));
+        Outcome::Started(self.start_cycle(causes, now, fx))
+    }
+
+    fn on_start(&mut self, now: Timestamp, fx: &mut Vec<Effect>) -> Outcome {
+        if self.state.desired == Desired::Deleted {
+            return Outcome::Rejected(Rejection::Deleting);
+        }
+        let already_running = self.state.desired == Desired::Running
+            && (self.cycle.is_some()
+                || matches!(self.state.phase, Phase::Running | Phase::Starting));
+        if already_running {
+            return Outcome::Accepted;
+        }
+        self.on_restart(Cause::Manual, now, fx)
+    }
+
+    fn on_stop(&mut self, now: Timestamp, fx: &mut Vec<Effect>) -> Outcome {
+        if self.state.desired == Desired::Deleted {
+            return Outcome::Rejected(Rejection::Deleting);
+        }
+        if self.state.desired == Desired::Stopped
+            && matches!(self.state.phase, Phase::Stopped | Phase::Stopping)
+        {
+            return Outcome::Accepted;
+        }
+        self.state.desired = Desired::Stopped;
+        self.state.pending = CauseSet::EMPTY;
+        self.retry = None;
+        self.record(fx, RecordKind::StopStarted);
+        self.set_phase(Phase::Stopping, now);
+        if self.op.is_none() {
+            self.run(Step::Stop, self.state.observed_generation, now, fx);
+        }
+        Outcome::Accepted
+    }
+
+    fn on_delete(&mut self, now: Timestamp, fx: &mut Vec<Effect>) -> Outcome {
+        if self.state.desired == Desired::Deleted {
+            return Outcome::Accepted;
+        }
+        self.state.desired = Desired::Deleted;
+        self.state.pending = CauseSet::EMPTY;
+        self.retry = None;
+        self.record(fx, RecordKind::DeleteStarted);
+        self.set_phase(Phase::Deleting, now);
+        if self.op.is_none() {
+            self.run(Step::Remove, self.state.observed_generation, now, fx);
+        }
+        Outcome::Accepted
+    }
+
+    // ---- health --------------------------------------------------------------------------
+
+    fn on_health(
+        &mut self,
+        generation: Generation,
+        report: HealthReport,
+        tick: Tick,
+        fx: &mut Vec<Effect>,
+    ) {
+        let now = tick.now;
+        let up = self.state.desired == Desired::Running
+            && self.instance_up
+            && matches!(self.state.phase, Phase::Running | Phase::Starting);
+        let reason = if self.op.is_some() {
+            Some(DropReason::CycleInFlight)
+        } else if !up {
+            Some(DropReason::NotRunning)
+        } else if generation != self.state.observed_generation {
+            Some(DropReason::StaleGeneration)
+        } else {
+            None
+        };
+        match (report, reason) {
+            (HealthReport::Alive, None) => {
+                self.health_failures = 0;
+                return;
+            }
+            (HealthReport::Alive, Some(_)) => return,
+            (_, Some(reason)) => return self.drop_health(reason, fx),
+            (HealthReport::Pending, None) => return self.drop_health(DropReason::Pending, fx),
+            (HealthReport::Dead, None) => {}
+        }
+        if self.debounce_until(now).is_some() {
+            return self.drop_health(DropReason::Debounce, fx);
+        }
+        if self.settle_until(now).is_some() {
+            return self.drop_health(DropReason::Settle, fx);
+        }
+        self.health_failures += 1;
+        if self.health_failures < self.policy.failure_threshold {
+            return;
+        }
+        self.health_failures = 0;
+        self.instance_up = false;
+        self.record(fx, RecordKind::RestartRequested { cause: Cause::Health });
+        self.fail(
+            "instance died".to_owned(),
+            "crash_loop",
+            CauseSet::of(Cause::Health),
+            tick,
+            fx,
+        );
+    }
+
+    fn drop_health(&mut self, reason: DropReason, fx: &mut Vec<Effect>) {
+        let idx = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.counters.dropped[idx] += 1;
+        self.record(fx, RecordKind::RestartDropped { cause: Cause::Health, reason });
+    }
+
+    // ---- completions ---------------------------------------------------------------------
+
+    fn on_step_finished(
+        &mut self,
+        id: OpId,
+        result: Result<(), String>,
+        tick: Tick,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(op) = self.op.filter(|op| op.id == id) else {
+            self.stale(format!("completion of operation {}", id.0), fx);
+            return;
+        };
+        self.op = None;
+        let now = tick.now;
+        match (op.step, result) {
+            (Step::RemoveOld, Ok(())) => {
+                self.instance_up = false;
+                if self.state.desired == Desired::Running {
+                    self.run(Step::Start, op.generation, now, fx);
+                } else {
+                    // Stop or delete arrived during the cycle: nothing is up any more.
+                    self.cycle = None;
+                    self.state.last_cycle_ended_at = Some(now);
+                    self.record(fx, RecordKind::ProvisionFailed { reason: "cancelled".into() });
+                    self.converge_after_stop(now, fx);
+                }
+            }
+            (Step::Start, Ok(())) => {
+                self.cycle = None;
+                self.instance_up = true;
+                self.state.observed_generation = op.generation;
+                self.state.last_cycle_ended_at = Some(now);
+                self.state.failure = None;
+                self.health_failures = 0;
+                self.record(fx, RecordKind::ProvisionSucceeded);
+                match self.state.desired {
+                    Desired::Running if !self.state.pending.is_empty() => {
+                        let causes = self.state.pending.take();
+                        self.start_cycle(causes, now, fx);
+                    }
+                    Desired::Running => self.instance_ready_or_booting(now, fx),
+                    Desired::Stopped => self.run(Step::Stop, op.generation, now, fx),
+                    Desired::Deleted => self.run(Step::Remove, op.generation, now, fx),
+                }
+            }
+            (Step::RemoveOld | Step::Start, Err(reason)) => {
+                let op_cycle_causes = self.cycle.take().map(|c| c.causes).unwrap_or_default();
+                self.state.last_cycle_ended_at = Some(now);
+                self.counters.cycles_failed += 1;
+                self.record(fx, RecordKind::ProvisionFailed { reason: reason.clone() });
+                match self.state.desired {
+                    Desired::Running => {
+                        let causes = op_cycle_causes;
+                        self.fail(reason, "provision_failed", causes, tick, fx);
+                    }
+                    // The failed step may have left something behind: make sure it is gone.
+                    Desired::Stopped => self.run(Step::Stop, op.generation, now, fx),
+                    Desired::Deleted => self.run(Step::Remove, op.generation, now, fx),
+                }
+            }
+            (Step::Stop, Ok(())) => {
+                self.instance_up = false;
+                self.converge_after_stop(now, fx);
+            }
+            (Step::Stop, Err(reason)) => {
+                if self.state.desired == Desired::Stopped {
+                    self.park(format!("stop failed: {reason}"), now, fx);
+                } else {
+                    self.converge_after_stop(now, fx);
+                }
+            }
+            (Step::Remove, Ok(())) => {
+                self.instance_up = false;
+                self.record(fx, RecordKind::Deleted);
+                self.set_phase(Phase::Deleted, now);
+                fx.push(Effect::Purge);
+            }
+            (Step::Remove, Err(reason)) => {
+                // A delete must finish: keep retrying with backoff, never park.
+                self.state.failure =
+                    Some(Failure { reason, generation: self.state.observed_generation });
+                self.schedule_retry(CauseSet::EMPTY, tick, fx);
+            }
+        }
+    }
+
+    /// After a stop (or a cycle cut short by one): carry on towards what is desired now.
+    fn converge_after_stop(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+        match self.state.desired {
+            Desired::Running => {
+                let causes = self.state.pending.take().union(CauseSet::of(Cause::Manual));
+                self.start_cycle(causes, now, fx);
+            }
+            Desired::Stopped => {
+                if self.state.phase != Phase::Stopped {
+                    self.record(fx, RecordKind::Stopped);
+                    self.set_phase(Phase::Stopped, now);
+                }
+            }
+            Desired::Deleted => self.run(Step::Remove, self.state.observed_generation, now, fx),
+        }
+    }
+
+    fn on_agent_registered(&mut self, generation: Generation, now: Timestamp, fx: &mut Vec<Effect>) {
+        if generation != self.state.observed_generation || !self.instance_up {
+            self.stale(format!("agent registration of generation {generation}"), fx);
+            return;
+        }
+        self.record(fx, RecordKind::AgentRegistered);
+        if self.state.phase == Phase::Starting {
+            self.become_running(now);
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    fn on_timer(&mut self, timer: Timer, tick: Tick, fx: &mut Vec<Effect>) {
+        match timer {
+            Timer::StepDeadline(id) => {
+                let Some(op) = self.op.filter(|op| op.id == id) else {
+                    return; // the operation finished in time
+                };
+                fx.push(Effect::Abort(id));
+                let reason = match op.step {
+                    Step::Start => "provision_timeout",
+                    Step::RemoveOld | Step::Stop | Step::Remove => "stop_timeout",
+                };
+                self.on_step_finished(id, Err(reason.to_owned()), tick, fx);
+            }
+            Timer::BootDeadline(generation) => {
+                let booting = self.state.phase == Phase::Starting
+                    && self.state.observed_generation == generation
+                    && self.op.is_none();
+                if booting {
+                    self.instance_up = false;
+                    self.counters.cycles_failed += 1;
+                    self.record(fx, RecordKind::ProvisionFailed { reason: "boot_timeout".into() });
+                    let causes = CauseSet::of(Cause::Recovery);
+                    self.fail("boot_timeout".into(), "boot_timeout", causes, tick, fx);
+                }
+            }
+            Timer::Retry(token) => {
+                let Some(retry) = self.retry.filter(|r| r.token == token) else {
+                    return; // superseded by a later intent or retry
+                };
+                self.retry = None;
+                match self.state.desired {
+                    Desired::Running => {
+                        let causes = retry.causes.union(self.state.pending.take());
+                        self.start_cycle(causes, tick.now, fx);
+                    }
+                    Desired::Deleted => {
+                        self.run(Step::Remove, self.state.observed_generation, tick.now, fx)
+                    }
+                    Desired::Stopped => {}
+                }
+            }
+        }
+    }
+
+    // ---- recovery ------------------------------------------------------------------------
+
+    fn on_recover(&mut self, live: Option<Generation>, tick: Tick, fx: &mut Vec<Effect>) {
+        let now = tick.now;
+        match self.state.desired {
+            Desired::Deleted => self.run(Step::Remove, self.state.observed_generation, now, fx),
+            Desired::Stopped => match live {
+                Some(generation) => {
+                    self.set_phase(Phase::Stopping, now);
+                    self.run(Step::Stop, generation, now, fx);
+                }
+                None => self.converge_after_stop(now, fx),
+            },
+            Desired::Running if self.state.phase == Phase::Failed => {}
+            Desired::Running => {
+                let adoptable = live == Some(self.state.generation)
+                    && self.state.observed_generation == self.state.generation
+                    && matches!(self.state.phase, Phase::Running | Phase::Starting);
+                if adoptable && self.state.pending.is_empty() {
+                    self.instance_up = true;
+                    if self.state.phase == Phase::Starting {
+                        self.schedule_boot_deadline(now, fx);
+                    }
+                    return;
+                }
+                let causes = self.state.pending.take().union(CauseSet::of(Cause::Recovery));
+                if self.state.failure.is_some() && self.state.backoff_attempt > 0 {
+                    self.set_phase(Phase::Provisioning, now);
+                    self.schedule_retry(causes, tick, fx);
+                } else {
+                    self.record(fx, RecordKind::RestartRequested { cause: Cause::Recovery });
+                    self.start_cycle(causes, now, fx);
+                }
+            }
+        }
+    }
+
+    // ---- building blocks -----------------------------------------------------------------
+
+    /// Starts a cycle for `causes`; returns its generation.
+    fn start_cycle(&mut self, causes: CauseSet, now: Timestamp, fx: &mut Vec<Effect>) -> Generation {
+        debug_assert!(self.op.is_none(), "a cycle never starts while an operation is in flight");
+        let previous_generation = self.state.observed_generation;
+        let generation = self.state.generation.next();
+        self.state.generation = generation;
+        self.state.pending = CauseSet::EMPTY;
+        self.state.last_cycle_started_at = Some(now);
+        self.retry = None;
+        self.health_failures = 0;
+        self.cycle = Some(Cycle { generation, causes, started_at: now });
+        self.counters.cycles += 1;
+        self.set_phase(Phase::Provisioning, now);
+        self.record(fx, RecordKind::ProvisionStarted { causes, previous_generation });
+        self.run(Step::RemoveOld, generation, now, fx);
+        generation
+    }
+
+    fn run(&mut self, step: Step, generation: Generation, now: Timestamp, fx: &mut Vec<Effect>) {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        let timeout = match step {
+            Step::Start => self.policy.provision_timeout,
+            Step::RemoveOld | Step::Stop | Step::Remove => self.policy.stop_timeout,
+        };
+        let deadline = now.plus(timeout);
+        self.op = Some(Op { id, step, generation, started_at: now, deadline });
+        fx.push(Effect::Run { op: id, step, generation });
+        fx.push(Effect::Schedule { at: deadline, timer: Timer::StepDeadline(id) });
+    }
+
+    /// A failure of the running workspace (cycle, boot or crash): back off and retry the
+    /// `causes` of what failed, or park the workspace once the breaker trips. User intents
+    /// that arrived while the failed cycle ran are never dropped: they start a fresh cycle
+    /// at once (each intent buys at most one such cycle, so this cannot loop).
+    fn fail(
+        &mut self,
+        reason: String,
+        breaker_reason: &str,
+        causes: CauseSet,
+        tick: Tick,
+        fx: &mut Vec<Effect>,
+    ) {
+        let now = tick.now;
+        self.state.failure = Some(Failure { reason, generation: self.state.generation });
+        if let Some(since) = self.state.healthy_since.take() {
+            if now.since(since) >= self.policy.backoff.reset_after {
+                self.state.backoff_attempt = 0;
+            }
+        }
+        let window = self.policy.backoff.failure_window;
+        self.state.recent_failures.retain(|t| now.since(*t) < window);
+        self.state.recent_failures.push(now);
+        if self.state.pending.has_intent() {
+            let causes = self.state.pending.take().union(causes);
+            self.start_cycle(causes, now, fx);
+            return;
+        }
+        let causes = causes.union(self.state.pending.take());
+        let failures = u32::try_from(self.state.recent_failures.len()).unwrap_or(u32::MAX);
+        if failures > self.policy.backoff.max_failures {
+            self.park(breaker_reason.to_owned(), now, fx);
+            return;
+        }
+        self.set_phase(Phase::Provisioning, now);
+        self.schedule_retry(causes, tick, fx);
+    }
+
+    fn schedule_retry(&mut self, causes: CauseSet, tick: Tick, fx: &mut Vec<Effect>) {
+        let attempt = self.state.backoff_attempt;
+        let delay = self.policy.backoff.delay(attempt, tick.jitter);
+        self.state.backoff_attempt = attempt.saturating_add(1);
+        let token = self.next_retry;
+        self.next_retry += 1;
+        let at = tick.now.plus(delay);
+        let causes = causes.union(self.retry.map(|r| r.causes).unwrap_or_default());
+        self.retry = Some(Retry { token, at, causes });
+        self.record(fx, RecordKind::BackoffScheduled { delay, attempt });
+        fx.push(Effect::Schedule { at, timer: Timer::Retry(token) });
+    }
+
+    /// Parks the workspace in `failed`; only a user intent moves it on.
+    fn park(&mut self, reason: String, now: Timestamp, fx: &mut Vec<Effect>) {
+        self.retry = None;
+        self.state.pending = CauseSet::EMPTY;
+        self.state.failure = Some(Failure { reason: reason.clone(), generation: self.state.generation });
+        self.record(fx, RecordKind::Failed { reason });
+        self.set_phase(Phase::Failed, now);
+    }
+
+    fn instance_ready_or_booting(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+        match self.state.ready_when {
+            ReadyWhen::Instance => self.become_running(now),
+            ReadyWhen::Agent => {
+                self.set_phase(Phase::Starting, now);
+                self.schedule_boot_deadline(now, fx);
+            }
+        }
+    }
+
+    fn schedule_boot_deadline(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Schedule {
+            at: now.plus(self.policy.boot_timeout),
+            timer: Timer::BootDeadline(self.state.observed_generation),
+        });
+    }
+
+    fn become_running(&mut self, now: Timestamp) {
+        self.set_phase(Phase::Running, now);
+        self.state.healthy_since = Some(now);
+        self.state.failure = None;
+    }
+
+    fn take_retry_causes(&mut self) -> CauseSet {
+        self.retry.take().map(|r| r.causes).unwrap_or_default()
+    }
+
+    /// Generation the next cycle will have.
+    fn next_cycle_generation(&self) -> Generation {
+        self.state.generation.next()
+    }
+
+    fn stale(&mut self, what: String, fx: &mut Vec<Effect>) {
+        self.counters.stale_results += 1;
+        self.record(fx, RecordKind::StaleResultIgnored { what });
+    }
+
+    fn set_phase(&mut self, to: Phase, at: Timestamp) {
+        let from = self.state.phase;
+        if from == to {
+            return;
+        }
+        self.state.phase = to;
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(Transition { from, to, at });
+    }
+
+    fn record(&self, fx: &mut Vec<Effect>, kind: RecordKind) {
+        fx.push(Effect::Record(Record { generation: self.state.generation, kind }));
+    }
+}
+
+#[cfg(test)]
+#[path = "machine/tests.rs"]
+mod tests;

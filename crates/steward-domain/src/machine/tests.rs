@@ -1,0 +1,604 @@
+//! The lifecycle semantics of DESIGN.md, as table tests and property tests.
+
+use super::*;
+use crate::BackoffPolicy;
+use proptest::prelude::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A shell double: owns a machine, a clock, and what the machine asked for.
+struct Harness {
+    m: Machine,
+    now: Timestamp,
+    /// Operations the shell is running: (id, step, generation).
+    running: Vec<(OpId, Step, Generation)>,
+    /// Timers the shell holds.
+    timers: Vec<(Timestamp, Timer)>,
+    /// Every record, in order.
+    records: Vec<Record>,
+    purged: bool,
+    /// Greatest number of operations ever in flight at once.
+    max_running: usize,
+}
+
+fn policy() -> Policy {
+    Policy {
+        debounce_window: 60 * SEC,
+        settle_window: 10 * SEC,
+        provision_timeout: 30 * SEC,
+        stop_timeout: 10 * SEC,
+        boot_timeout: 20 * SEC,
+        failure_threshold: 2,
+        backoff: BackoffPolicy { jitter: 0.0, ..BackoffPolicy::default() },
+    }
+}
+
+impl Harness {
+    fn new(ready_when: ReadyWhen) -> Self {
+        let m = Machine::restore(Arc::new(policy()), MachineState::new(ready_when));
+        Self {
+            m,
+            now: Timestamp(1_000_000),
+            running: vec![],
+            timers: vec![],
+            records: vec![],
+            purged: false,
+            max_running: 0,
+        }
+    }
+
+    /// A created workspace whose first cycle is done: `running`, generation 1.
+    fn running() -> Self {
+        let mut h = Self::new(ReadyWhen::Instance);
+        h.send(Event::Create);
+        h.finish_all_ok();
+        assert_eq!(h.m.phase(), Phase::Running);
+        h
+    }
+
+    fn send(&mut self, e: Event) -> Outcome {
+        let (outcome, fx) = self.m.handle(e, Tick::at(self.now));
+        for f in fx {
+            match f {
+                Effect::Record(r) => self.records.push(r),
+                Effect::Run { op, step, generation } => self.running.push((op, step, generation)),
+                Effect::Abort(op) => self.running.retain(|(id, _, _)| *id != op),
+                Effect::Schedule { at, timer } => self.timers.push((at, timer)),
+                Effect::Purge => self.purged = true,
+            }
+        }
+        self.max_running = self.max_running.max(self.running.len());
+        outcome
+    }
+
+    /// Completes the oldest running operation.
+    fn finish(&mut self, result: Result<(), String>) -> Step {
+        let (op, step, _) = self.running.remove(0);
+        self.send(Event::StepFinished { op, result });
+        step
+    }
+
+    fn finish_all_ok(&mut self) {
+        while !self.running.is_empty() {
+            self.finish(Ok(()));
+        }
+    }
+
+    /// Moves the clock and fires due timers, in order.
+    fn advance(&mut self, d: Duration) {
+        let until = self.now.plus(d);
+        loop {
+            self.timers.sort_by_key(|(at, _)| *at);
+            match self.timers.first() {
+                Some((at, _)) if *at <= until => {
+                    let (at, timer) = self.timers.remove(0);
+                    self.now = self.now.max(at);
+                    self.send(Event::Timer(timer));
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.records.iter().filter(|r| r.kind.name() == name).count()
+    }
+
+    fn names_since(&self, from: usize) -> Vec<&'static str> {
+        self.records[from..].iter().map(|r| r.kind.name()).collect()
+    }
+
+    fn dead(&mut self) {
+        let generation = self.m.state().observed_generation;
+        self.send(Event::Health { generation, report: HealthReport::Dead });
+    }
+}
+
+// ---- coalescing ----------------------------------------------------------------------------
+
+#[test]
+fn restart_when_idle_starts_a_cycle_with_the_next_generation() {
+    let mut h = Harness::running();
+    assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(Generation(2)));
+    assert_eq!(h.m.phase(), Phase::Provisioning);
+    assert_eq!(h.m.cycle().map(|c| c.generation), Some(Generation(2)));
+}
+
+#[test]
+fn restarts_during_a_cycle_coalesce_into_exactly_one_more_cycle() {
+    let mut h = Harness::running();
+    let mark = h.count("provision_started");
+    h.send(Event::Restart(Cause::Manual));
+    for _ in 0..49 {
+        assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Coalesced(Generation(3)));
+    }
+    h.finish_all_ok();
+    assert_eq!(h.count("provision_started") - mark, 2);
+    assert_eq!(h.m.state().generation, Generation(3));
+    assert_eq!(h.m.state().observed_generation, Generation(3));
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.max_running, 1);
+}
+
+#[test]
+fn the_pending_cycle_serves_every_cause_that_coalesced() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart(Cause::Config));
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(()));
+    h.finish(Ok(()));
+    let causes = h.m.cycle().expect("pending cycle started").causes;
+    assert!(causes.contains(Cause::Config) && causes.contains(Cause::Manual));
+}
+
+#[test]
+fn config_change_while_stopped_waits_for_the_next_start() {
+    let mut h = Harness::running();
+    h.send(Event::Stop);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert_eq!(h.send(Event::Restart(Cause::Config)), Outcome::Deferred);
+    assert!(h.running.is_empty());
+    assert_eq!(h.send(Event::Start), Outcome::Started(Generation(2)));
+}
+
+// ---- stop and delete win -------------------------------------------------------------------
+
+#[test]
+fn stop_during_a_cycle_wins_after_the_current_step_and_cancels_pending() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart(Cause::Config));
+    assert_eq!(h.send(Event::Stop), Outcome::Accepted);
+    assert_eq!(h.m.phase(), Phase::Stopping);
+    assert!(h.m.state().pending.is_empty());
+    let mark = h.records.len();
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert!(!h.names_since(mark).contains(&"provision_started"));
+    assert!(!h.names_since(mark).contains(&"provision_succeeded"));
+}
+
+#[test]
+fn stop_after_the_start_step_stops_the_new_instance() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(())); // remove old
+    h.send(Event::Stop);
+    assert_eq!(h.finish(Ok(())), Step::Start);
+    assert_eq!(h.finish(Ok(())), Step::Stop);
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert!(!h.m.instance_up());
+}
+
+#[test]
+fn delete_during_a_cycle_removes_the_instance_and_purges() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Delete);
+    assert_eq!(h.m.phase(), Phase::Deleting);
+    assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Rejected(Rejection::Deleting));
+    h.finish_all_ok();
+    assert!(h.purged);
+    assert_eq!(h.m.phase(), Phase::Deleted);
+}
+
+#[test]
+fn restart_after_stop_brings_the_workspace_back() {
+    let mut h = Harness::running();
+    h.send(Event::Stop);
+    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Coalesced(_)));
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+}
+
+// ---- stale results -------------------------------------------------------------------------
+
+#[test]
+fn a_completion_of_an_abandoned_operation_is_ignored_and_counted() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    let (stale_op, _, _) = h.running[0];
+    h.advance(10 * SEC); // stop_timeout passes: abandoned, retry scheduled
+    assert!(h.running.is_empty());
+    h.advance(2 * SEC); // retry starts generation 3
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+    let before = h.m.state().clone();
+    h.send(Event::StepFinished { op: stale_op, result: Err("slow failure".into()) });
+    assert_eq!(h.m.state(), &before);
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.m.counters().stale_results, 1);
+    assert_eq!(h.count("stale_result_ignored"), 1);
+}
+
+// ---- deadlines, backoff, breaker ----------------------------------------------------------
+
+#[test]
+fn provision_timeout_fails_the_cycle_and_retries_with_backoff() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(())); // remove old
+    h.advance(30 * SEC);
+    assert_eq!(h.count("provision_failed"), 1);
+    assert_eq!(h.count("backoff_scheduled"), 1);
+    assert_eq!(h.m.phase(), Phase::Provisioning);
+    assert!(h.m.cycle().is_none());
+    h.advance(SEC);
+    assert_eq!(h.m.cycle().map(|c| c.generation), Some(Generation(3)));
+}
+
+#[test]
+fn repeated_failures_back_off_longer_then_park_in_failed() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    let mut delays = vec![];
+    while h.m.phase() != Phase::Failed {
+        h.finish(Err("boom".into()));
+        if let Some(at) = h.m.retry_at() {
+            delays.push(at.since(h.now).as_secs());
+            h.advance(at.since(h.now));
+        }
+    }
+    assert_eq!(delays, [1, 2, 4, 8, 16]);
+    assert_eq!(h.m.state().failure.as_ref().map(|f| f.reason.as_str()), Some("provision_failed"));
+    // Only a user intent revives it.
+    h.advance(3600 * SEC);
+    assert!(h.running.is_empty());
+    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(_)));
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert!(h.m.state().failure.is_none());
+}
+
+#[test]
+fn a_user_intent_that_arrived_during_a_failing_cycle_runs_at_once() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart(Cause::Config));
+    h.finish(Err("boom".into()));
+    assert!(h.m.cycle().is_some(), "config intent must not wait for backoff");
+    assert!(h.m.cycle().is_some_and(|c| c.causes.contains(Cause::Config)));
+}
+
+#[test]
+fn agent_readiness_waits_for_registration_under_the_boot_deadline() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Starting);
+    h.send(Event::AgentRegistered { generation: Generation(1) });
+    assert_eq!(h.m.phase(), Phase::Running);
+
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish_all_ok();
+    h.advance(20 * SEC);
+    assert_eq!(h.m.phase(), Phase::Provisioning);
+    assert_eq!(h.records.last().map(|r| r.kind.name()), Some("backoff_scheduled"));
+    assert!(h.records.iter().any(|r| r.kind
+        == RecordKind::ProvisionFailed { reason: "boot_timeout".into() }));
+}
+
+#[test]
+fn registration_of_another_generation_is_stale() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish_all_ok();
+    h.send(Event::AgentRegistered { generation: Generation(7) });
+    assert_eq!(h.m.phase(), Phase::Starting);
+    assert_eq!(h.m.counters().stale_results, 1);
+}
+
+// ---- health --------------------------------------------------------------------------------
+
+fn dropped(h: &Harness, reason: DropReason) -> u64 {
+    let idx = DropReason::ALL.iter().position(|r| *r == reason).expect("known reason");
+    h.m.counters().dropped[idx]
+}
+
+#[test]
+fn health_reports_are_dropped_in_flight_in_debounce_and_for_other_generations() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Config));
+    h.dead();
+    assert_eq!(dropped(&h, DropReason::CycleInFlight), 1);
+    h.finish_all_ok();
+    h.dead();
+    assert_eq!(dropped(&h, DropReason::Debounce), 1);
+    h.advance(61 * SEC);
+    h.send(Event::Health { generation: Generation(1), report: HealthReport::Dead });
+    assert_eq!(dropped(&h, DropReason::StaleGeneration), 1);
+    h.send(Event::Health { generation: Generation(2), report: HealthReport::Pending });
+    assert_eq!(dropped(&h, DropReason::Pending), 1);
+    assert!(h.running.is_empty());
+    assert_eq!(h.count("restart_dropped"), 4);
+}
+
+#[test]
+fn a_health_restart_needs_the_threshold_of_consecutive_dead_reports() {
+    let mut h = Harness::running();
+    h.advance(61 * SEC);
+    h.dead();
+    assert_eq!(h.m.health_failures(), 1);
+    h.send(Event::Health { generation: Generation(1), report: HealthReport::Alive });
+    assert_eq!(h.m.health_failures(), 0);
+    h.dead();
+    assert!(h.m.retry_at().is_none());
+    h.dead();
+    assert!(h.m.retry_at().is_some(), "second consecutive dead report restarts (after backoff)");
+    h.advance(SEC);
+    assert_eq!(h.m.cycle().map(|c| c.causes.contains(Cause::Health)), Some(true));
+}
+
+#[test]
+fn manual_and_config_restarts_are_never_debounced() {
+    let mut h = Harness::running();
+    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(_)));
+    h.finish_all_ok();
+    assert!(matches!(h.send(Event::Restart(Cause::Config)), Outcome::Started(_)));
+}
+
+#[test]
+fn an_instance_that_keeps_dying_ends_failed_with_crash_loop() {
+    let mut h = Harness::running();
+    for _ in 0..20 {
+        if h.m.phase() == Phase::Failed {
+            break;
+        }
+        h.advance(61 * SEC);
+        h.dead();
+        h.dead();
+        if let Some(at) = h.m.retry_at() {
+            h.advance(at.since(h.now));
+        }
+        h.finish_all_ok();
+    }
+    assert_eq!(h.m.phase(), Phase::Failed);
+    assert_eq!(h.m.state().failure.as_ref().map(|f| f.reason.as_str()), Some("crash_loop"));
+}
+
+// ---- recovery ------------------------------------------------------------------------------
+
+#[test]
+fn recovery_adopts_a_live_instance_of_the_latest_generation() {
+    let h = Harness::running();
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    let (_, fx) = m.handle(Event::Recover { live: Some(Generation(1)) }, Tick::at(h.now));
+    assert!(fx.is_empty());
+    assert!(m.instance_up());
+    assert_eq!(m.phase(), Phase::Running);
+}
+
+#[test]
+fn recovery_replaces_a_missing_or_out_of_date_instance() {
+    let h = Harness::running();
+    for live in [None, Some(Generation(0))] {
+        let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+        let (_, _) = m.handle(Event::Recover { live }, Tick::at(h.now));
+        let cycle = m.cycle().expect("recovery cycle");
+        assert!(cycle.causes.contains(Cause::Recovery));
+        assert_eq!(cycle.generation, Generation(2));
+    }
+}
+
+#[test]
+fn recovery_honours_a_pending_intent_committed_before_the_crash() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart(Cause::Config)); // pending, committed
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    m.handle(Event::Recover { live: None }, Tick::at(h.now));
+    assert!(m.cycle().is_some_and(|c| c.causes.contains(Cause::Config)));
+}
+
+// ---- properties ----------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Action {
+    Restart(Cause),
+    Start,
+    Stop,
+    Delete,
+    Health(u64, HealthReport),
+    Finish(bool),
+    FinishStale(u64),
+    Register(u64),
+    Advance(u64),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let cause = prop_oneof![Just(Cause::Manual), Just(Cause::Config), Just(Cause::Recovery)];
+    let report = prop_oneof![
+        Just(HealthReport::Alive),
+        Just(HealthReport::Pending),
+        Just(HealthReport::Dead)
+    ];
+    prop_oneof![
+        6 => cause.prop_map(Action::Restart),
+        1 => Just(Action::Start),
+        1 => Just(Action::Stop),
+        1 => Just(Action::Delete),
+        4 => (0u64..5, report).prop_map(|(g, r)| Action::Health(g, r)),
+        8 => any::<bool>().prop_map(Action::Finish),
+        1 => (0u64..50).prop_map(Action::FinishStale),
+        1 => (0u64..5).prop_map(Action::Register),
+        3 => (0u64..120_000).prop_map(Action::Advance),
+    ]
+}
+
+impl Harness {
+    fn apply(&mut self, a: &Action) -> Option<Outcome> {
+        match a {
+            Action::Restart(c) => return Some(self.send(Event::Restart(*c))),
+            Action::Start => return Some(self.send(Event::Start)),
+            Action::Stop => return Some(self.send(Event::Stop)),
+            Action::Delete => return Some(self.send(Event::Delete)),
+            Action::Health(g, report) => {
+                self.send(Event::Health { generation: Generation(*g), report: *report });
+            }
+            Action::Finish(ok) if !self.running.is_empty() => {
+                self.finish(if *ok { Ok(()) } else { Err("x".into()) });
+            }
+            Action::Finish(_) => {}
+            Action::FinishStale(id) => {
+                if !self.running.iter().any(|(op, _, _)| op.0 == *id) {
+                    self.send(Event::StepFinished { op: OpId(*id), result: Err("late".into()) });
+                }
+            }
+            Action::Register(g) => {
+                self.send(Event::AgentRegistered { generation: Generation(*g) });
+            }
+            Action::Advance(ms) => self.advance(Duration::from_millis(*ms)),
+        }
+        None
+    }
+
+    /// Lets every operation finish successfully and every timer fire.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            if !self.running.is_empty() {
+                self.finish(Ok(()));
+            } else if !self.timers.is_empty() {
+                self.advance(3600 * SEC);
+            } else {
+                return;
+            }
+        }
+        panic!("the machine did not settle");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn never_two_operations_in_flight(actions in prop::collection::vec(action(), 0..200)) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+            prop_assert!(h.running.len() <= 1, "two operations in flight after {a:?}");
+            let cycles_open = h.records.iter().fold(0i64, |open, r| match r.kind {
+                RecordKind::ProvisionStarted { .. } => open + 1,
+                RecordKind::ProvisionSucceeded | RecordKind::ProvisionFailed { .. } => open - 1,
+                _ => open,
+            });
+            prop_assert!((0..=1).contains(&cycles_open));
+        }
+    }
+
+    #[test]
+    fn n_restarts_during_a_cycle_cause_exactly_one_more(
+        causes in prop::collection::vec(prop_oneof![Just(Cause::Manual), Just(Cause::Config)], 1..300),
+    ) {
+        let mut h = Harness::running();
+        h.send(Event::Restart(Cause::Manual));
+        let mark = h.count("provision_started");
+        for c in causes {
+            prop_assert!(matches!(h.send(Event::Restart(c)), Outcome::Coalesced(_)));
+        }
+        h.settle();
+        prop_assert_eq!(h.count("provision_started") - mark, 1);
+        prop_assert_eq!(h.m.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn intents_are_never_dropped(actions in prop::collection::vec(action(), 0..150)) {
+        // Every accepted manual/config restart is followed by a cycle that starts after it,
+        // unless a later stop or delete cancelled it.
+        let mut h = Harness::running();
+        let mut owed: Option<usize> = None;
+        for a in &actions {
+            let before = h.records.len();
+            let outcome = h.apply(a);
+            let started_now = h.records[before..].iter().any(|r| r.kind.name() == "provision_started");
+            match (a, outcome) {
+                (Action::Stop | Action::Delete, _) => owed = None,
+                (Action::Restart(Cause::Manual | Cause::Config), Some(Outcome::Coalesced(_))) => {
+                    owed.get_or_insert(h.records.len());
+                }
+                _ if started_now => owed = None,
+                _ => {}
+            }
+        }
+        h.settle();
+        if let Some(at) = owed {
+            prop_assert!(
+                h.records[at..].iter().any(|r| r.kind.name() == "provision_started"),
+                "an accepted intent was never served"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_completions_never_change_state(
+        actions in prop::collection::vec(action(), 0..100),
+        stale in 1000u64..2000,
+    ) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+        }
+        let state = h.m.state().clone();
+        let phase = h.m.phase();
+        let cycle = h.m.cycle().copied();
+        let op = h.m.op().copied();
+        h.send(Event::StepFinished { op: OpId(stale), result: Err("late".into()) });
+        prop_assert_eq!(h.m.state(), &state);
+        prop_assert_eq!(h.m.phase(), phase);
+        prop_assert_eq!(h.m.cycle().copied(), cycle);
+        prop_assert_eq!(h.m.op().copied(), op);
+    }
+
+    #[test]
+    fn generations_strictly_increase(actions in prop::collection::vec(action(), 0..200)) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+        }
+        let started: Vec<u64> = h.records.iter()
+            .filter(|r| r.kind.name() == "provision_started")
+            .map(|r| r.generation.0)
+            .collect();
+        prop_assert!(started.windows(2).all(|w| w[0] < w[1]), "{:?}", started);
+        prop_assert!(h.m.state().observed_generation <= h.m.state().generation);
+    }
+
+    #[test]
+    fn every_sequence_converges_to_what_was_last_asked(actions in prop::collection::vec(action(), 0..150)) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+        }
+        h.settle();
+        let phase = h.m.phase();
+        match h.m.state().desired {
+            Desired::Running => prop_assert!(
+                matches!(phase, Phase::Running | Phase::Starting | Phase::Failed), "{:?}", phase),
+            Desired::Stopped => prop_assert!(matches!(phase, Phase::Stopped | Phase::Failed)),
+            Desired::Deleted => prop_assert!(h.purged),
+        }
+    }
+}
