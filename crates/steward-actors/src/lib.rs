@@ -1,1 +1,26 @@
-//! placeholder
+//! The imperative shell around the lifecycle machines: one supervisor actor per workspace,
+//! the [`Registry`] that owns them, and the messages they answer.
+//!
+//! A [`WorkspaceActor`] owns one `steward_domain::Machine` by value. Every intent, probe
+//! report and provider completion for the workspace is processed in its mailbox, one at a
+//! time: the gate is structural, there is no lock. Provider calls run in the background and
+//! their completions re-enter the actor tagged with the operation id they belong to.
+//!
+//! This crate decides nothing about lifecycles (the domain does) and knows nothing of HTTP
+//! (the API crate maps its views to DTOs). It never awaits a reply from itself.
+
+mod bus;
+mod clock;
+mod error;
+mod messages;
+mod records;
+mod registry;
+mod telemetry;
+mod workspace;
+
+pub use bus::EventBus;
+pub use clock::Clock;
+pub use error::ActorError;
+pub use messages::{ActorView, Intent, IntentReply, NewWorkspace, WorkspaceView};
+pub use registry::{Deps, Registry, RegistryOptions};
+pub use workspace::WorkspaceActor;

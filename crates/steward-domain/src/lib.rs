@@ -13,6 +13,7 @@ mod ids;
 mod machine;
 mod phase;
 mod policy;
+mod spec;
 mod time;
 
 pub use backoff::BackoffPolicy;
@@ -24,4 +25,5 @@ pub use machine::{
 };
 pub use phase::{Desired, Phase, ReadyWhen};
 pub use policy::Policy;
+pub use spec::WorkspaceSpec;
 pub use time::{Tick, Timestamp};

@@ -1,1 +1,119 @@
-//! placeholder
+//! Providers: the things that actually run a workspace's instance.
+//!
+//! One trait, [`Provider`], and its implementations: [`sim`] (simulated instances with
+//! configurable latency and faults) here; `docker` and `process` come next. The workspace
+//! actor never knows which provider it drives; providers know nothing of actors, the store
+//! or the lifecycle rules — they do what they are told and report what they see.
+//!
+//! Every operation is idempotent where the engine allows: removing or stopping an instance
+//! that is already gone succeeds.
+
+mod error;
+pub mod sim;
+
+pub use error::ProviderError;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use steward_domain::{Generation, ReadyWhen, WorkspaceId};
+
+/// Everything a provider needs to start one instance.
+#[derive(Clone, Debug)]
+pub struct InstanceSpec {
+    /// Workspace the instance belongs to.
+    pub workspace_id: WorkspaceId,
+    /// Generation being provisioned (labels, agent token scope).
+    pub generation: Generation,
+    /// Image (docker).
+    pub image: Option<String>,
+    /// Command and arguments, never passed through a shell.
+    pub command: Option<Vec<String>>,
+    /// Environment: plain variables and the `STEWARD_*` channel variables.
+    pub env: BTreeMap<String, String>,
+    /// Decrypted secrets, also exported as environment variables. `SecretString` keeps them
+    /// out of `Debug` output.
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+/// What a provider sees of a workspace's instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running.
+    Alive(Generation),
+    /// Exists, still booting: not dead.
+    Booting(Generation),
+    /// Exists, not running.
+    Dead(Generation),
+    /// No instance.
+    Absent,
+}
+
+/// An instance the provider has, as found by [`Provider::list`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceSummary {
+    /// Workspace it belongs to.
+    pub workspace_id: WorkspaceId,
+    /// Its liveness.
+    pub liveness: Liveness,
+}
+
+/// A backend that runs workspace instances. At most one instance per workspace.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Configured name, e.g. `sim`.
+    fn name(&self) -> &str;
+
+    /// When an instance of this provider counts as ready, unless a workspace overrides it.
+    fn default_ready_when(&self) -> ReadyWhen;
+
+    /// Starts the instance of `spec.generation`. Fails if the workspace already has one.
+    async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError>;
+
+    /// Stops the workspace's instance, keeping what the engine keeps of a stopped instance.
+    /// Succeeds if there is nothing to stop.
+    async fn stop(&self, id: WorkspaceId) -> Result<(), ProviderError>;
+
+    /// Stops and removes the workspace's instance. Succeeds if there is none.
+    async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError>;
+
+    /// What the provider sees of the workspace's instance.
+    async fn liveness(&self, id: WorkspaceId) -> Result<Liveness, ProviderError>;
+
+    /// Kills the instance abruptly, as a crash would (fault drill).
+    async fn kill(&self, id: WorkspaceId) -> Result<(), ProviderError>;
+
+    /// Every instance this provider has that belongs to Steward, in one call.
+    async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError>;
+}
+
+/// The configured providers, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: HashMap<String, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    /// Adds a provider under its name.
+    pub fn insert(&mut self, provider: Arc<dyn Provider>) {
+        self.by_name.insert(provider.name().to_owned(), provider);
+    }
+
+    /// The provider called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.by_name.get(name)
+    }
+
+    /// Names of every configured provider, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Every provider.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.by_name.values()
+    }
+}

@@ -1,1 +1,234 @@
-//! placeholder
+//! Durable state of Steward: workspaces, secrets (encrypted at rest), lifecycle events and
+//! idempotency keys, on SQLite (embedded default) or PostgreSQL, through one portable schema
+//! in the top-level `migrations/`.
+//!
+//! Writes go through [`Store::commit`], which hands them to a single writer task that groups
+//! the commits of many callers into one transaction (group commit): under load one fsync
+//! serves many requests. A commit resolves only once its transaction is durable, so a caller
+//! may answer `2xx` right after. Every write about a cycle is fenced by generation
+//! (`... WHERE id = ? AND generation = ?`); a fenced-out commit changes nothing and says so.
+//!
+//! This crate knows nothing of actors, HTTP or providers. sqlx types never leave it.
+
+mod crypto;
+mod error;
+mod rows;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+pub use crypto::SecretKey;
+pub use error::StoreError;
+
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::path::Path;
+use steward_domain::{Generation, MachineState, Timestamp, WorkspaceId, WorkspaceSpec};
+
+/// Options for opening a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// `sqlite://path?mode=rwc` or `postgres://...`.
+    pub database_url: String,
+    /// Most commits grouped into one transaction.
+    pub max_batch: usize,
+    /// Connections in the read pool.
+    pub max_connections: u32,
+    /// SQLite busy timeout.
+    pub busy_timeout: std::time::Duration,
+}
+
+/// Everything persisted about one workspace.
+#[derive(Clone, Debug)]
+pub struct WorkspaceRecord {
+    /// Id.
+    pub id: WorkspaceId,
+    /// Configuration.
+    pub spec: WorkspaceSpec,
+    /// Lifecycle state.
+    pub state: MachineState,
+    /// Decrypted secrets, by key.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Agent channel state.
+    pub agent: AgentRecord,
+    /// Sequence number of the last event recorded (0 if none).
+    pub last_event_seq: i64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last update time.
+    pub updated_at: Timestamp,
+}
+
+/// What the daemon knows of the agent inside the current instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Generation whose token is valid.
+    pub generation: Generation,
+    /// SHA-256 hex of that token.
+    pub token_hash: Option<String>,
+    /// URL the agent registered.
+    pub url: Option<String>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: Option<Timestamp>,
+}
+
+/// One lifecycle event, as stored. `(workspace_id, seq)` is unique; `seq` counts from 1 per
+/// workspace and is assigned by the workspace's actor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Per-workspace sequence number.
+    pub seq: i64,
+    /// Generation it concerns.
+    pub generation: Generation,
+    /// When.
+    pub at: Timestamp,
+    /// Event type, e.g. `provision_started`.
+    pub kind: String,
+    /// Details (a JSON object).
+    pub data: serde_json::Value,
+}
+
+/// One write inside a commit.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// A new workspace with its secrets, and the idempotency key that created it, if any.
+    InsertWorkspace {
+        /// The workspace (its `last_event_seq` is ignored).
+        record: Box<WorkspaceRecord>,
+        /// `(key, sha256 hex of the request body)`.
+        idempotency: Option<(String, String)>,
+    },
+    /// Lifecycle state, fenced: applies only if the stored generation is `expected_generation`.
+    SaveState {
+        /// Workspace.
+        id: WorkspaceId,
+        /// Generation the stored row must still have.
+        expected_generation: Generation,
+        /// New state (its generation may be higher).
+        state: MachineState,
+        /// Update time.
+        at: Timestamp,
+    },
+    /// Configuration (model, env...).
+    SaveSpec {
+        /// Workspace.
+        id: WorkspaceId,
+        /// New configuration.
+        spec: WorkspaceSpec,
+    },
+    /// Sets one secret (encrypted before it is written).
+    PutSecret {
+        /// Workspace.
+        id: WorkspaceId,
+        /// Key.
+        key: String,
+        /// Plain value.
+        value: SecretString,
+    },
+    /// Removes one secret (no error if absent).
+    DeleteSecret {
+        /// Workspace.
+        id: WorkspaceId,
+        /// Key.
+        key: String,
+    },
+    /// Agent channel state, fenced on the workspace's generation being `agent.generation`.
+    SaveAgent {
+        /// Workspace.
+        id: WorkspaceId,
+        /// New agent state.
+        agent: AgentRecord,
+    },
+    /// Appends one event.
+    AppendEvent(EventRecord),
+    /// Removes the workspace with its secrets, events and idempotency keys.
+    DeleteWorkspace {
+        /// Workspace.
+        id: WorkspaceId,
+    },
+}
+
+/// How a commit ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Every write applied; durable.
+    Committed,
+    /// A fenced write found another generation: nothing of this commit applied.
+    Fenced {
+        /// Workspace.
+        id: WorkspaceId,
+        /// Generation the write expected.
+        expected: Generation,
+    },
+}
+
+/// Handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: std::sync::Arc<writer::Inner>,
+}
+
+impl Store {
+    /// Connects, applies migrations, loads or creates the secrets key at `key_path`
+    /// (mode 0600), and starts the writer task (on the current tokio runtime).
+    pub async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
+        writer::open(options, key_path).await
+    }
+
+    /// Commits `writes` atomically (grouped with other callers' commits). Resolves once
+    /// durable. Refused with [`StoreError::Overloaded`] like [`Store::enqueue`].
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<CommitOutcome, StoreError> {
+        self.enqueue(writes).await
+    }
+
+    /// Like [`Store::commit`], but queues `writes` before returning, so the commits one
+    /// caller enqueues are applied in that order; the future resolves once they are durable.
+    /// When the writer is that far behind, the future fails at once with
+    /// [`StoreError::Overloaded`] and nothing is written.
+    pub fn enqueue(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
+        writer::enqueue(&self.inner, writes)
+    }
+
+    /// Every workspace, for start-up.
+    pub async fn load_all(&self) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        rows::load_all(&self.inner).await
+    }
+
+    /// One workspace.
+    pub async fn load(&self, id: WorkspaceId) -> Result<Option<WorkspaceRecord>, StoreError> {
+        rows::load(&self.inner, id).await
+    }
+
+    /// Events of a workspace with `seq > after`, oldest first, at most `limit`.
+    pub async fn events(
+        &self,
+        id: WorkspaceId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        rows::events(&self.inner, id, after, limit).await
+    }
+
+    /// The workspace an idempotency key created, with the body hash it was created with.
+    pub async fn idempotency(
+        &self,
+        key: &str,
+    ) -> Result<Option<(WorkspaceId, String)>, StoreError> {
+        rows::idempotency(&self.inner, key).await
+    }
+
+    /// Cheap check that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        rows::ping(&self.inner).await
+    }
+
+    /// Waits for every commit queued so far, then stops the writer and closes the pool.
+    pub async fn close(&self) {
+        writer::close(&self.inner).await
+    }
+}

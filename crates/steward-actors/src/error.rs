@@ -1,0 +1,38 @@
+//! Why a message to a workspace could not be served.
+
+use steward_domain::WorkspaceId;
+
+/// Errors of the registry and actors, each a distinct answer for the API to map.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ActorError {
+    /// No such workspace.
+    #[error("workspace {0} not found")]
+    NotFound(WorkspaceId),
+    /// No such secret.
+    #[error("secret {0:?} not found")]
+    SecretNotFound(String),
+    /// The workspace is being deleted.
+    #[error("workspace is being deleted")]
+    Deleting,
+    /// The provider named is not configured.
+    #[error("unknown provider {0:?}")]
+    UnknownProvider(String),
+    /// The idempotency key was used with another body.
+    #[error("idempotency key reused with a different request body")]
+    IdempotencyConflict,
+    /// The actor's mailbox is full.
+    #[error("workspace is overloaded, retry later")]
+    Overloaded,
+    /// The actor is restarting (after a crash); the request was not processed.
+    #[error("workspace actor is restarting, retry later")]
+    Restarting,
+    /// The daemon is shutting down.
+    #[error("daemon is shutting down")]
+    ShuttingDown,
+    /// The store failed; the intent was not committed.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// The provider failed.
+    #[error("provider: {0}")]
+    Provider(String),
+}

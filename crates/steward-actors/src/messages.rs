@@ -1,0 +1,163 @@
+//! Messages a workspace actor answers, and the views it answers with.
+
+use actix::Message;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use steward_domain::{
+    CauseSet, Counters, Cycle, Failure, Generation, Op, Outcome, Phase, ReadyWhen, Timestamp,
+    Transition, WorkspaceId, WorkspaceSpec,
+};
+use steward_store::AgentRecord;
+
+use crate::ActorError;
+
+/// A user's intent for one workspace.
+#[derive(Debug)]
+pub enum Intent {
+    /// Provision the freshly created workspace (sent once, by the registry).
+    Create {
+        /// `(key, body hash)` recorded with the workspace.
+        idempotency: Option<(String, String)>,
+    },
+    /// Replace the instance.
+    Restart,
+    /// Make it run.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Delete it.
+    Delete,
+    /// Set a secret (config restart).
+    SetSecret {
+        /// Key.
+        key: String,
+        /// Value.
+        value: SecretString,
+    },
+    /// Remove a secret (config restart).
+    RemoveSecret {
+        /// Key.
+        key: String,
+    },
+    /// Set the model (config restart).
+    SetModel {
+        /// New model.
+        model: String,
+    },
+}
+
+/// Sends an intent; answered once the intent is committed.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<IntentReply, ActorError>")]
+pub struct Submit(pub Intent);
+
+/// The answer to an intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntentReply {
+    /// What the machine decided.
+    pub outcome: Outcome,
+    /// The generation concerned: the new or pending cycle's, else the current one.
+    pub generation: Generation,
+}
+
+/// Kills the instance through its provider, as a crash would (fault drill). Not an intent:
+/// the machine learns of the death the way it would learn of a real crash.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Kill;
+
+/// Asks for the workspace document.
+#[derive(Debug, Message)]
+#[rtype(result = "WorkspaceView")]
+pub struct Get;
+
+/// Asks for the live actor inspection.
+#[derive(Debug, Message)]
+#[rtype(result = "ActorView")]
+pub struct Inspect;
+
+/// Asks the actor to accept no more intents and to answer once no operation is in flight.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A workspace as users see it.
+#[derive(Clone, Debug)]
+pub struct WorkspaceView {
+    /// Id.
+    pub id: WorkspaceId,
+    /// Configuration.
+    pub spec: WorkspaceSpec,
+    /// Readiness rule.
+    pub ready_when: ReadyWhen,
+    /// Phase.
+    pub phase: Phase,
+    /// Latest generation started or scheduled.
+    pub generation: Generation,
+    /// Generation of the instance up.
+    pub observed_generation: Generation,
+    /// Whether a cycle is in flight.
+    pub in_flight: bool,
+    /// Causes of the pending restart (empty: none).
+    pub pending: CauseSet,
+    /// Agent channel state.
+    pub agent: AgentRecord,
+    /// Last failure.
+    pub failure: Option<Failure>,
+    /// Secret keys (never values).
+    pub secret_keys: Vec<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// What an operator sees of a live actor.
+#[derive(Clone, Debug)]
+pub struct ActorView {
+    /// Workspace.
+    pub id: WorkspaceId,
+    /// Phase.
+    pub phase: Phase,
+    /// Latest generation.
+    pub generation: Generation,
+    /// Generation up.
+    pub observed_generation: Generation,
+    /// Cycle in flight.
+    pub cycle: Option<Cycle>,
+    /// Provider operation in flight.
+    pub op: Option<Op>,
+    /// Pending restart causes.
+    pub pending: CauseSet,
+    /// End of the debounce window, if inside it.
+    pub debounce_until: Option<Timestamp>,
+    /// End of the settle window, if inside it.
+    pub settle_until: Option<Timestamp>,
+    /// Consecutive dead reports.
+    pub health_failures: u32,
+    /// Next backoff retry number.
+    pub backoff_attempt: u32,
+    /// When the scheduled retry fires.
+    pub retry_at: Option<Timestamp>,
+    /// Counters.
+    pub counters: Counters,
+    /// Messages waiting in the mailbox.
+    pub mailbox_len: usize,
+    /// Last error the actor saw.
+    pub last_error: Option<String>,
+    /// Recent phase transitions.
+    pub transitions: Vec<Transition>,
+}
+
+/// A workspace to create.
+#[derive(Debug)]
+pub struct NewWorkspace {
+    /// Configuration.
+    pub spec: WorkspaceSpec,
+    /// Initial secrets.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Readiness rule (default: the provider's).
+    pub ready_when: Option<ReadyWhen>,
+    /// `(Idempotency-Key, sha256 hex of the body)`.
+    pub idempotency: Option<(String, String)>,
+}

@@ -1,0 +1,381 @@
+//! The registry: workspace id → the address of its one actor.
+//!
+//! Guarantees:
+//! - exactly one live actor per workspace: actors are spawned only when a workspace is
+//!   created (fresh random id), loaded at boot, or respawned after its predecessor stopped;
+//! - lookups are a sharded concurrent map read, never a global lock, so the registry is not
+//!   a throughput bottleneck;
+//! - mailboxes are bounded: a message beyond `mailbox_capacity` waiting for one actor is
+//!   refused with [`ActorError::Overloaded`] instead of queueing without bound;
+//! - actors are spread over several arbiters (threads) by id, so actor processing is not
+//!   limited to one core.
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use futures::future::join_all;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use steward_domain::{Generation, MachineState, Policy, WorkspaceId};
+use steward_provider::{Provider, Providers};
+use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
+use tokio::sync::{broadcast, OnceCell};
+
+use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
+use crate::workspace::{live_generation, Origin};
+use crate::{
+    ActorError, ActorView, Clock, EventBus, Intent, IntentReply, NewWorkspace, WorkspaceActor,
+    WorkspaceView,
+};
+
+/// What every workspace actor shares.
+pub struct Deps {
+    /// Durable state.
+    pub store: Store,
+    /// Configured providers.
+    pub providers: Providers,
+    /// Lifecycle policy.
+    pub policy: Arc<Policy>,
+    /// Source of `now`.
+    pub clock: Clock,
+    /// Committed events for live subscribers.
+    pub bus: EventBus,
+    /// Most messages waiting for one actor.
+    pub mailbox_capacity: usize,
+}
+
+/// How the registry runs its actors.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Arbiters (threads) to spread actors over; `0` runs them on the current arbiter
+    /// (tests with paused time).
+    pub arbiters: usize,
+}
+
+#[derive(Clone)]
+struct Entry {
+    addr: Addr<WorkspaceActor>,
+    mailbox: Arc<AtomicUsize>,
+}
+
+/// The outcome of an idempotent create, shared by concurrent requests with the same key.
+type IdempotentCreate = Result<(WorkspaceId, String, Option<WorkspaceView>), ActorError>;
+
+struct Inner {
+    deps: Arc<Deps>,
+    actors: DashMap<WorkspaceId, Entry>,
+    arbiters: Vec<ArbiterHandle>,
+    /// Creates in progress per idempotency key (removed once settled: the store has it).
+    creating: DashMap<String, Arc<OnceCell<IdempotentCreate>>>,
+    shutting_down: AtomicBool,
+}
+
+/// Handle to the registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// Releases one mailbox slot when a request settles or is dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registry {
+    /// Loads every workspace from the store, asks each provider once for its instances,
+    /// removes orphans (instances with no workspace), and starts one actor per workspace,
+    /// which reconciles with what its provider has.
+    pub async fn boot(deps: Deps, options: RegistryOptions) -> Result<Registry, ActorError> {
+        let arbiters = (0..options.arbiters).map(|_| Arbiter::new().handle()).collect();
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                deps: Arc::new(deps),
+                actors: DashMap::new(),
+                arbiters,
+                creating: DashMap::new(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        };
+        let records = registry.inner.deps.store.load_all().await.map_err(|e| ActorError::Store(e.to_string()))?;
+        let live = registry.survey(&records).await;
+        let count = records.len();
+        for record in records {
+            let live = live.get(&record.id).copied().flatten();
+            registry.spawn(record, Origin::Restored { live });
+        }
+        tracing::info!(workspaces = count, "registry booted");
+        Ok(registry)
+    }
+
+    /// One `list` per provider: the live generation of each workspace's instance. Removes
+    /// instances that belong to no workspace.
+    async fn survey(&self, records: &[WorkspaceRecord]) -> HashMap<WorkspaceId, Option<Generation>> {
+        let provider_of: HashMap<WorkspaceId, &str> =
+            records.iter().map(|r| (r.id, r.spec.provider.as_str())).collect();
+        let mut live = HashMap::new();
+        for provider in self.inner.deps.providers.iter() {
+            let instances = match provider.list().await {
+                Ok(instances) => instances,
+                Err(e) => {
+                    tracing::warn!(provider = provider.name(), error = %e, "cannot list instances at boot");
+                    continue;
+                }
+            };
+            for instance in instances {
+                match provider_of.get(&instance.workspace_id) {
+                    Some(name) if *name == provider.name() => {
+                        live.insert(instance.workspace_id, live_generation(instance.liveness));
+                    }
+                    _ => remove_orphan(provider.clone(), instance.workspace_id),
+                }
+            }
+        }
+        live
+    }
+
+    fn spawn(&self, record: WorkspaceRecord, origin: Origin) -> Entry {
+        let id = record.id;
+        let mailbox = Arc::new(AtomicUsize::new(0));
+        let actor =
+            WorkspaceActor::new(record, origin, self.inner.deps.clone(), self.clone(), mailbox.clone());
+        let addr = match self.arbiter_for(id) {
+            Some(arbiter) => WorkspaceActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        };
+        let entry = Entry { addr, mailbox };
+        self.inner.actors.insert(id, entry.clone());
+        entry
+    }
+
+    fn arbiter_for(&self, id: WorkspaceId) -> Option<&ArbiterHandle> {
+        if self.inner.arbiters.is_empty() {
+            return None;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        let n = self.inner.arbiters.len() as u64;
+        self.inner.arbiters.get(usize::try_from(hasher.finish() % n).unwrap_or(0))
+    }
+
+    async fn ask_entry<M>(&self, entry: &Entry, msg: M) -> Result<M::Result, ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WorkspaceActor: Handler<M>,
+    {
+        if entry.mailbox.fetch_add(1, Ordering::AcqRel) >= self.inner.deps.mailbox_capacity {
+            entry.mailbox.fetch_sub(1, Ordering::AcqRel);
+            return Err(ActorError::Overloaded);
+        }
+        let _slot = Slot(entry.mailbox.clone());
+        entry.addr.send(msg).await.map_err(|_| ActorError::Restarting)
+    }
+
+    async fn ask<M>(&self, id: WorkspaceId, msg: M) -> Result<M::Result, ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WorkspaceActor: Handler<M>,
+    {
+        let entry = self.inner.actors.get(&id).map(|e| e.clone()).ok_or(ActorError::NotFound(id))?;
+        self.ask_entry(&entry, msg).await
+    }
+
+    /// Creates a workspace; answers once the creation is committed. With an idempotency
+    /// key, the same key and body give the same workspace (`false`: not newly created).
+    pub async fn create(&self, new: NewWorkspace) -> Result<(WorkspaceView, bool), ActorError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(ActorError::ShuttingDown);
+        }
+        let provider = self
+            .inner
+            .deps
+            .providers
+            .get(&new.spec.provider)
+            .cloned()
+            .ok_or_else(|| ActorError::UnknownProvider(new.spec.provider.clone()))?;
+        let Some((key, hash)) = new.idempotency.clone() else {
+            return Ok((self.create_now(new, provider.as_ref()).await?, true));
+        };
+        let cell = self.inner.creating.entry(key.clone()).or_default().clone();
+        let settled = cell
+            .get_or_init(|| async {
+                match self.inner.deps.store.idempotency(&key).await {
+                    Ok(Some((id, stored_hash))) => Ok((id, stored_hash, None)),
+                    Ok(None) => {
+                        let view = self.create_now(new, provider.as_ref()).await?;
+                        Ok((view.id, hash.clone(), Some(view)))
+                    }
+                    Err(e) => Err(ActorError::Store(e.to_string())),
+                }
+            })
+            .await
+            .clone();
+        self.inner.creating.remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
+        let (id, stored_hash, created) = settled?;
+        if stored_hash != hash {
+            return Err(ActorError::IdempotencyConflict);
+        }
+        match created {
+            Some(view) => Ok((view, true)),
+            None => Ok((self.get(id).await?, false)),
+        }
+    }
+
+    async fn create_now(&self, new: NewWorkspace, provider: &dyn Provider) -> Result<WorkspaceView, ActorError> {
+        let now = self.inner.deps.clock.now();
+        let ready_when = new.ready_when.unwrap_or_else(|| provider.default_ready_when());
+        let record = WorkspaceRecord {
+            id: WorkspaceId::random(),
+            spec: new.spec,
+            state: MachineState::new(ready_when),
+            secrets: new.secrets,
+            agent: AgentRecord::default(),
+            last_event_seq: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let entry = self.spawn(record, Origin::New);
+        self.ask_entry(&entry, Submit(Intent::Create { idempotency: new.idempotency })).await??;
+        self.ask_entry(&entry, Get).await
+    }
+
+    /// Sends an intent to a workspace; answers once it is committed.
+    pub async fn submit(&self, id: WorkspaceId, intent: Intent) -> Result<IntentReply, ActorError> {
+        self.ask(id, Submit(intent)).await?
+    }
+
+    /// Kills a workspace's instance through its provider (fault drill).
+    pub async fn kill(&self, id: WorkspaceId) -> Result<(), ActorError> {
+        self.ask(id, Kill).await?
+    }
+
+    /// One workspace.
+    pub async fn get(&self, id: WorkspaceId) -> Result<WorkspaceView, ActorError> {
+        self.ask(id, Get).await
+    }
+
+    /// Every workspace, ordered by creation time.
+    pub async fn list(&self) -> Vec<WorkspaceView> {
+        let mut views: Vec<WorkspaceView> =
+            join_all(self.ids().into_iter().map(|id| self.get(id))).await.into_iter().flatten().collect();
+        views.sort_by_key(|v| (v.created_at, v.id));
+        views
+    }
+
+    /// Live inspection of one actor.
+    pub async fn inspect(&self, id: WorkspaceId) -> Result<ActorView, ActorError> {
+        self.ask(id, Inspect).await
+    }
+
+    /// Live inspection of every actor.
+    pub async fn inspect_all(&self) -> Vec<ActorView> {
+        let mut views: Vec<ActorView> =
+            join_all(self.ids().into_iter().map(|id| self.inspect(id))).await.into_iter().flatten().collect();
+        views.sort_by_key(|v| v.id);
+        views
+    }
+
+    /// Events of a workspace with `seq > after`.
+    pub async fn events(&self, id: WorkspaceId, after: i64, limit: i64) -> Result<Vec<EventRecord>, ActorError> {
+        if !self.inner.actors.contains_key(&id) {
+            return Err(ActorError::NotFound(id));
+        }
+        self.inner.deps.store.events(id, after, limit).await.map_err(|e| ActorError::Store(e.to_string()))
+    }
+
+    /// A live feed of committed events (all workspaces).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.inner.deps.bus.subscribe()
+    }
+
+    /// Whether the workspace exists.
+    pub fn contains(&self, id: WorkspaceId) -> bool {
+        self.inner.actors.contains_key(&id)
+    }
+
+    /// Names of the configured providers.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.inner.deps.providers.names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Whether the daemon can serve lifecycle intents (store reachable, not shutting down).
+    pub async fn ready(&self) -> Result<(), ActorError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(ActorError::ShuttingDown);
+        }
+        self.inner.deps.store.ping().await.map_err(|e| ActorError::Store(e.to_string()))
+    }
+
+    /// Number of workspaces by phase name.
+    pub async fn census(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for view in self.list().await {
+            *counts.entry(view.phase.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Stops accepting intents and waits, at most `grace`, until no operation is in flight
+    /// and every commit has settled. Cycles still running after `grace` are recovered at
+    /// the next start from what was committed.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let entries: Vec<Entry> = self.inner.actors.iter().map(|e| e.value().clone()).collect();
+        let all = join_all(entries.iter().map(|e| e.addr.send(Shutdown)));
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "shutdown grace elapsed with operations in flight; they will be recovered at the next start");
+        }
+    }
+
+    fn ids(&self) -> Vec<WorkspaceId> {
+        self.inner.actors.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Drops the registry entry of a purged workspace (if `addr` is still its actor).
+    pub(crate) fn forget(&self, id: WorkspaceId, addr: &Addr<WorkspaceActor>) {
+        self.inner.actors.remove_if(&id, |_, e| e.addr == *addr);
+    }
+
+    /// Starts a fresh actor for `id` from the store, after its predecessor stopped.
+    pub(crate) async fn respawn(&self, id: WorkspaceId) {
+        let mut delay = Duration::from_millis(100);
+        while !self.inner.shutting_down.load(Ordering::Acquire) {
+            match self.inner.deps.store.load(id).await {
+                Ok(Some(record)) => {
+                    let live = match self.inner.deps.providers.get(&record.spec.provider) {
+                        Some(p) => p.liveness(id).await.ok().and_then(live_generation),
+                        None => None,
+                    };
+                    self.spawn(record, Origin::Restored { live });
+                    tracing::info!(workspace = %id, "workspace actor restarted from the store");
+                    return;
+                }
+                Ok(None) => {
+                    self.inner.actors.remove(&id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(workspace = %id, error = %e, "cannot reload workspace; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+fn remove_orphan(provider: Arc<dyn Provider>, id: WorkspaceId) {
+    tracing::info!(provider = provider.name(), workspace = %id, "removing orphan instance");
+    actix::spawn(async move {
+        if let Err(e) = provider.remove(id).await {
+            tracing::warn!(workspace = %id, error = %e, "cannot remove orphan instance");
+        }
+    });
+}

@@ -1,0 +1,50 @@
+//! Prometheus metrics derived from what the machines record (names from DESIGN.md).
+
+use steward_domain::{Phase, Record, RecordKind, Timestamp};
+
+/// Counts one record.
+pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestamp) {
+    match &record.kind {
+        RecordKind::RestartRequested { cause } | RecordKind::RestartDeferred { cause } => {
+            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
+        }
+        RecordKind::RestartCoalesced { cause } => {
+            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
+            metrics::counter!("steward_restart_coalesced_total").increment(1);
+        }
+        RecordKind::RestartDropped { cause, reason } => {
+            metrics::counter!(
+                "steward_restart_dropped_total",
+                "cause" => cause.as_str(),
+                "reason" => reason.as_str()
+            )
+            .increment(1);
+        }
+        RecordKind::ProvisionSucceeded | RecordKind::ProvisionFailed { .. } => {
+            let result =
+                if matches!(record.kind, RecordKind::ProvisionSucceeded) { "succeeded" } else { "failed" };
+            metrics::counter!("steward_restart_cycles_total", "result" => result).increment(1);
+            if let Some(started) = cycle_started_at {
+                metrics::histogram!("steward_cycle_duration_seconds")
+                    .record(now.since(started).as_secs_f64());
+            }
+        }
+        RecordKind::StaleResultIgnored { .. } => {
+            metrics::counter!("steward_stale_results_total").increment(1);
+        }
+        _ => {}
+    }
+}
+
+/// Moves one workspace from phase `from` to `to` in `steward_workspaces{phase}`.
+pub fn phase_changed(from: Option<Phase>, to: Option<Phase>) {
+    if from == to {
+        return;
+    }
+    if let Some(from) = from {
+        metrics::gauge!("steward_workspaces", "phase" => from.as_str()).decrement(1.0);
+    }
+    if let Some(to) = to {
+        metrics::gauge!("steward_workspaces", "phase" => to.as_str()).increment(1.0);
+    }
+}

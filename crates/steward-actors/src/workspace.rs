@@ -1,0 +1,571 @@
+//! The supervisor actor of one workspace: the imperative shell around its `Machine`.
+//!
+//! Flow of one message: feed the event to the machine → apply the configuration change the
+//! intent carries (if the machine accepted it) → turn the effects into store writes, timers
+//! and background provider operations → enqueue one commit → answer once it is durable.
+//!
+//! Guarantees:
+//! - the mailbox is never blocked on I/O: commits and provider calls run as spawned
+//!   futures whose results re-enter the actor through `ActorFuture::map`, serialized with
+//!   messages;
+//! - a provider operation starts only after the commit that decided it is durable;
+//! - commits are enqueued synchronously in decision order, so the store sees this
+//!   workspace's writes in the order they were decided;
+//! - a panic in the machine or in a provider call, a failed commit, or a fenced write stops
+//!   this actor and the registry restarts it from the persisted state (after the last
+//!   commit settles), with the failure recorded.
+
+use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use steward_domain::{
+    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Rejection, Step, Tick,
+    Timer, Timestamp, WorkspaceId, WorkspaceSpec,
+};
+use steward_provider::{InstanceSpec, Liveness, Provider};
+use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
+use tokio::sync::oneshot;
+
+use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
+use crate::registry::Deps;
+use crate::{records, telemetry, ActorError, ActorView, Intent, IntentReply, Registry, WorkspaceView};
+
+/// A commit in flight, awaitable by several parties (the caller, the operations it gates,
+/// the next respawn). `Err` carries a reason to record.
+type Commit = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// One provider call, prepared inside the actor (the spec is read at decision time).
+enum Call {
+    Start(Box<InstanceSpec>),
+    Remove,
+    Stop,
+}
+
+/// How the actor came to life.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    /// Brand new: the registry sends `Intent::Create` next.
+    New,
+    /// Loaded from the store; `live` is the generation of the instance its provider has.
+    Restored {
+        /// The live instance's generation, if any.
+        live: Option<Generation>,
+    },
+}
+
+/// The supervisor actor of one workspace.
+pub struct WorkspaceActor {
+    id: WorkspaceId,
+    machine: Machine,
+    spec: WorkspaceSpec,
+    secrets: BTreeMap<String, SecretString>,
+    agent: AgentRecord,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_event_seq: i64,
+    /// Whether the workspace row exists in the store (false until the create commits).
+    inserted: bool,
+    /// Generation of the state last handed to the store (the fence for the next write).
+    persisted_generation: Generation,
+    /// The operation running in the background, if any.
+    running_op: Option<(OpId, SpawnHandle)>,
+    /// The last commit enqueued: a respawn waits for it before reloading.
+    last_commit: Commit,
+    origin: Option<Origin>,
+    deps: Arc<Deps>,
+    registry: Registry,
+    mailbox: Arc<AtomicUsize>,
+    last_error: Option<String>,
+    shutting_down: bool,
+    idle_waiters: Vec<oneshot::Sender<()>>,
+    /// Set when the actor stops to be restarted from the store.
+    crashed: bool,
+}
+
+impl WorkspaceActor {
+    pub(crate) fn new(
+        record: WorkspaceRecord,
+        origin: Origin,
+        deps: Arc<Deps>,
+        registry: Registry,
+        mailbox: Arc<AtomicUsize>,
+    ) -> Self {
+        let inserted = matches!(origin, Origin::Restored { .. });
+        let machine = Machine::restore(deps.policy.clone(), record.state);
+        Self {
+            id: record.id,
+            persisted_generation: machine.state().generation,
+            machine,
+            spec: record.spec,
+            secrets: record.secrets,
+            agent: record.agent,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            last_event_seq: record.last_event_seq,
+            inserted,
+            running_op: None,
+            last_commit: futures::future::ready(Ok(())).boxed().shared(),
+            origin: Some(origin),
+            deps,
+            registry,
+            mailbox,
+            last_error: None,
+            shutting_down: false,
+            idle_waiters: Vec::new(),
+            crashed: false,
+        }
+    }
+
+    fn provider(&self) -> Option<Arc<dyn Provider>> {
+        self.deps.providers.get(&self.spec.provider).cloned()
+    }
+
+    /// Feeds one event to the machine. A panic inside the machine is a bug: the actor
+    /// restarts from the store and the event is lost, never half-applied.
+    fn decide(&mut self, event: Event) -> Result<(Outcome, Vec<Effect>), ActorError> {
+        let tick = Tick { now: self.deps.clock.now(), jitter: rand::random::<f64>() };
+        let mut candidate = self.machine.clone();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let out = candidate.handle(event, tick);
+            (candidate, out)
+        })) {
+            Ok((machine, out)) => {
+                self.machine = machine;
+                Ok(out)
+            }
+            Err(panic) => {
+                let reason = format!("lifecycle machine panicked: {}", panic_message(&panic));
+                tracing::error!(workspace = %self.id, %reason, "restarting actor");
+                self.last_error = Some(reason);
+                Err(ActorError::Restarting)
+            }
+        }
+    }
+
+    /// Handles an event that has no one waiting for an answer (completions, timers,
+    /// recovery). Its commit is watched like any other: a failure restarts the actor.
+    fn react(&mut self, event: Event, ctx: &mut Context<Self>) {
+        match self.decide(event) {
+            Ok((_, effects)) => drop(self.execute(effects, Vec::new(), ctx)),
+            Err(_) => self.crash("lifecycle machine panicked".into(), ctx),
+        }
+    }
+
+    /// Carries out `effects`: persists the new state, the records and `extra` writes in one
+    /// commit, and arms timers and operations. Returns the commit to await.
+    fn execute(&mut self, effects: Vec<Effect>, extra: Vec<Write>, ctx: &mut Context<Self>) -> Commit {
+        let now = self.deps.clock.now();
+        let cycle_started = self.machine.cycle().map(|c| c.started_at);
+        let mut writes = extra;
+        let mut events = Vec::new();
+        let mut runs = Vec::new();
+        let mut purge = false;
+        for effect in effects {
+            match effect {
+                Effect::Record(record) => {
+                    telemetry::count(&record, cycle_started, now);
+                    self.last_event_seq += 1;
+                    events.push(records::to_event(self.id, self.last_event_seq, now, &record));
+                }
+                Effect::Run { op, step, generation } => runs.push((op, step, generation)),
+                Effect::Abort(op) => self.abort(op, ctx),
+                Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
+                Effect::Purge => purge = true,
+            }
+        }
+        if purge {
+            // The delete is done: nothing of the workspace survives, not even its events;
+            // live subscribers still hear the final ones.
+            return self.purge(events, ctx);
+        }
+        let state_changed = self.machine.state().generation != self.persisted_generation
+            || !events.is_empty()
+            || !writes.is_empty();
+        if state_changed {
+            self.updated_at = now;
+            // Before the create commits, the InsertWorkspace write carries the state.
+            if self.inserted {
+                writes.insert(
+                    0,
+                    Write::SaveState {
+                        id: self.id,
+                        expected_generation: self.persisted_generation,
+                        state: self.machine.state().clone(),
+                        at: now,
+                    },
+                );
+            }
+            self.persisted_generation = self.machine.state().generation;
+        }
+        let commit = if writes.is_empty() { self.last_commit.clone() } else { self.commit(writes, events, ctx) };
+        for (op, step, generation) in runs {
+            self.run(op, step, generation, commit.clone(), ctx);
+        }
+        if self.running_op.is_none() {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        commit
+    }
+
+    /// Enqueues `writes` + `events` now (in decision order) and watches the outcome: events
+    /// are published once durable; a failure restarts the actor from the store.
+    fn commit(&mut self, mut writes: Vec<Write>, events: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
+        let events: Vec<Arc<EventRecord>> = events.into_iter().map(Arc::new).collect();
+        writes.extend(events.iter().map(|e| Write::AppendEvent(EventRecord::clone(e))));
+        let pending = self.deps.store.enqueue(writes);
+        let bus = self.deps.bus.clone();
+        let commit: Commit = async move {
+            match pending.await {
+                Ok(CommitOutcome::Committed) => {
+                    for event in events {
+                        bus.publish(event);
+                    }
+                    Ok(())
+                }
+                Ok(CommitOutcome::Fenced { expected, .. }) => {
+                    Err(format!("write fenced: stored generation is no longer {expected}"))
+                }
+                Err(e) => Err(format!("store: {e}")),
+            }
+        }
+        .boxed()
+        .shared();
+        self.last_commit = commit.clone();
+        ctx.spawn(commit.clone().into_actor(self).map(|result, act, ctx| {
+            if let Err(reason) = result {
+                act.crash(reason, ctx);
+            }
+        }));
+        commit
+    }
+
+    /// Runs one provider operation in the background, after `commit` is durable.
+    fn run(&mut self, op: OpId, step: Step, generation: Generation, commit: Commit, ctx: &mut Context<Self>) {
+        let id = self.id;
+        let provider = self.provider();
+        let call = match step {
+            Step::Start => Call::Start(Box::new(self.instance_spec(generation))),
+            Step::RemoveOld | Step::Remove => Call::Remove,
+            Step::Stop => Call::Stop,
+        };
+        let work = async move {
+            if commit.await.is_err() {
+                return None; // the actor restarts; the operation never ran
+            }
+            let Some(provider) = provider else {
+                return Some(Err("provider is not configured".to_owned()));
+            };
+            let result = match call {
+                Call::Start(spec) => provider.start(&spec).await,
+                Call::Remove => provider.remove(id).await,
+                Call::Stop => provider.stop(id).await,
+            };
+            Some(result.map_err(|e| e.to_string()))
+        };
+        let handle = ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(
+            move |result, act, ctx| {
+                if act.running_op.as_ref().is_some_and(|(running, _)| *running == op) {
+                    act.running_op = None;
+                }
+                match result {
+                    Ok(Some(result)) => act.react(Event::StepFinished { op, result }, ctx),
+                    Ok(None) => {}
+                    Err(panic) => {
+                        let reason = format!("provider panicked during {}: {}", step.as_str(), panic_message(&panic));
+                        tracing::error!(workspace = %act.id, %reason, "cycle panicked");
+                        // Record the failure through the machine (backoff applies), then
+                        // restart the actor from what was persisted.
+                        act.react(Event::StepFinished { op, result: Err(reason.clone()) }, ctx);
+                        act.crash(reason, ctx);
+                    }
+                }
+            },
+        ));
+        self.running_op = Some((op, handle));
+    }
+
+    fn abort(&mut self, op: OpId, ctx: &mut Context<Self>) {
+        if let Some((running, handle)) = self.running_op.take() {
+            if running == op {
+                ctx.cancel_future(handle);
+            } else {
+                self.running_op = Some((running, handle));
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Timestamp, timer: Timer, ctx: &mut Context<Self>) {
+        let delay = at.since(self.deps.clock.now());
+        ctx.run_later(delay, move |act, ctx| act.react(Event::Timer(timer), ctx));
+    }
+
+    fn purge(&mut self, last_words: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
+        telemetry::phase_changed(Some(self.machine.phase()), None);
+        let commit = self.commit(vec![Write::DeleteWorkspace { id: self.id }], Vec::new(), ctx);
+        let registry = self.registry.clone();
+        let bus = self.deps.bus.clone();
+        let id = self.id;
+        let addr = ctx.address();
+        ctx.spawn(commit.clone().into_actor(self).map(move |result, _act, ctx| {
+            if result.is_ok() {
+                registry.forget(id, &addr);
+                last_words.into_iter().for_each(|e| bus.publish(Arc::new(e)));
+                ctx.stop();
+            }
+        }));
+        commit
+    }
+
+    /// Stops this actor and has the registry start a fresh one from the store once the
+    /// last commit has settled.
+    fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.crashed {
+            return;
+        }
+        tracing::warn!(workspace = %self.id, %reason, "workspace actor restarting from the store");
+        self.crashed = true;
+        self.last_error = Some(reason);
+        ctx.stop();
+    }
+
+    fn instance_spec(&self, generation: Generation) -> InstanceSpec {
+        let mut env = self.spec.env.clone();
+        env.insert("STEWARD_WORKSPACE_ID".into(), self.id.to_string());
+        env.insert("STEWARD_GENERATION".into(), generation.to_string());
+        if let Some(model) = &self.spec.model {
+            env.insert("STEWARD_MODEL".into(), model.clone());
+        }
+        InstanceSpec {
+            workspace_id: self.id,
+            generation,
+            image: self.spec.image.clone(),
+            command: self.spec.command.clone(),
+            env,
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    fn record(&self) -> WorkspaceRecord {
+        WorkspaceRecord {
+            id: self.id,
+            spec: self.spec.clone(),
+            state: self.machine.state().clone(),
+            secrets: self.secrets.clone(),
+            agent: self.agent.clone(),
+            last_event_seq: self.last_event_seq,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    fn view(&self) -> WorkspaceView {
+        let state = self.machine.state();
+        WorkspaceView {
+            id: self.id,
+            spec: self.spec.clone(),
+            ready_when: state.ready_when,
+            phase: state.phase,
+            generation: state.generation,
+            observed_generation: state.observed_generation,
+            in_flight: self.machine.cycle().is_some(),
+            pending: state.pending,
+            agent: self.agent.clone(),
+            failure: state.failure.clone(),
+            secret_keys: self.secrets.keys().cloned().collect(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    fn inspect(&self) -> ActorView {
+        let now = self.deps.clock.now();
+        let state = self.machine.state();
+        ActorView {
+            id: self.id,
+            phase: state.phase,
+            generation: state.generation,
+            observed_generation: state.observed_generation,
+            cycle: self.machine.cycle().copied(),
+            op: self.machine.op().copied(),
+            pending: state.pending,
+            debounce_until: self.machine.debounce_until(now),
+            settle_until: self.machine.settle_until(now),
+            health_failures: self.machine.health_failures(),
+            backoff_attempt: state.backoff_attempt,
+            retry_at: self.machine.retry_at(),
+            counters: self.machine.counters().clone(),
+            mailbox_len: self.mailbox.load(Ordering::Relaxed),
+            last_error: self.last_error.clone().or_else(|| state.failure.as_ref().map(|f| f.reason.clone())),
+            transitions: self.machine.transitions().copied().collect(),
+        }
+    }
+
+    /// Decides an intent, applies the configuration change it carries if accepted, and
+    /// commits. Returns the outcome and the commit to await.
+    fn submit(&mut self, intent: Intent, ctx: &mut Context<Self>) -> Result<(Outcome, Commit), ActorError> {
+        if self.shutting_down {
+            return Err(ActorError::ShuttingDown);
+        }
+        let event = match &intent {
+            Intent::Create { .. } => Event::Create,
+            Intent::Restart => Event::Restart(Cause::Manual),
+            Intent::Start => Event::Start,
+            Intent::Stop => Event::Stop,
+            Intent::Delete => Event::Delete,
+            Intent::SetSecret { .. } | Intent::SetModel { .. } => Event::Restart(Cause::Config),
+            Intent::RemoveSecret { key } => {
+                if !self.secrets.contains_key(key) {
+                    return Err(ActorError::SecretNotFound(key.clone()));
+                }
+                Event::Restart(Cause::Config)
+            }
+        };
+        let (outcome, effects) = self.decide(event)?;
+        if let Outcome::Rejected(Rejection::Deleting) = outcome {
+            return Err(ActorError::Deleting);
+        }
+        // The machine accepted: apply the change before any effect runs, so the next Start
+        // step (always issued by a later event) provisions from it.
+        let extra = match intent {
+            Intent::SetSecret { key, value } => {
+                self.secrets.insert(key.clone(), value.clone());
+                vec![Write::PutSecret { id: self.id, key, value }]
+            }
+            Intent::RemoveSecret { key } => {
+                self.secrets.remove(&key);
+                vec![Write::DeleteSecret { id: self.id, key }]
+            }
+            Intent::SetModel { model } => {
+                self.spec.model = Some(model);
+                vec![Write::SaveSpec { id: self.id, spec: self.spec.clone() }]
+            }
+            Intent::Create { idempotency } => {
+                self.updated_at = self.deps.clock.now();
+                vec![Write::InsertWorkspace { record: Box::new(self.record()), idempotency }]
+            }
+            Intent::Restart | Intent::Start | Intent::Stop | Intent::Delete => Vec::new(),
+        };
+        let commit = self.execute(effects, extra, ctx);
+        self.inserted = true;
+        Ok((outcome, commit))
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+impl Actor for WorkspaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.mailbox_capacity.saturating_mul(2).max(16));
+        telemetry::phase_changed(None, Some(self.machine.phase()));
+        if let Some(Origin::Restored { live }) = self.origin.take() {
+            self.react(Event::Recover { live }, ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.machine.phase() != steward_domain::Phase::Deleted {
+            telemetry::phase_changed(Some(self.machine.phase()), None);
+        }
+        for waiter in self.idle_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        if self.crashed && !self.shutting_down {
+            let last = self.last_commit.clone();
+            let registry = self.registry.clone();
+            let id = self.id;
+            actix::spawn(async move {
+                let _ = last.await;
+                registry.respawn(id).await;
+            });
+        }
+    }
+}
+
+impl Handler<Submit> for WorkspaceActor {
+    type Result = ResponseFuture<Result<IntentReply, ActorError>>;
+
+    fn handle(&mut self, Submit(intent): Submit, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.submit(intent, ctx);
+        let current = self.machine.state().generation;
+        Box::pin(async move {
+            let (outcome, commit) = result?;
+            commit.await.map_err(ActorError::Store)?;
+            let generation = match outcome {
+                Outcome::Started(g) | Outcome::Coalesced(g) => g,
+                _ => current,
+            };
+            Ok(IntentReply { outcome, generation })
+        })
+    }
+}
+
+impl Handler<Kill> for WorkspaceActor {
+    type Result = ResponseFuture<Result<(), ActorError>>;
+
+    fn handle(&mut self, _: Kill, _: &mut Self::Context) -> Self::Result {
+        let provider = self.provider();
+        let id = self.id;
+        tracing::info!(workspace = %id, "fault drill: killing the instance");
+        Box::pin(async move {
+            let provider = provider.ok_or_else(|| ActorError::Provider("provider is not configured".into()))?;
+            provider.kill(id).await.map_err(|e| ActorError::Provider(e.to_string()))
+        })
+    }
+}
+
+impl Handler<Get> for WorkspaceActor {
+    type Result = MessageResult<Get>;
+
+    fn handle(&mut self, _: Get, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.view())
+    }
+}
+
+impl Handler<Inspect> for WorkspaceActor {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.inspect())
+    }
+}
+
+impl Handler<Shutdown> for WorkspaceActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        let last = self.last_commit.clone();
+        if self.running_op.is_none() {
+            return Box::pin(async move {
+                let _ = last.await;
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// What the provider's liveness says about which generation is live.
+pub(crate) fn live_generation(liveness: Liveness) -> Option<Generation> {
+    match liveness {
+        Liveness::Alive(g) | Liveness::Booting(g) => Some(g),
+        Liveness::Dead(_) | Liveness::Absent => None,
+    }
+}

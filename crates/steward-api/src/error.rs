@@ -1,0 +1,118 @@
+//! `ApiError`: every failure an HTTP client can see, with one status mapping and the JSON
+//! shape `{"error": "CODE", "message": "human text"}`. Internals never leak into messages.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use steward_actors::ActorError;
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A field is invalid, unknown or of the wrong type.
+    #[error("{0}")]
+    InvalidField(String),
+    /// The body is larger than allowed.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A path id is not a UUID.
+    #[error("{0:?} is not a valid workspace id")]
+    InvalidId(String),
+    /// Missing or wrong credentials.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The workspace is being deleted.
+    #[error("workspace is being deleted")]
+    Deleting,
+    /// The idempotency key was used with another body.
+    #[error("idempotency key reused with a different request body")]
+    IdempotencyConflict,
+    /// Too much load on one workspace or the daemon.
+    #[error("{0}")]
+    Overloaded(String),
+    /// Not ready (store unreachable, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A provider call failed.
+    #[error("provider error: {0}")]
+    Provider(String),
+}
+
+/// The JSON error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "MALFORMED_JSON",
+            ApiError::InvalidField(_) => "INVALID_FIELD",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::InvalidId(_) => "INVALID_ID",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Deleting => "WORKSPACE_DELETING",
+            ApiError::IdempotencyConflict => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::Overloaded(_) => "OVERLOADED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Provider(_) => "PROVIDER_ERROR",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::InvalidId(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidField(_) | ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Deleting => StatusCode::CONFLICT,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(ErrorBody { error: self.code(), message: self.to_string() })
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::NotFound(id) => ApiError::NotFound(format!("workspace {id} not found")),
+            ActorError::SecretNotFound(key) => ApiError::NotFound(format!("secret {key:?} not found")),
+            ActorError::Deleting => ApiError::Deleting,
+            ActorError::UnknownProvider(p) => ApiError::InvalidField(format!("unknown provider {p:?}")),
+            ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            ActorError::Overloaded => ApiError::Overloaded("workspace mailbox is full, retry later".into()),
+            ActorError::Restarting => ApiError::Overloaded("workspace actor is restarting, retry later".into()),
+            ActorError::ShuttingDown => ApiError::Unavailable("daemon is shutting down".into()),
+            ActorError::Store(reason) => {
+                tracing::error!(%reason, "store failure answered as 503");
+                ApiError::Unavailable("store unavailable; the request was not committed".into())
+            }
+            ActorError::Provider(reason) => ApiError::Provider(reason),
+        }
+    }
+}

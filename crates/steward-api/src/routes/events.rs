@@ -1,0 +1,127 @@
+//! `GET /v1/workspaces/{id}/events`: lifecycle events as JSON, or as a live SSE stream
+//! (`Accept: text/event-stream`): history first, then committed events as they happen.
+//! A subscriber that lags behind the bus catches up from the store; nothing is skipped.
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use steward_actors::Registry;
+use steward_domain::WorkspaceId;
+use steward_store::EventRecord;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::dto::{event_json, EventList};
+use crate::{workspace_id, ApiError, ApiState};
+
+/// Default and largest page.
+const PAGE_DEFAULT: i64 = 1000;
+const PAGE_MAX: i64 = 10_000;
+/// SSE comment interval that keeps idle connections (and proxies) alive.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Query of the events route.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events with `seq` greater than this.
+    #[serde(default)]
+    pub after: i64,
+    /// At most this many (default 1000, max 10000); ignored by the stream.
+    pub limit: Option<i64>,
+}
+
+/// Lifecycle events of a workspace, oldest first.
+#[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(EventsQuery),
+    responses((status = 200, body = EventList, description = "JSON, or text/event-stream when asked by Accept"),
+        (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn events(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let id = workspace_id(&id)?;
+    let query = query.map_err(|e| ApiError::InvalidField(e.to_string()))?;
+    let wants_stream = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        return stream(state.registry.clone(), id, query.after).await;
+    }
+    let limit = query.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
+    let events = state.registry.events(id, query.after, limit).await?;
+    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(event_json).collect() }))
+}
+
+struct Feed {
+    registry: Registry,
+    id: WorkspaceId,
+    backlog: VecDeque<EventRecord>,
+    live: broadcast::Receiver<Arc<EventRecord>>,
+    last: i64,
+    keepalive: tokio::time::Interval,
+    done: bool,
+}
+
+fn frame(e: &EventRecord) -> Bytes {
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, event_json(e)))
+}
+
+async fn stream(registry: Registry, id: WorkspaceId, after: i64) -> Result<HttpResponse, ApiError> {
+    // Subscribe before reading history so nothing committed in between is missed.
+    let live = registry.subscribe();
+    let backlog: VecDeque<EventRecord> = registry.events(id, after, PAGE_MAX).await?.into();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    let feed = Feed { registry, id, backlog, live, last: after, keepalive, done: false };
+    let body = futures::stream::unfold(feed, |mut feed| async move {
+        let bytes = next_frame(&mut feed).await?;
+        Some((Ok::<_, actix_web::Error>(bytes), feed))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header(ContentType(mime_event_stream()))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+fn mime_event_stream() -> actix_web::mime::Mime {
+    "text/event-stream".parse().unwrap_or(actix_web::mime::TEXT_PLAIN)
+}
+
+async fn next_frame(feed: &mut Feed) -> Option<Bytes> {
+    if feed.done {
+        return None;
+    }
+    loop {
+        if let Some(event) = feed.backlog.pop_front() {
+            if event.seq > feed.last {
+                feed.last = event.seq;
+                return Some(frame(&event));
+            }
+            continue;
+        }
+        tokio::select! {
+            received = feed.live.recv() => match received {
+                Ok(event) if event.workspace_id == feed.id && event.seq > feed.last => {
+                    feed.last = event.seq;
+                    feed.done = event.kind == "deleted";
+                    return Some(frame(&event));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    let missed = feed.registry.events(feed.id, feed.last, PAGE_MAX).await.ok()?;
+                    feed.backlog = missed.into();
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            _ = feed.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
+        }
+    }
+}

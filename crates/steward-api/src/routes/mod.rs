@@ -1,0 +1,6 @@
+//! Route handlers, one module per area.
+
+pub mod admin;
+pub mod events;
+pub mod system;
+pub mod workspaces;

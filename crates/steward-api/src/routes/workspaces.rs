@@ -1,0 +1,174 @@
+//! `/v1/workspaces`: create, list, read, lifecycle intents, secrets and model.
+
+use actix_web::http::header::HeaderMap;
+use actix_web::{web, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+use steward_actors::{Intent, NewWorkspace};
+use steward_domain::WorkspaceSpec;
+
+use crate::dto::{CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, Workspace, WorkspaceList};
+use crate::{body, validate, workspace_id, ApiError, ApiState};
+
+type State = web::Data<ApiState>;
+
+/// Longest accepted `Idempotency-Key`.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("Idempotency-Key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| ApiError::InvalidField("Idempotency-Key must be ASCII".into()))?;
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+        return Err(ApiError::InvalidField(format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters")));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, ApiError> {
+    validate::name(&req.name)?;
+    validate::entries("env", req.env.len())?;
+    validate::entries("secrets", req.secrets.len())?;
+    for (k, v) in &req.env {
+        validate::key("env", k)?;
+        validate::value("env value", v)?;
+    }
+    for (k, v) in &req.secrets {
+        validate::key("secrets", k)?;
+        validate::value("secret value", secrecy::ExposeSecret::expose_secret(v))?;
+    }
+    if let Some(model) = &req.model {
+        validate::non_empty("model", model)?;
+    }
+    if let Some(image) = &req.image {
+        validate::non_empty("image", image)?;
+    }
+    if let Some(command) = &req.command {
+        validate::command(command)?;
+    }
+    Ok(NewWorkspace {
+        spec: WorkspaceSpec {
+            name: req.name,
+            provider: req.provider.unwrap_or_else(|| state.default_provider.clone()),
+            image: req.image,
+            command: req.command,
+            env: req.env,
+            model: req.model,
+        },
+        secrets: req.secrets,
+        ready_when: req.ready_when.map(Into::into),
+        idempotency: None,
+    })
+}
+
+/// Create a workspace.
+#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body give the same workspace")),
+    responses((status = 201, body = Workspace), (status = 200, body = Workspace, description = "Replayed idempotent create"),
+        (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+    security(("admin" = [])))]
+pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(req.headers())?;
+    let (request, raw) = body::json::<CreateWorkspace>(payload, state.max_body_bytes).await?;
+    let mut new = validated(&state, request)?;
+    new.idempotency = key.map(|k| (k, hex(&Sha256::digest(&raw))));
+    let (view, created) = state.registry.create(new).await?;
+    let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(response.json(Workspace::from(view)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// List workspaces.
+#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
+    responses((status = 200, body = WorkspaceList)), security(("admin" = [])))]
+pub async fn list(state: State) -> HttpResponse {
+    let workspaces = state.registry.list().await.into_iter().map(Workspace::from).collect();
+    HttpResponse::Ok().json(WorkspaceList { workspaces })
+}
+
+/// One workspace.
+#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces",
+    responses((status = 200, body = Workspace), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = state.registry.get(workspace_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(Workspace::from(view)))
+}
+
+async fn intent(state: &ApiState, id: &str, intent: Intent) -> Result<HttpResponse, ApiError> {
+    let reply = state.registry.submit(workspace_id(id)?, intent).await?;
+    Ok(HttpResponse::Accepted().json(IntentAnswer::from(reply)))
+}
+
+/// Restart: a new cycle now, or folded into the pending one.
+#[utoipa::path(post, path = "/v1/workspaces/{id}/restart", tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 409, body = crate::ErrorBody),
+        (status = 503, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn restart(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    intent(&state, &id, Intent::Restart).await
+}
+
+/// Stop: wins over any pending restart.
+#[utoipa::path(post, path = "/v1/workspaces/{id}/stop", tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn stop(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    intent(&state, &id, Intent::Stop).await
+}
+
+/// Start a stopped or failed workspace (no-op if running).
+#[utoipa::path(post, path = "/v1/workspaces/{id}/start", tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn start(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    intent(&state, &id, Intent::Start).await
+}
+
+/// Delete: the workspace, its instance and secrets are gone when done.
+#[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn delete(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    intent(&state, &id, Intent::Delete).await
+}
+
+/// Secret keys (never values).
+#[utoipa::path(get, path = "/v1/workspaces/{id}/secrets", tag = "config",
+    responses((status = 200, body = SecretKeys), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn secret_keys(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = state.registry.get(workspace_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(SecretKeys { keys: view.secret_keys }))
+}
+
+/// Set a secret: a config restart.
+#[utoipa::path(put, path = "/v1/workspaces/{id}/secrets/{key}", tag = "config", request_body = SetSecret,
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+    security(("admin" = [])))]
+pub async fn set_secret(
+    state: State,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    let id = workspace_id(&id)?;
+    validate::key("secrets", &key)?;
+    let (request, _) = body::json::<SetSecret>(payload, state.max_body_bytes).await?;
+    validate::value("secret value", secrecy::ExposeSecret::expose_secret(&request.value))?;
+    intent(&state, &id.to_string(), Intent::SetSecret { key, value: request.value }).await
+}
+
+/// Remove a secret: a config restart.
+#[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", tag = "config",
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn remove_secret(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    intent(&state, &id, Intent::RemoveSecret { key }).await
+}
+
+/// Set the model: a config restart.
+#[utoipa::path(put, path = "/v1/workspaces/{id}/model", tag = "config", request_body = SetModel,
+    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+    security(("admin" = [])))]
+pub async fn set_model(state: State, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let id = workspace_id(&id)?;
+    let (request, _) = body::json::<SetModel>(payload, state.max_body_bytes).await?;
+    validate::non_empty("model", &request.model)?;
+    intent(&state, &id.to_string(), Intent::SetModel { model: request.model }).await
+}

@@ -1,0 +1,254 @@
+//! The `sim` provider: in-memory instances with configurable latency and faults.
+//!
+//! It behaves like a real provider from the actor's point of view: calls are asynchronous,
+//! take time (`start_delay`, `stop_delay`), can fail (`fail_rate`), and a freshly started
+//! instance looks *booting*, not running, to liveness checks for `boot_pending` — the way a
+//! cloud VM that is still booting does. `kill` makes an instance dead.
+//!
+//! It also watches for the race Steward exists to prevent: two operations on the same
+//! workspace at once are counted in [`SimProvider::overlaps`] and logged as errors.
+
+use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rand::Rng;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use steward_domain::{Generation, ReadyWhen, WorkspaceId};
+use tokio::time::Instant;
+
+/// `[providers.sim]` configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// How long a start takes.
+    pub start_delay_ms: u64,
+    /// How long a stop or remove of an existing instance takes.
+    pub stop_delay_ms: u64,
+    /// How long a started instance looks booting to liveness checks.
+    pub boot_pending_ms: u64,
+    /// Probability in `[0, 1]` that a start fails.
+    pub fail_rate: f64,
+    /// Probability in `[0, 1]` that a start panics (fault drill for the actor supervisor).
+    pub panic_rate: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self { start_delay_ms: 200, stop_delay_ms: 50, boot_pending_ms: 0, fail_rate: 0.0, panic_rate: 0.0 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Instance {
+    generation: Generation,
+    started_at: Instant,
+    dead: bool,
+}
+
+/// Simulated instances.
+pub struct SimProvider {
+    name: String,
+    config: SimConfig,
+    instances: DashMap<WorkspaceId, Instance>,
+    busy: DashMap<WorkspaceId, ()>,
+    overlaps: AtomicU64,
+    starts: AtomicU64,
+}
+
+/// Marks a workspace busy for the duration of one operation.
+struct Busy<'a> {
+    sim: &'a SimProvider,
+    id: WorkspaceId,
+    owned: bool,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.owned {
+            self.sim.busy.remove(&self.id);
+        }
+    }
+}
+
+impl SimProvider {
+    /// A sim provider called `name`.
+    pub fn new(name: impl Into<String>, config: SimConfig) -> Self {
+        Self {
+            name: name.into(),
+            config,
+            instances: DashMap::new(),
+            busy: DashMap::new(),
+            overlaps: AtomicU64::new(0),
+            starts: AtomicU64::new(0),
+        }
+    }
+
+    /// Operations that ran while another one on the same workspace was in progress.
+    pub fn overlaps(&self) -> u64 {
+        self.overlaps.load(Ordering::Relaxed)
+    }
+
+    /// Starts attempted.
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::Relaxed)
+    }
+
+    /// Number of instances that exist (alive, booting or dead).
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    fn enter(&self, id: WorkspaceId, what: &str) -> Busy<'_> {
+        let owned = self.busy.insert(id, ()).is_none();
+        if !owned {
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(workspace = %id, operation = what, "overlapping operations on one workspace");
+        }
+        Busy { sim: self, id, owned }
+    }
+
+    fn liveness_of(&self, instance: &Instance) -> Liveness {
+        if instance.dead {
+            Liveness::Dead(instance.generation)
+        } else if instance.started_at.elapsed() < Duration::from_millis(self.config.boot_pending_ms) {
+            Liveness::Booting(instance.generation)
+        } else {
+            Liveness::Alive(instance.generation)
+        }
+    }
+
+    async fn take_instance(&self, id: WorkspaceId) {
+        if self.instances.contains_key(&id) {
+            tokio::time::sleep(Duration::from_millis(self.config.stop_delay_ms)).await;
+            self.instances.remove(&id);
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for SimProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn default_ready_when(&self) -> ReadyWhen {
+        ReadyWhen::Instance
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
+        let _busy = self.enter(spec.workspace_id, "start");
+        self.starts.fetch_add(1, Ordering::Relaxed);
+        let (fail, panic) = {
+            let mut rng = rand::thread_rng();
+            (rng.gen_bool(self.config.fail_rate.clamp(0.0, 1.0)), rng.gen_bool(self.config.panic_rate.clamp(0.0, 1.0)))
+        };
+        tokio::time::sleep(Duration::from_millis(self.config.start_delay_ms)).await;
+        if panic {
+            panic!("sim provider: injected panic while starting {}", spec.workspace_id);
+        }
+        if fail {
+            return Err(ProviderError::Injected("start failed (fail_rate)"));
+        }
+        if let Some(existing) = self.instances.get(&spec.workspace_id) {
+            return Err(ProviderError::AlreadyExists(existing.generation.0));
+        }
+        self.instances.insert(
+            spec.workspace_id,
+            Instance { generation: spec.generation, started_at: Instant::now(), dead: false },
+        );
+        Ok(())
+    }
+
+    async fn stop(&self, id: WorkspaceId) -> Result<(), ProviderError> {
+        let _busy = self.enter(id, "stop");
+        self.take_instance(id).await;
+        Ok(())
+    }
+
+    async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
+        let _busy = self.enter(id, "remove");
+        self.take_instance(id).await;
+        Ok(())
+    }
+
+    async fn liveness(&self, id: WorkspaceId) -> Result<Liveness, ProviderError> {
+        Ok(self.instances.get(&id).map_or(Liveness::Absent, |i| self.liveness_of(&i)))
+    }
+
+    async fn kill(&self, id: WorkspaceId) -> Result<(), ProviderError> {
+        if let Some(mut instance) = self.instances.get_mut(&id) {
+            instance.dead = true;
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError> {
+        Ok(self
+            .instances
+            .iter()
+            .map(|e| InstanceSummary { workspace_id: *e.key(), liveness: self.liveness_of(e.value()) })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn spec(id: WorkspaceId, generation: u64) -> InstanceSpec {
+        InstanceSpec {
+            workspace_id: id,
+            generation: Generation(generation),
+            image: None,
+            command: None,
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    fn sim(config: SimConfig) -> SimProvider {
+        SimProvider::new("sim", config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_instance_boots_then_runs_and_dies_when_killed() {
+        let p = sim(SimConfig { boot_pending_ms: 1000, ..SimConfig::default() });
+        let id = WorkspaceId::random();
+        p.start(&spec(id, 1)).await.expect("start");
+        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Booting(Generation(1))));
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Alive(Generation(1))));
+        p.kill(id).await.expect("kill");
+        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Dead(Generation(1))));
+        p.remove(id).await.expect("remove");
+        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Absent));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starting_over_an_existing_instance_fails_like_a_name_conflict() {
+        let p = sim(SimConfig::default());
+        let id = WorkspaceId::random();
+        p.start(&spec(id, 1)).await.expect("start");
+        assert!(matches!(p.start(&spec(id, 2)).await, Err(ProviderError::AlreadyExists(1))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_operations_on_one_workspace_are_counted() {
+        let p = sim(SimConfig::default());
+        let id = WorkspaceId::random();
+        let first = spec(id, 1);
+        let (a, b) = tokio::join!(p.start(&first), p.remove(id));
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(p.overlaps(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_rate_one_always_fails() {
+        let p = sim(SimConfig { fail_rate: 1.0, ..SimConfig::default() });
+        assert!(p.start(&spec(WorkspaceId::random(), 1)).await.is_err());
+        assert_eq!(p.list().await.map(|l| l.len()).ok(), Some(0));
+    }
+}

@@ -1,0 +1,430 @@
+//! Rows as the database stores them, their conversion to and from the domain types, and the
+//! read queries.
+//!
+//! Owns every textual encoding of the schema (causes as a comma list, JSON in TEXT,
+//! generations as BIGINT) in both directions, so the writer and the readers cannot disagree.
+//! It must not write: every write goes through the writer task.
+
+use crate::error::database;
+use crate::writer::Inner;
+use crate::{AgentRecord, EventRecord, StoreError, WorkspaceRecord};
+use secrecy::SecretString;
+use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use steward_domain::{
+    Cause, CauseSet, Desired, Failure, Generation, MachineState, Phase, ReadyWhen, Timestamp,
+    WorkspaceId, WorkspaceSpec,
+};
+
+/// A query on the Any driver, with its arguments.
+pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
+
+/// Configuration columns of `workspaces`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SpecColumns {
+    name: String,
+    provider: String,
+    image: Option<String>,
+    command: Option<String>,
+    env: String,
+    model: Option<String>,
+}
+
+impl SpecColumns {
+    pub(crate) fn new(spec: &WorkspaceSpec) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: spec.name.clone(),
+            provider: spec.provider.clone(),
+            image: spec.image.clone(),
+            command: spec.command.as_ref().map(to_json).transpose()?,
+            env: to_json(&spec.env)?,
+            model: spec.model.clone(),
+        })
+    }
+
+    /// Binds, in order: name, provider, image, command, env, model.
+    pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
+        query
+            .bind(self.name)
+            .bind(self.provider)
+            .bind(self.image)
+            .bind(self.command)
+            .bind(self.env)
+            .bind(self.model)
+    }
+
+    fn parse(self) -> Result<WorkspaceSpec, StoreError> {
+        Ok(WorkspaceSpec {
+            name: self.name,
+            provider: self.provider,
+            image: self.image,
+            command: self.command.as_deref().map(from_json).transpose()?,
+            env: from_json(&self.env)?,
+            model: self.model,
+        })
+    }
+}
+
+/// Lifecycle columns of `workspaces`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StateColumns {
+    ready_when: String,
+    phase: String,
+    desired: String,
+    generation: i64,
+    observed_generation: i64,
+    pending: String,
+    failure_reason: Option<String>,
+    failure_generation: Option<i64>,
+    backoff_attempt: i64,
+    recent_failures: String,
+    last_cycle_started_at: Option<i64>,
+    last_cycle_ended_at: Option<i64>,
+    healthy_since: Option<i64>,
+}
+
+impl StateColumns {
+    pub(crate) fn new(state: &MachineState) -> Result<Self, StoreError> {
+        let millis: Vec<i64> = state.recent_failures.iter().map(|t| t.0).collect();
+        Ok(Self {
+            ready_when: state.ready_when.as_str().to_owned(),
+            phase: state.phase.as_str().to_owned(),
+            desired: state.desired.as_str().to_owned(),
+            generation: generation_column(state.generation)?,
+            observed_generation: generation_column(state.observed_generation)?,
+            pending: state
+                .pending
+                .iter()
+                .map(Cause::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            failure_reason: state.failure.as_ref().map(|f| f.reason.clone()),
+            failure_generation: state
+                .failure
+                .as_ref()
+                .map(|f| generation_column(f.generation))
+                .transpose()?,
+            backoff_attempt: i64::from(state.backoff_attempt),
+            recent_failures: to_json(&millis)?,
+            last_cycle_started_at: state.last_cycle_started_at.map(|t| t.0),
+            last_cycle_ended_at: state.last_cycle_ended_at.map(|t| t.0),
+            healthy_since: state.healthy_since.map(|t| t.0),
+        })
+    }
+
+    /// Binds, in order: ready_when, phase, desired, generation, observed_generation, pending,
+    /// failure_reason, failure_generation, backoff_attempt, recent_failures,
+    /// last_cycle_started_at, last_cycle_ended_at, healthy_since.
+    pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
+        query
+            .bind(self.ready_when)
+            .bind(self.phase)
+            .bind(self.desired)
+            .bind(self.generation)
+            .bind(self.observed_generation)
+            .bind(self.pending)
+            .bind(self.failure_reason)
+            .bind(self.failure_generation)
+            .bind(self.backoff_attempt)
+            .bind(self.recent_failures)
+            .bind(self.last_cycle_started_at)
+            .bind(self.last_cycle_ended_at)
+            .bind(self.healthy_since)
+    }
+
+    fn parse(self) -> Result<MachineState, StoreError> {
+        let failure = match (self.failure_reason, self.failure_generation) {
+            (Some(reason), Some(generation)) => Some(Failure {
+                reason,
+                generation: generation_value(generation)?,
+            }),
+            (None, None) => None,
+            _ => return Err(corrupt("failure_reason and failure_generation disagree")),
+        };
+        let millis: Vec<i64> = from_json(&self.recent_failures)?;
+        Ok(MachineState {
+            phase: Phase::parse(&self.phase).ok_or_else(|| unknown("phase", &self.phase))?,
+            desired: Desired::parse(&self.desired)
+                .ok_or_else(|| unknown("desired", &self.desired))?,
+            ready_when: ReadyWhen::parse(&self.ready_when)
+                .ok_or_else(|| unknown("ready_when", &self.ready_when))?,
+            generation: generation_value(self.generation)?,
+            observed_generation: generation_value(self.observed_generation)?,
+            pending: parse_causes(&self.pending)?,
+            failure,
+            backoff_attempt: u32::try_from(self.backoff_attempt)
+                .map_err(|_| unknown("backoff_attempt", &self.backoff_attempt.to_string()))?,
+            recent_failures: millis.into_iter().map(Timestamp).collect(),
+            last_cycle_started_at: self.last_cycle_started_at.map(Timestamp),
+            last_cycle_ended_at: self.last_cycle_ended_at.map(Timestamp),
+            healthy_since: self.healthy_since.map(Timestamp),
+        })
+    }
+}
+
+/// Agent channel columns of `workspaces`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AgentColumns {
+    agent_generation: i64,
+    agent_token_hash: Option<String>,
+    agent_url: Option<String>,
+    agent_last_heartbeat_at: Option<i64>,
+}
+
+impl AgentColumns {
+    pub(crate) fn new(agent: &AgentRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            agent_generation: generation_column(agent.generation)?,
+            agent_token_hash: agent.token_hash.clone(),
+            agent_url: agent.url.clone(),
+            agent_last_heartbeat_at: agent.last_heartbeat_at.map(|t| t.0),
+        })
+    }
+
+    /// Binds, in order: agent_generation, agent_token_hash, agent_url,
+    /// agent_last_heartbeat_at.
+    pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
+        query
+            .bind(self.agent_generation)
+            .bind(self.agent_token_hash)
+            .bind(self.agent_url)
+            .bind(self.agent_last_heartbeat_at)
+    }
+
+    fn parse(self) -> Result<AgentRecord, StoreError> {
+        Ok(AgentRecord {
+            generation: generation_value(self.agent_generation)?,
+            token_hash: self.agent_token_hash,
+            url: self.agent_url,
+            last_heartbeat_at: self.agent_last_heartbeat_at.map(Timestamp),
+        })
+    }
+}
+
+/// A row of `workspaces`.
+#[derive(sqlx::FromRow)]
+struct WorkspaceRow {
+    id: String,
+    #[sqlx(flatten)]
+    spec: SpecColumns,
+    #[sqlx(flatten)]
+    state: StateColumns,
+    #[sqlx(flatten)]
+    agent: AgentColumns,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl WorkspaceRow {
+    fn parse(
+        self,
+        secrets: BTreeMap<String, SecretString>,
+        last_event_seq: i64,
+    ) -> Result<WorkspaceRecord, StoreError> {
+        Ok(WorkspaceRecord {
+            id: workspace_id(&self.id)?,
+            spec: self.spec.parse()?,
+            state: self.state.parse()?,
+            secrets,
+            agent: self.agent.parse()?,
+            last_event_seq,
+            created_at: Timestamp(self.created_at),
+            updated_at: Timestamp(self.updated_at),
+        })
+    }
+}
+
+/// A row of `secrets`.
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    workspace_id: String,
+    key: String,
+    ciphertext: String,
+}
+
+/// A row of `events`.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    workspace_id: String,
+    seq: i64,
+    generation: i64,
+    at: i64,
+    kind: String,
+    data: String,
+}
+
+impl EventRow {
+    fn parse(self) -> Result<EventRecord, StoreError> {
+        Ok(EventRecord {
+            workspace_id: workspace_id(&self.workspace_id)?,
+            seq: self.seq,
+            generation: generation_value(self.generation)?,
+            at: Timestamp(self.at),
+            kind: self.kind,
+            data: from_json(&self.data)?,
+        })
+    }
+}
+
+pub(crate) async fn load_all(inner: &Inner) -> Result<Vec<WorkspaceRecord>, StoreError> {
+    let mut conn = inner.pool.acquire().await.map_err(database)?;
+    let rows: Vec<WorkspaceRow> = sqlx::query_as("SELECT * FROM workspaces ORDER BY created_at")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(database)?;
+    let secret_rows: Vec<SecretRow> =
+        sqlx::query_as("SELECT workspace_id, key, ciphertext FROM secrets")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(database)?;
+    let last_seqs: HashMap<String, i64> =
+        sqlx::query_as("SELECT workspace_id, MAX(seq) FROM events GROUP BY workspace_id")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(database)?
+            .into_iter()
+            .collect();
+
+    let mut secrets: HashMap<String, Vec<SecretRow>> = HashMap::new();
+    for row in secret_rows {
+        secrets
+            .entry(row.workspace_id.clone())
+            .or_default()
+            .push(row);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let id = workspace_id(&row.id)?;
+            let decrypted = decrypt_all(inner, id, secrets.remove(&row.id).unwrap_or_default())?;
+            let last_seq = last_seqs.get(&row.id).copied().unwrap_or(0);
+            row.parse(decrypted, last_seq)
+        })
+        .collect()
+}
+
+pub(crate) async fn load(
+    inner: &Inner,
+    id: WorkspaceId,
+) -> Result<Option<WorkspaceRecord>, StoreError> {
+    let key = id.to_string();
+    let mut conn = inner.pool.acquire().await.map_err(database)?;
+    let Some(row) = sqlx::query_as::<_, WorkspaceRow>("SELECT * FROM workspaces WHERE id = $1")
+        .bind(&key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database)?
+    else {
+        return Ok(None);
+    };
+    let secret_rows: Vec<SecretRow> =
+        sqlx::query_as("SELECT workspace_id, key, ciphertext FROM secrets WHERE workspace_id = $1")
+            .bind(&key)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(database)?;
+    let last_seq: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE workspace_id = $1")
+            .bind(&key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(database)?;
+    row.parse(decrypt_all(inner, id, secret_rows)?, last_seq)
+        .map(Some)
+}
+
+pub(crate) async fn events(
+    inner: &Inner,
+    id: WorkspaceId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT workspace_id, seq, generation, at, kind, data FROM events \
+         WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(id.to_string())
+    .bind(after)
+    .bind(limit.max(0))
+    .fetch_all(&inner.pool)
+    .await
+    .map_err(database)?;
+    rows.into_iter().map(EventRow::parse).collect()
+}
+
+pub(crate) async fn idempotency(
+    inner: &Inner,
+    key: &str,
+) -> Result<Option<(WorkspaceId, String)>, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT workspace_id, body_hash FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(database)?;
+    row.map(|(id, hash)| Ok((workspace_id(&id)?, hash)))
+        .transpose()
+}
+
+pub(crate) async fn ping(inner: &Inner) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(&inner.pool)
+        .await
+        .map_err(database)?;
+    Ok(())
+}
+
+fn decrypt_all(
+    inner: &Inner,
+    id: WorkspaceId,
+    rows: Vec<SecretRow>,
+) -> Result<BTreeMap<String, SecretString>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let value = inner.key.decrypt(id, &row.key, &row.ciphertext)?;
+            Ok((row.key, value))
+        })
+        .collect()
+}
+
+/// A generation as stored (BIGINT).
+pub(crate) fn generation_column(generation: Generation) -> Result<i64, StoreError> {
+    i64::try_from(generation.0)
+        .map_err(|_| StoreError::Corrupt(format!("generation {generation} exceeds BIGINT")))
+}
+
+/// JSON text of a value (for `TEXT` columns holding JSON).
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("json: {e}")))
+}
+
+fn generation_value(column: i64) -> Result<Generation, StoreError> {
+    u64::try_from(column)
+        .map(Generation)
+        .map_err(|_| unknown("generation", &column.to_string()))
+}
+
+fn workspace_id(column: &str) -> Result<WorkspaceId, StoreError> {
+    WorkspaceId::from_str(column).map_err(|_| unknown("workspace id", column))
+}
+
+fn parse_causes(column: &str) -> Result<CauseSet, StoreError> {
+    column
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| Cause::parse(name).ok_or_else(|| unknown("cause", name)))
+        .collect()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str) -> Result<T, StoreError> {
+    serde_json::from_str(column).map_err(|e| corrupt(&format!("json {column:?}: {e}")))
+}
+
+fn unknown(what: &str, value: &str) -> StoreError {
+    corrupt(&format!("unknown {what} {value:?}"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}

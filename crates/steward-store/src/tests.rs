@@ -1,0 +1,679 @@
+//! Store behaviour. Every scenario runs unchanged on SQLite and on PostgreSQL (a fresh database
+//! per test, when `STEWARD_TEST_DATABASE_URL` is set), which proves the schema and the
+//! queries portable.
+
+use crate::{
+    AgentRecord, CommitOutcome, EventRecord, Store, StoreError, StoreOptions, WorkspaceRecord,
+    Write,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{AnyConnection, Connection, Executor};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use steward_domain::{
+    Cause, Failure, Generation, MachineState, Phase, ReadyWhen, Timestamp, WorkspaceId,
+    WorkspaceSpec,
+};
+use tempfile::TempDir;
+
+/// Each scenario becomes `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(db) = super::TestDb::postgres().await {
+                        super::$scenario(&db).await;
+                        db.drop_database().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    placeholders_are_numbered,
+    a_workspace_round_trips,
+    secrets_are_encrypted_at_rest,
+    a_fenced_commit_changes_nothing_and_spares_its_batch,
+    events_are_listed_in_order_after_a_seq,
+    deleting_a_workspace_removes_everything_of_it,
+    reopening_keeps_everything,
+    concurrent_commits_are_grouped_and_all_succeed,
+    enqueued_commits_apply_in_order_and_overload_is_refused,
+);
+
+/// `$N` placeholders are bound by number, not by position, on both backends.
+async fn placeholders_are_numbered(db: &TestDb) {
+    let store = db.open().await;
+    let joined: String = sqlx::query_scalar("SELECT $2 || $1")
+        .bind("a")
+        .bind("b")
+        .fetch_one(&store.inner.pool)
+        .await
+        .expect("query");
+    assert_eq!(joined, "ba");
+    store.close().await;
+}
+
+async fn a_workspace_round_trips(db: &TestDb) {
+    let store = db.open().await;
+    let full = workspace();
+    let bare = bare_workspace();
+    let insert_full = Write::InsertWorkspace {
+        record: Box::new(full.clone()),
+        idempotency: Some(("key-1".into(), "hash-1".into())),
+    };
+    commit(&store, vec![insert_full, insert(&bare)]).await;
+
+    assert_same(&load(&store, full.id).await, &full);
+    assert_same(&load(&store, bare.id).await, &bare);
+    let all = store.load_all().await.expect("load all");
+    assert_eq!(all.len(), 2);
+    for record in &all {
+        assert_same(record, if record.id == full.id { &full } else { &bare });
+    }
+    assert_eq!(
+        store.idempotency("key-1").await.expect("idempotency"),
+        Some((full.id, "hash-1".to_owned()))
+    );
+    assert_eq!(store.idempotency("key-2").await.expect("idempotency"), None);
+    assert!(store
+        .load(WorkspaceId::random())
+        .await
+        .expect("load")
+        .is_none());
+
+    // Configuration, secrets and agent change.
+    let mut changed = full.clone();
+    changed.spec.model = Some("large".into());
+    changed.spec.command = None;
+    changed.spec.env.insert("EXTRA".into(), "1".into());
+    changed.secrets.remove("DB_PASSWORD");
+    changed.secrets.insert("API_KEY".into(), secret("rotated"));
+    changed.secrets.insert("NEW".into(), secret("fresh"));
+    changed.agent.url = Some("http://127.0.0.1:2".into());
+    commit(
+        &store,
+        vec![
+            Write::SaveSpec {
+                id: full.id,
+                spec: changed.spec.clone(),
+            },
+            Write::DeleteSecret {
+                id: full.id,
+                key: "DB_PASSWORD".into(),
+            },
+            Write::DeleteSecret {
+                id: full.id,
+                key: "NEVER_SET".into(),
+            },
+            put_secret(full.id, "API_KEY", "rotated"),
+            put_secret(full.id, "NEW", "fresh"),
+            Write::SaveAgent {
+                id: full.id,
+                agent: changed.agent.clone(),
+            },
+        ],
+    )
+    .await;
+    assert_same(&load(&store, full.id).await, &changed);
+
+    // A second create with the same idempotency key is refused and leaves nothing behind.
+    let other = bare_workspace();
+    let duplicate = Write::InsertWorkspace {
+        record: Box::new(other.clone()),
+        idempotency: Some(("key-1".into(), "hash-2".into())),
+    };
+    let refused = store.commit(vec![duplicate]).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(store.load(other.id).await.expect("load").is_none());
+    store.close().await;
+}
+
+async fn secrets_are_encrypted_at_rest(db: &TestDb) {
+    let store = db.open().await;
+    let record = workspace();
+    commit(&store, vec![insert(&record)]).await;
+
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, ciphertext FROM secrets WHERE workspace_id = $1")
+            .bind(record.id.to_string())
+            .fetch_all(&store.inner.pool)
+            .await
+            .expect("raw rows");
+    assert_eq!(rows.len(), record.secrets.len());
+    for (key, ciphertext) in &rows {
+        let plain = record.secrets[key].expose_secret();
+        assert!(!ciphertext.contains(plain), "{key} is stored in plaintext");
+    }
+
+    // A ciphertext moved to another row does not decrypt there.
+    sqlx::query(
+        "UPDATE secrets SET ciphertext = \
+         (SELECT ciphertext FROM secrets WHERE workspace_id = $1 AND key = 'API_KEY') \
+         WHERE workspace_id = $1 AND key = 'DB_PASSWORD'",
+    )
+    .bind(record.id.to_string())
+    .execute(&store.inner.pool)
+    .await
+    .expect("swap ciphertexts");
+    let moved = store.load(record.id).await;
+    assert!(matches!(moved, Err(StoreError::Crypto(_))), "{moved:?}");
+    store.close().await;
+}
+
+async fn a_fenced_commit_changes_nothing_and_spares_its_batch(db: &TestDb) {
+    let store = db.open().await;
+    let record = workspace(); // generation 3
+    commit(&store, vec![insert(&record)]).await;
+    let mut next = record.state.clone();
+    next.generation = Generation(4);
+    next.phase = Phase::Provisioning;
+
+    // Two requests in one batch: a stale writer (expects generation 2) and a current one.
+    let stale = vec![
+        Write::AppendEvent(event(record.id, 1, "stale")),
+        save_state(record.id, Generation(2), next.clone()),
+    ];
+    let current = vec![
+        Write::AppendEvent(event(record.id, 1, "current")),
+        save_state(record.id, Generation(3), next.clone()),
+    ];
+    let batches = store.inner.batches.load(Ordering::Relaxed);
+    let (stale, current) = tokio::join!(store.commit(stale), store.commit(current));
+    assert_eq!(store.inner.batches.load(Ordering::Relaxed), batches + 1);
+    assert_eq!(
+        stale.expect("stale"),
+        CommitOutcome::Fenced {
+            id: record.id,
+            expected: Generation(2)
+        }
+    );
+    assert_eq!(current.expect("current"), CommitOutcome::Committed);
+    let loaded = load(&store, record.id).await;
+    assert_eq!(loaded.state, next);
+    let events = store.events(record.id, 0, 10).await.expect("events");
+    assert_eq!(kinds(&events), ["current"]);
+
+    // The agent channel is fenced on the workspace's generation too.
+    let mut agent = record.agent.clone(); // generation 3, now stale
+    agent.url = Some("http://stale".into());
+    let outcome = store
+        .commit(vec![Write::SaveAgent {
+            id: record.id,
+            agent: agent.clone(),
+        }])
+        .await
+        .expect("commit");
+    assert_eq!(
+        outcome,
+        CommitOutcome::Fenced {
+            id: record.id,
+            expected: Generation(3)
+        }
+    );
+    assert_eq!(load(&store, record.id).await.agent, record.agent);
+    agent.generation = Generation(4);
+    commit(
+        &store,
+        vec![Write::SaveAgent {
+            id: record.id,
+            agent: agent.clone(),
+        }],
+    )
+    .await;
+    assert_eq!(load(&store, record.id).await.agent, agent);
+    store.close().await;
+}
+
+async fn events_are_listed_in_order_after_a_seq(db: &TestDb) {
+    let store = db.open().await;
+    let record = bare_workspace();
+    let mut writes = vec![insert(&record)];
+    writes
+        .extend((1..=5).map(|seq| Write::AppendEvent(event(record.id, seq, "provision_started"))));
+    commit(&store, writes).await;
+
+    let all = store.events(record.id, 0, 100).await.expect("events");
+    assert_eq!(
+        all,
+        (1..=5)
+            .map(|seq| event(record.id, seq, "provision_started"))
+            .collect::<Vec<_>>()
+    );
+    let page = store.events(record.id, 2, 2).await.expect("events");
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    assert!(store
+        .events(record.id, 5, 10)
+        .await
+        .expect("events")
+        .is_empty());
+    assert!(store
+        .events(record.id, 0, -1)
+        .await
+        .expect("events")
+        .is_empty());
+    assert_eq!(load(&store, record.id).await.last_event_seq, 5);
+    assert_eq!(
+        store.load_all().await.expect("load all")[0].last_event_seq,
+        5
+    );
+
+    // A failed request in a batch fails alone.
+    let batches = store.inner.batches.load(Ordering::Relaxed);
+    let (duplicate, next) = tokio::join!(
+        store.commit(vec![
+            Write::AppendEvent(event(record.id, 6, "first")),
+            Write::AppendEvent(event(record.id, 5, "duplicate")),
+        ]),
+        store.commit(vec![Write::AppendEvent(event(record.id, 6, "second"))]),
+    );
+    assert_eq!(store.inner.batches.load(Ordering::Relaxed), batches + 1);
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+    assert_eq!(next.expect("next"), CommitOutcome::Committed);
+    let last = store.events(record.id, 5, 10).await.expect("events");
+    assert_eq!(kinds(&last), ["second"]);
+    store.close().await;
+}
+
+async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
+    let store = db.open().await;
+    let doomed = workspace();
+    let kept = workspace();
+    commit(
+        &store,
+        vec![
+            Write::InsertWorkspace {
+                record: Box::new(doomed.clone()),
+                idempotency: Some(("doomed".into(), "h".into())),
+            },
+            insert(&kept),
+            Write::AppendEvent(event(doomed.id, 1, "created")),
+            Write::AppendEvent(event(kept.id, 1, "created")),
+        ],
+    )
+    .await;
+    commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
+
+    assert!(store.load(doomed.id).await.expect("load").is_none());
+    assert!(store
+        .events(doomed.id, 0, 10)
+        .await
+        .expect("events")
+        .is_empty());
+    assert_eq!(
+        store.idempotency("doomed").await.expect("idempotency"),
+        None
+    );
+    let secrets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE workspace_id = $1")
+        .bind(doomed.id.to_string())
+        .fetch_one(&store.inner.pool)
+        .await
+        .expect("count");
+    assert_eq!(secrets, 0);
+    let mut kept = kept;
+    kept.last_event_seq = 1;
+    assert_same(&load(&store, kept.id).await, &kept);
+    store.close().await;
+}
+
+async fn reopening_keeps_everything(db: &TestDb) {
+    let store = db.open().await;
+    let record = workspace();
+    commit(
+        &store,
+        vec![
+            Write::InsertWorkspace {
+                record: Box::new(record.clone()),
+                idempotency: Some(("k".into(), "h".into())),
+            },
+            Write::AppendEvent(event(record.id, 1, "created")),
+        ],
+    )
+    .await;
+    store.close().await;
+    let closed = store
+        .commit(vec![Write::DeleteWorkspace { id: record.id }])
+        .await;
+    assert!(matches!(closed, Err(StoreError::Closed)), "{closed:?}");
+    store.close().await; // closing twice is harmless
+
+    let mode = std::fs::metadata(db.key_path())
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let store = db.open().await;
+    let mut expected = record.clone();
+    expected.last_event_seq = 1;
+    assert_same(&load(&store, record.id).await, &expected);
+    assert_eq!(
+        store.events(record.id, 0, 10).await.expect("events"),
+        [event(record.id, 1, "created")]
+    );
+    assert_eq!(
+        store.idempotency("k").await.expect("idempotency"),
+        Some((record.id, "h".to_owned()))
+    );
+    store.close().await;
+
+    // Another secrets key cannot read the secrets.
+    let other_key = db.dir.path().join("other.key");
+    let store = Store::open(db.options(), &other_key).await.expect("open");
+    let foreign = store.load(record.id).await;
+    assert!(matches!(foreign, Err(StoreError::Crypto(_))), "{foreign:?}");
+    store.close().await;
+}
+
+async fn concurrent_commits_are_grouped_and_all_succeed(db: &TestDb) {
+    const COMMITS: i64 = 200;
+    let store = db.open().await;
+    let record = bare_workspace();
+    commit(&store, vec![insert(&record)]).await;
+    let batches = store.inner.batches.load(Ordering::Relaxed);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for seq in 1..=COMMITS {
+        let store = store.clone();
+        let write = Write::AppendEvent(event(record.id, seq, "restart_requested"));
+        tasks.spawn(async move { store.commit(vec![write]).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(
+            done.expect("task").expect("commit"),
+            CommitOutcome::Committed
+        );
+    }
+
+    let batches = store.inner.batches.load(Ordering::Relaxed) - batches;
+    assert!(batches < 50, "{batches} batches for {COMMITS} commits");
+    assert_eq!(load(&store, record.id).await.last_event_seq, COMMITS);
+    let events = store.events(record.id, 0, 1_000).await.expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=COMMITS).collect::<Vec<_>>()
+    );
+    store.close().await;
+}
+
+async fn enqueued_commits_apply_in_order_and_overload_is_refused(db: &TestDb) {
+    let store = db.open().await;
+    let record = bare_workspace(); // generation 0
+    commit(&store, vec![insert(&record)]).await;
+
+    // Each commit expects the generation the one before wrote: all apply only if in order.
+    let chain: Vec<_> = (0..100)
+        .map(|generation| {
+            let mut state = record.state.clone();
+            state.generation = Generation(generation + 1);
+            store.enqueue(vec![save_state(record.id, Generation(generation), state)])
+        })
+        .collect();
+    for pending in chain {
+        assert_eq!(pending.await.expect("commit"), CommitOutcome::Committed);
+    }
+    assert_eq!(
+        load(&store, record.id).await.state.generation,
+        Generation(100)
+    );
+
+    // Nothing runs between synchronous enqueues: the queue fills up, then refuses.
+    let capacity = db.options().max_batch * crate::writer::QUEUED_BATCHES;
+    let queued: Vec<_> = (0..capacity).map(|_| store.enqueue(Vec::new())).collect();
+    let refused = store
+        .enqueue(vec![Write::DeleteWorkspace { id: record.id }])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Overloaded)),
+        "{refused:?}"
+    );
+    for pending in queued {
+        assert_eq!(pending.await.expect("commit"), CommitOutcome::Committed);
+    }
+    assert!(store.load(record.id).await.expect("load").is_some());
+    store.close().await;
+}
+
+/// A database for one test: a SQLite file in a temporary directory, or a fresh PostgreSQL
+/// database. The secrets key lives in the temporary directory either way.
+struct TestDb {
+    dir: TempDir,
+    url: String,
+    /// For PostgreSQL: the server URL the test database was created through, and its name.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = TempDir::new().expect("temp dir");
+        let file = dir.path().join("data/steward.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        TestDb {
+            dir,
+            url,
+            postgres: None,
+        }
+    }
+
+    /// A fresh database on the server at `STEWARD_TEST_DATABASE_URL`, or `None` (with a
+    /// notice) if it is unset outside CI.
+    async fn postgres() -> Option<TestDb> {
+        let Ok(server) = std::env::var("STEWARD_TEST_DATABASE_URL") else {
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("PostgreSQL tests need STEWARD_TEST_DATABASE_URL");
+            }
+            eprintln!("notice: STEWARD_TEST_DATABASE_URL is unset; PostgreSQL run skipped");
+            return None;
+        };
+        let name = format!("steward_test_{}", WorkspaceId::random().as_uuid().simple());
+        admin(&server, &format!("CREATE DATABASE {name}")).await;
+        Some(TestDb {
+            dir: TempDir::new().expect("temp dir"),
+            url: with_database(&server, &name),
+            postgres: Some((server, name)),
+        })
+    }
+
+    fn options(&self) -> StoreOptions {
+        StoreOptions {
+            database_url: self.url.clone(),
+            max_batch: 64,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.path().join("keys/secrets.key")
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(self.options(), &self.key_path())
+            .await
+            .expect("open the store")
+    }
+
+    async fn drop_database(self) {
+        if let Some((server, name)) = &self.postgres {
+            admin(server, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server (outside any test database).
+async fn admin(server: &str, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(server)
+        .await
+        .expect("connect to STEWARD_TEST_DATABASE_URL");
+    conn.execute(statement).await.expect(statement);
+    conn.close().await.expect("disconnect");
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = url.split_once('?').unwrap_or((url, ""));
+    let (scheme, rest) = head.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or_default();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// A workspace with every optional field set.
+fn workspace() -> WorkspaceRecord {
+    let mut state = MachineState::new(ReadyWhen::Agent);
+    state.phase = Phase::Running;
+    state.generation = Generation(3);
+    state.observed_generation = Generation(3);
+    state.pending = [Cause::Manual, Cause::Config].into_iter().collect();
+    state.failure = Some(Failure {
+        reason: "boot timed out".into(),
+        generation: Generation(2),
+    });
+    state.backoff_attempt = 1;
+    state.recent_failures = vec![Timestamp(1_000), Timestamp(2_000)];
+    state.last_cycle_started_at = Some(Timestamp(3_000));
+    state.last_cycle_ended_at = Some(Timestamp(4_000));
+    state.healthy_since = Some(Timestamp(5_000));
+    WorkspaceRecord {
+        id: WorkspaceId::random(),
+        spec: WorkspaceSpec {
+            name: "demo".into(),
+            provider: "docker".into(),
+            image: Some("busybox".into()),
+            command: Some(vec!["agent".into(), "--port".into(), "0".into()]),
+            env: [("LOG".to_owned(), "debug".to_owned())].into(),
+            model: Some("small".into()),
+        },
+        state,
+        secrets: [
+            ("API_KEY".to_owned(), secret("canary-api-key-7f3a")),
+            ("DB_PASSWORD".to_owned(), secret("canary-db-password-91c2")),
+        ]
+        .into(),
+        agent: AgentRecord {
+            generation: Generation(3),
+            token_hash: Some("ab".repeat(32)),
+            url: Some("http://127.0.0.1:1".into()),
+            last_heartbeat_at: Some(Timestamp(6_000)),
+        },
+        last_event_seq: 0,
+        created_at: Timestamp(1_000),
+        updated_at: Timestamp(6_000),
+    }
+}
+
+/// A new workspace with every optional field empty.
+fn bare_workspace() -> WorkspaceRecord {
+    WorkspaceRecord {
+        id: WorkspaceId::random(),
+        spec: WorkspaceSpec {
+            name: "bare".into(),
+            provider: "sim".into(),
+            image: None,
+            command: None,
+            env: Default::default(),
+            model: None,
+        },
+        state: MachineState::new(ReadyWhen::Instance),
+        secrets: Default::default(),
+        agent: AgentRecord::default(),
+        last_event_seq: 0,
+        created_at: Timestamp(10),
+        updated_at: Timestamp(10),
+    }
+}
+
+fn insert(record: &WorkspaceRecord) -> Write {
+    Write::InsertWorkspace {
+        record: Box::new(record.clone()),
+        idempotency: None,
+    }
+}
+
+fn put_secret(id: WorkspaceId, key: &str, value: &str) -> Write {
+    Write::PutSecret {
+        id,
+        key: key.into(),
+        value: secret(value),
+    }
+}
+
+fn save_state(id: WorkspaceId, expected_generation: Generation, state: MachineState) -> Write {
+    Write::SaveState {
+        id,
+        expected_generation,
+        state,
+        at: Timestamp(7_000),
+    }
+}
+
+fn event(workspace_id: WorkspaceId, seq: i64, kind: &str) -> EventRecord {
+    EventRecord {
+        workspace_id,
+        seq,
+        generation: Generation(1),
+        at: Timestamp(seq * 10),
+        kind: kind.into(),
+        data: serde_json::json!({ "seq": seq, "cause": "manual" }),
+    }
+}
+
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.to_owned())
+}
+
+fn kinds(events: &[EventRecord]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+async fn commit(store: &Store, writes: Vec<Write>) {
+    assert_eq!(
+        store.commit(writes).await.expect("commit"),
+        CommitOutcome::Committed
+    );
+}
+
+async fn load(store: &Store, id: WorkspaceId) -> WorkspaceRecord {
+    store.load(id).await.expect("load").expect("stored")
+}
+
+fn assert_same(actual: &WorkspaceRecord, expected: &WorkspaceRecord) {
+    let secrets = |r: &WorkspaceRecord| {
+        r.secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(actual.id, expected.id);
+    assert_eq!(actual.spec, expected.spec);
+    assert_eq!(actual.state, expected.state);
+    assert_eq!(secrets(actual), secrets(expected));
+    assert_eq!(actual.agent, expected.agent);
+    assert_eq!(actual.last_event_seq, expected.last_event_seq);
+    assert_eq!(actual.created_at, expected.created_at);
+    assert_eq!(actual.updated_at, expected.updated_at);
+}

@@ -1,0 +1,442 @@
+//! Opening the store and the single writer task (group commit).
+//!
+//! Owns the pool, the secrets key and the one task that writes. Callers queue a request (their
+//! writes and a reply channel); the task takes what is queued (up to `max_batch`), applies each
+//! request inside its own savepoint of one transaction, commits once, then answers everyone.
+//! A fenced or failed request rolls back its savepoint only. Readers use the pool directly;
+//! nothing but this task writes.
+//!
+//! Placeholders are `$1, $2...` on both backends: PostgreSQL's native form, which SQLite reads
+//! as numbered parameters (sqlx binds `$N` by its number, tested in `tests.rs`).
+
+use crate::error::database;
+use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
+use crate::{CommitOutcome, SecretKey, Store, StoreError, StoreOptions, Write};
+use secrecy::ExposeSecret;
+use sqlx::any::{Any, AnyPoolOptions};
+use sqlx::{Acquire, AnyConnection, AnyPool, Executor, Transaction};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use steward_domain::{Generation, WorkspaceId};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Full batches that may wait behind the one being written before commits are refused.
+pub(crate) const QUEUED_BATCHES: usize = 16;
+
+/// The schema, from the top-level `migrations/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// What a [`Store`] handle shares.
+pub(crate) struct Inner {
+    /// Connections, for readers and the writer task.
+    pub(crate) pool: AnyPool,
+    /// Decrypts secrets for readers (the writer task holds its own reference).
+    pub(crate) key: Arc<SecretKey>,
+    /// Queue of the writer task (bounded: overload is refused, not buffered); `None` once
+    /// closed.
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The writer task, awaited by the first `close`.
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Batches taken from the queue so far, for tests to observe grouping.
+    #[cfg(test)]
+    pub(crate) batches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One caller's commit.
+struct Request {
+    writes: Vec<Write>,
+    reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+}
+
+pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
+    sqlx::any::install_default_drivers();
+    let key = Arc::new(SecretKey::load_or_create(key_path)?);
+    if let Some(file) = sqlite_file(&options.database_url) {
+        std::fs::create_dir_all(file.parent().unwrap_or(Path::new(""))).map_err(|e| {
+            StoreError::Database(format!(
+                "cannot create the directory of {}: {e}",
+                file.display()
+            ))
+        })?;
+    }
+    let busy_timeout_ms = options.busy_timeout.as_millis();
+    let pool = AnyPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if conn.backend_name() == "SQLite" {
+                    configure_sqlite(conn, busy_timeout_ms).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&options.database_url)
+        .await
+        .map_err(database)?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+
+    let max_batch = options.max_batch.max(1);
+    let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
+    let writer = Writer {
+        pool: pool.clone(),
+        key: Arc::clone(&key),
+        max_batch,
+        #[cfg(test)]
+        batches: Arc::default(),
+    };
+    #[cfg(test)]
+    let batches = Arc::clone(&writer.batches);
+    let task = tokio::spawn(writer.run(requests));
+    Ok(Store {
+        inner: Arc::new(Inner {
+            pool,
+            key,
+            queue: Mutex::new(Some(queue)),
+            writer: tokio::sync::Mutex::new(Some(task)),
+            #[cfg(test)]
+            batches,
+        }),
+    })
+}
+
+/// Per-connection settings. WAL lets readers run beside the writer. `synchronous=FULL`, not
+/// `NORMAL`: in WAL mode `NORMAL` does not sync at commit, so a power loss could take back
+/// commits already answered `2xx`; group commit is what keeps `FULL` cheap (one sync per batch).
+async fn configure_sqlite(conn: &mut AnyConnection, busy_timeout_ms: u128) -> sqlx::Result<()> {
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
+        .await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    Ok(())
+}
+
+/// The database file of a `sqlite:` URL, unless it is in memory.
+fn sqlite_file(url: &str) -> Option<&Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}
+
+pub(crate) fn enqueue(
+    inner: &Inner,
+    writes: Vec<Write>,
+) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
+    let (reply, answer) = oneshot::channel();
+    let queued = match &*inner.queue.lock().unwrap_or_else(PoisonError::into_inner) {
+        None => Err(StoreError::Closed),
+        Some(queue) => queue
+            .try_send(Request { writes, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => StoreError::Overloaded,
+                TrySendError::Closed(_) => StoreError::Closed,
+            }),
+    };
+    async move {
+        queued?;
+        // The writer answers every request it takes; no answer means it is gone.
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+pub(crate) async fn close(inner: &Inner) {
+    // Held to the end, so a concurrent `close` returns only once everything is closed.
+    let mut writer = inner.writer.lock().await;
+    drop(
+        inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(),
+    );
+    if let Some(task) = writer.take() {
+        // The task ends once every queued request is answered and the last sender is gone.
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "store writer task failed");
+        }
+    }
+    inner.pool.close().await;
+}
+
+/// The writer task's state.
+struct Writer {
+    pool: AnyPool,
+    key: Arc<SecretKey>,
+    max_batch: usize,
+    #[cfg(test)]
+    batches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Writer {
+    async fn run(self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(first) = requests.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
+            #[cfg(test)]
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.commit_batch(batch).await;
+        }
+    }
+
+    /// Applies every request of `batch` in one transaction, then answers each.
+    async fn commit_batch(&self, batch: Vec<Request>) {
+        match self.apply_batch(&batch).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that went away still had its writes committed.
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(
+                    error = %message,
+                    size = batch.len(),
+                    "store batch failed; none of it was committed"
+                );
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Database(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// The outcome of each request, once the transaction holding them all is committed.
+    async fn apply_batch(
+        &self,
+        batch: &[Request],
+    ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            outcomes.push(self.apply_request(&mut tx, &request.writes).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Applies one request inside a savepoint. The outer error means the transaction itself
+    /// is broken (the savepoint could not be opened, released or rolled back).
+    async fn apply_request(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        writes: &[Write],
+    ) -> sqlx::Result<Result<CommitOutcome, StoreError>> {
+        let mut savepoint = tx.begin().await?;
+        let outcome = self.apply(&mut savepoint, writes).await;
+        match outcome {
+            Ok(CommitOutcome::Committed) => savepoint.commit().await?,
+            Ok(CommitOutcome::Fenced { .. }) | Err(_) => savepoint.rollback().await?,
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `writes` in order, stopping at the first fenced or failed one.
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        writes: &[Write],
+    ) -> Result<CommitOutcome, StoreError> {
+        for write in writes {
+            if let fenced @ CommitOutcome::Fenced { .. } = self.apply_one(conn, write).await? {
+                return Ok(fenced);
+            }
+        }
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Applies one write; `Fenced` if its generation fence does not hold.
+    async fn apply_one(
+        &self,
+        conn: &mut AnyConnection,
+        write: &Write,
+    ) -> Result<CommitOutcome, StoreError> {
+        match write {
+            Write::InsertWorkspace {
+                record,
+                idempotency,
+            } => {
+                let id = record.id.to_string();
+                let query = sqlx::query(
+                    "INSERT INTO workspaces (id, \
+                     name, provider, image, command, env, model, \
+                     ready_when, phase, desired, generation, observed_generation, pending, \
+                     failure_reason, failure_generation, backoff_attempt, recent_failures, \
+                     last_cycle_started_at, last_cycle_ended_at, healthy_since, \
+                     agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at, \
+                     created_at, updated_at) VALUES ($1, \
+                     $2, $3, $4, $5, $6, $7, \
+                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+                     $21, $22, $23, $24, \
+                     $25, $26)",
+                )
+                .bind(&id);
+                let query = SpecColumns::new(&record.spec)?.bind(query);
+                let query = StateColumns::new(&record.state)?.bind(query);
+                let query = AgentColumns::new(&record.agent)?.bind(query);
+                query
+                    .bind(record.created_at.0)
+                    .bind(record.updated_at.0)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+                for (key, value) in &record.secrets {
+                    self.put_secret(conn, record.id, key, value.expose_secret())
+                        .await?;
+                }
+                if let Some((key, body_hash)) = idempotency {
+                    sqlx::query(
+                        "INSERT INTO idempotency_keys (key, workspace_id, body_hash, created_at) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(key)
+                    .bind(&id)
+                    .bind(body_hash)
+                    .bind(record.created_at.0)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+                }
+            }
+            Write::SaveState {
+                id,
+                expected_generation,
+                state,
+                at,
+            } => {
+                let query = sqlx::query(
+                    "UPDATE workspaces SET ready_when = $1, phase = $2, desired = $3, \
+                     generation = $4, observed_generation = $5, pending = $6, \
+                     failure_reason = $7, failure_generation = $8, backoff_attempt = $9, \
+                     recent_failures = $10, last_cycle_started_at = $11, \
+                     last_cycle_ended_at = $12, healthy_since = $13, updated_at = $14 \
+                     WHERE id = $15 AND generation = $16",
+                );
+                let done = StateColumns::new(state)?
+                    .bind(query)
+                    .bind(at.0)
+                    .bind(id.to_string())
+                    .bind(generation_column(*expected_generation)?)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+                if done.rows_affected() == 0 {
+                    return Ok(fenced(*id, *expected_generation));
+                }
+            }
+            Write::SaveSpec { id, spec } => {
+                let query = sqlx::query(
+                    "UPDATE workspaces SET name = $1, provider = $2, image = $3, command = $4, \
+                     env = $5, model = $6 WHERE id = $7",
+                );
+                SpecColumns::new(spec)?
+                    .bind(query)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+            }
+            Write::PutSecret { id, key, value } => {
+                self.put_secret(conn, *id, key, value.expose_secret())
+                    .await?;
+            }
+            Write::DeleteSecret { id, key } => {
+                sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND key = $2")
+                    .bind(id.to_string())
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+            }
+            Write::SaveAgent { id, agent } => {
+                let query = sqlx::query(
+                    "UPDATE workspaces SET agent_generation = $1, agent_token_hash = $2, \
+                     agent_url = $3, agent_last_heartbeat_at = $4 \
+                     WHERE id = $5 AND generation = $1",
+                );
+                let done = AgentColumns::new(agent)?
+                    .bind(query)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+                if done.rows_affected() == 0 {
+                    return Ok(fenced(*id, agent.generation));
+                }
+            }
+            Write::AppendEvent(event) => {
+                sqlx::query(
+                    "INSERT INTO events (workspace_id, seq, generation, at, kind, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(event.workspace_id.to_string())
+                .bind(event.seq)
+                .bind(generation_column(event.generation)?)
+                .bind(event.at.0)
+                .bind(&event.kind)
+                .bind(to_json(&event.data)?)
+                .execute(&mut *conn)
+                .await
+                .map_err(database)?;
+            }
+            Write::DeleteWorkspace { id } => {
+                let id = id.to_string();
+                for statement in [
+                    "DELETE FROM secrets WHERE workspace_id = $1",
+                    "DELETE FROM events WHERE workspace_id = $1",
+                    "DELETE FROM idempotency_keys WHERE workspace_id = $1",
+                    "DELETE FROM workspaces WHERE id = $1",
+                ] {
+                    sqlx::query(statement)
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(database)?;
+                }
+            }
+        }
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Inserts or replaces one secret, encrypted.
+    async fn put_secret(
+        &self,
+        conn: &mut AnyConnection,
+        id: WorkspaceId,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (workspace_id, key, ciphertext) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, key) DO UPDATE SET ciphertext = excluded.ciphertext",
+        )
+        .bind(id.to_string())
+        .bind(key)
+        .bind(self.key.encrypt(id, key, value)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(database)?;
+        Ok(())
+    }
+}
+
+fn fenced(id: WorkspaceId, expected: Generation) -> CommitOutcome {
+    CommitOutcome::Fenced { id, expected }
+}

@@ -1,0 +1,293 @@
+//! Configuration: `config/default.toml` (compiled in) ← `--config FILE` ← `STEWARD_*`
+//! environment variables (`__` separates sections: `STEWARD_RESTART__DEBOUNCE_WINDOW`) ←
+//! command-line flags. Unknown keys in a file are errors, not silently ignored.
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use steward_domain::{BackoffPolicy, Policy};
+use steward_provider::sim::SimConfig;
+
+/// The built-in defaults, the same file users read.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Top-level sections and keys that `STEWARD_*` variables may set.
+const ENV_KEYS: &[&str] = &[
+    "listen", "data_dir", "database_url", "admin_token", "default_provider", "log_format",
+    "shutdown_grace", "http", "actors", "store", "restart", "backoff", "health", "providers",
+];
+
+/// The daemon's configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Directory for the SQLite file, the admin token, the secrets key.
+    pub data_dir: PathBuf,
+    /// Database URL; empty means SQLite under `data_dir`.
+    pub database_url: String,
+    /// Admin token; when absent, read from (or generated into) `data_dir/admin.token`.
+    pub admin_token: Option<SecretString>,
+    /// Provider of workspaces created without one.
+    pub default_provider: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// How long shutdown waits for in-flight operations.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// Actors.
+    pub actors: ActorsConfig,
+    /// Store.
+    pub store: StoreConfig,
+    /// Restart timing.
+    pub restart: RestartConfig,
+    /// Retry policy.
+    pub backoff: BackoffConfig,
+    /// Health probing.
+    pub health: HealthConfig,
+    /// Providers.
+    pub providers: ProvidersConfig,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[http]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+}
+
+/// `[actors]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorsConfig {
+    /// Most messages waiting for one workspace actor before requests get 503.
+    pub mailbox_capacity: usize,
+    /// Arbiter threads the actors are spread over (0: one per core).
+    pub arbiters: usize,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Most commits grouped into one transaction.
+    pub max_batch: usize,
+    /// Read connections.
+    pub max_connections: u32,
+    /// SQLite busy timeout.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+/// `[restart]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// Health restarts ignored this long after a cycle starts.
+    #[serde(with = "humantime_serde")]
+    pub debounce_window: Duration,
+    /// Health restarts ignored this long after a cycle ends.
+    #[serde(with = "humantime_serde")]
+    pub settle_window: Duration,
+    /// Longest start step.
+    #[serde(with = "humantime_serde")]
+    pub provision_timeout: Duration,
+    /// Longest stop/remove step.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// Longest wait for the agent to register.
+    #[serde(with = "humantime_serde")]
+    pub boot_timeout: Duration,
+}
+
+/// `[backoff]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First retry delay.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Delay cap.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Jitter fraction.
+    pub jitter: f64,
+    /// Healthy time that resets the attempt counter.
+    #[serde(with = "humantime_serde")]
+    pub reset_after: Duration,
+    /// Failures tolerated inside the window.
+    pub max_failures: u32,
+    /// Breaker window.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+/// `[health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Probe interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Consecutive dead reports for a health restart.
+    pub failure_threshold: u32,
+}
+
+/// `[providers.*]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// The simulated provider (absent: not offered).
+    pub sim: Option<SimConfig>,
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--admin-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+impl Config {
+    /// Layers defaults, `file`, the environment and `overrides`, then checks the result.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("STEWARD_")
+            .split("__")
+            .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().split('.').next() == Some(*k)));
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .context("invalid configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.actors.mailbox_capacity == 0 {
+            bail!("actors.mailbox_capacity must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("http.max_body_bytes must be at least 1024");
+        }
+        if !(0.0..=1.0).contains(&self.backoff.jitter) {
+            bail!("backoff.jitter must be within [0, 1]");
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            bail!("backoff.initial must be > 0 and backoff.max >= backoff.initial");
+        }
+        if self.health.failure_threshold == 0 {
+            bail!("health.failure_threshold must be at least 1");
+        }
+        let probing = self.health.interval.saturating_mul(self.health.failure_threshold);
+        if self.restart.debounce_window < probing {
+            bail!(
+                "restart.debounce_window ({:?}) must not be shorter than health.interval x health.failure_threshold ({:?}): \
+                 a probe could otherwise restart an instance its own previous restart has not finished booting",
+                self.restart.debounce_window,
+                probing
+            );
+        }
+        if let Some(sim) = &self.providers.sim {
+            if !(0.0..=1.0).contains(&sim.fail_rate) || !(0.0..=1.0).contains(&sim.panic_rate) {
+                bail!("providers.sim.fail_rate and panic_rate must be within [0, 1]");
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite under the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("steward.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The lifecycle policy.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            debounce_window: self.restart.debounce_window,
+            settle_window: self.restart.settle_window,
+            provision_timeout: self.restart.provision_timeout,
+            stop_timeout: self.restart.stop_timeout,
+            boot_timeout: self.restart.boot_timeout,
+            failure_threshold: self.health.failure_threshold,
+            backoff: BackoffPolicy {
+                initial: self.backoff.initial,
+                max: self.backoff.max,
+                jitter: self.backoff.jitter,
+                reset_after: self.backoff.reset_after,
+                max_failures: self.backoff.max_failures,
+                failure_window: self.backoff.failure_window,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_a_complete_valid_configuration() {
+        let config = Config::load(None, Overrides::default()).expect("defaults load");
+        assert_eq!(config.listen, "127.0.0.1:7878");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.restart.debounce_window, Duration::from_secs(60));
+        assert!(config.providers.sim.is_some());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"250ms\"\n").expect("write");
+        let overrides = Overrides { listen: Some("127.0.0.1:2".into()), ..Overrides::default() };
+        let config = Config::load(Some(&file), overrides).expect("loads");
+        assert_eq!(config.listen, "127.0.0.1:2");
+        assert_eq!(config.restart.debounce_window, Duration::from_millis(250));
+
+        std::fs::write(&file, "[restart]\ndebounce_windw = \"1s\"\n").expect("write");
+        let err = Config::load(Some(&file), Overrides::default()).expect_err("typo rejected");
+        assert!(format!("{err:#}").contains("debounce_windw"), "{err:#}");
+    }
+}

@@ -1,0 +1,167 @@
+//! `steward serve`: wires the store, providers, registry and HTTP API together, and shuts
+//! them down in order on SIGTERM/SIGINT.
+//!
+//! Shutdown flow: stop accepting connections and let in-flight requests finish → the
+//! registry refuses new intents and waits (at most `shutdown_grace`) for provider
+//! operations in flight → the store writer drains every queued commit → exit 0.
+//! Nothing is half-written: each commit is one transaction; cycles cut short are recovered
+//! at the next start from what was committed.
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::Duration;
+use steward_actors::{Clock, Deps, EventBus, Registry, RegistryOptions};
+use steward_api::ApiState;
+use steward_provider::sim::SimProvider;
+use steward_provider::Providers;
+use steward_store::{Store, StoreOptions};
+
+use crate::config::{Config, LogFormat};
+use crate::files;
+
+/// Runs the daemon until a termination signal.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    actix_web::rt::System::new().block_on(serve(config))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("steward_cycle_duration_seconds".into()),
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )
+        .context("metric buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let upkeep = handle.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn providers(config: &Config) -> Providers {
+    let mut providers = Providers::default();
+    if let Some(sim) = &config.providers.sim {
+        providers.insert(Arc::new(SimProvider::new("sim", sim.clone())));
+    }
+    providers
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    files::ensure_data_dir(&config.data_dir)?;
+    let admin_token = match &config.admin_token {
+        Some(token) => token.expose_secret().to_owned(),
+        None => files::load_or_create_admin_token(&config.data_dir)?,
+    };
+    let providers = providers(&config);
+    anyhow::ensure!(
+        providers.get(&config.default_provider).is_some(),
+        "default_provider {:?} is not configured (configured: {:?})",
+        config.default_provider,
+        providers.names()
+    );
+    let store = Store::open(
+        StoreOptions {
+            database_url: config.database_url(),
+            max_batch: config.store.max_batch,
+            max_connections: config.store.max_connections,
+            busy_timeout: config.store.busy_timeout,
+        },
+        &config.data_dir.join("secrets.key"),
+    )
+    .await
+    .context("cannot open the store")?;
+    let deps = Deps {
+        store: store.clone(),
+        providers,
+        policy: Arc::new(config.policy()),
+        clock: Clock::system(),
+        bus: EventBus::new(4096),
+        mailbox_capacity: config.actors.mailbox_capacity,
+    };
+    let arbiters = if config.actors.arbiters == 0 { cores() } else { config.actors.arbiters };
+    let registry = Registry::boot(deps, RegistryOptions { arbiters }).await.context("cannot load workspaces")?;
+
+    let state = web::Data::new(ApiState {
+        registry: registry.clone(),
+        admin_token_hash: steward_api::token_hash(&admin_token),
+        metrics: Some(metrics),
+        max_body_bytes: config.http.max_body_bytes,
+        default_provider: config.default_provider.clone(),
+    });
+    let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
+    let server = HttpServer::new(move || {
+        App::new().wrap(from_fn(steward_api::observe)).configure(steward_api::configure(state.clone()))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    .bind(&config.listen)
+    .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = server.addrs().first().map(ToString::to_string).unwrap_or_default();
+    files::write_listen_addr(&config.data_dir, &addr)?;
+    let token_source = match config.admin_token {
+        Some(_) => "given by flag, environment or config".to_owned(),
+        None => files::admin_token_path(&config.data_dir).display().to_string(),
+    };
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward listening");
+    println!("steward listening on http://{addr}");
+    println!("admin token: {token_source}");
+
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining HTTP requests");
+        handle.stop(true).await;
+    });
+    server.await.context("HTTP server failed")?;
+
+    tracing::info!(grace = ?config.shutdown_grace, "waiting for operations in flight");
+    registry.shutdown(config.shutdown_grace).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
