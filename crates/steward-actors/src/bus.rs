@@ -15,7 +15,9 @@ pub struct EventBus {
 impl EventBus {
     /// A bus that buffers up to `capacity` events per subscriber.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0 }
+        Self {
+            tx: broadcast::channel(capacity).0,
+        }
     }
 
     /// Publishes a committed event (no-op without subscribers).

@@ -15,8 +15,14 @@ pub struct Clock {
 impl Clock {
     /// A clock anchored at the current wall time.
     pub fn system() -> Self {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        Self { wall_at_start: i64::try_from(wall).unwrap_or(i64::MAX), mono_at_start: Instant::now() }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Self {
+            wall_at_start: i64::try_from(wall).unwrap_or(i64::MAX),
+            mono_at_start: Instant::now(),
+        }
     }
 
     /// Now.

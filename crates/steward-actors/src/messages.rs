@@ -145,6 +145,8 @@ pub struct ActorView {
     pub mailbox_len: usize,
     /// Last error the actor saw.
     pub last_error: Option<String>,
+    /// Times this workspace's actor was restarted from the store after a crash.
+    pub restarts: u32,
     /// Recent phase transitions.
     pub transitions: Vec<Transition>,
 }

@@ -24,7 +24,10 @@ fn details(kind: &RecordKind) -> Value {
         RecordKind::RestartDropped { cause, reason } => {
             json!({ "cause": cause.as_str(), "reason": reason.as_str() })
         }
-        RecordKind::ProvisionStarted { causes, previous_generation } => json!({
+        RecordKind::ProvisionStarted {
+            causes,
+            previous_generation,
+        } => json!({
             "causes": causes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "previous_generation": previous_generation.0,
         }),

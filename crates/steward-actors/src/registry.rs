@@ -92,7 +92,9 @@ impl Registry {
     /// removes orphans (instances with no workspace), and starts one actor per workspace,
     /// which reconciles with what its provider has.
     pub async fn boot(deps: Deps, options: RegistryOptions) -> Result<Registry, ActorError> {
-        let arbiters = (0..options.arbiters).map(|_| Arbiter::new().handle()).collect();
+        let arbiters = (0..options.arbiters)
+            .map(|_| Arbiter::new().handle())
+            .collect();
         let registry = Registry {
             inner: Arc::new(Inner {
                 deps: Arc::new(deps),
@@ -102,12 +104,18 @@ impl Registry {
                 shutting_down: AtomicBool::new(false),
             }),
         };
-        let records = registry.inner.deps.store.load_all().await.map_err(|e| ActorError::Store(e.to_string()))?;
+        let records = registry
+            .inner
+            .deps
+            .store
+            .load_all()
+            .await
+            .map_err(|e| ActorError::Store(e.to_string()))?;
         let live = registry.survey(&records).await;
         let count = records.len();
         for record in records {
             let live = live.get(&record.id).copied().flatten();
-            registry.spawn(record, Origin::Restored { live });
+            registry.spawn(record, Origin::Restored { live }, 0);
         }
         tracing::info!(workspaces = count, "registry booted");
         Ok(registry)
@@ -115,9 +123,14 @@ impl Registry {
 
     /// One `list` per provider: the live generation of each workspace's instance. Removes
     /// instances that belong to no workspace.
-    async fn survey(&self, records: &[WorkspaceRecord]) -> HashMap<WorkspaceId, Option<Generation>> {
-        let provider_of: HashMap<WorkspaceId, &str> =
-            records.iter().map(|r| (r.id, r.spec.provider.as_str())).collect();
+    async fn survey(
+        &self,
+        records: &[WorkspaceRecord],
+    ) -> HashMap<WorkspaceId, Option<Generation>> {
+        let provider_of: HashMap<WorkspaceId, &str> = records
+            .iter()
+            .map(|r| (r.id, r.spec.provider.as_str()))
+            .collect();
         let mut live = HashMap::new();
         for provider in self.inner.deps.providers.iter() {
             let instances = match provider.list().await {
@@ -139,11 +152,17 @@ impl Registry {
         live
     }
 
-    fn spawn(&self, record: WorkspaceRecord, origin: Origin) -> Entry {
+    fn spawn(&self, record: WorkspaceRecord, origin: Origin, restarts: u32) -> Entry {
         let id = record.id;
         let mailbox = Arc::new(AtomicUsize::new(0));
-        let actor =
-            WorkspaceActor::new(record, origin, self.inner.deps.clone(), self.clone(), mailbox.clone());
+        let actor = WorkspaceActor::new(
+            record,
+            origin,
+            self.inner.deps.clone(),
+            self.clone(),
+            mailbox.clone(),
+            restarts,
+        );
         let addr = match self.arbiter_for(id) {
             Some(arbiter) => WorkspaceActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
@@ -160,7 +179,9 @@ impl Registry {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut hasher);
         let n = self.inner.arbiters.len() as u64;
-        self.inner.arbiters.get(usize::try_from(hasher.finish() % n).unwrap_or(0))
+        self.inner
+            .arbiters
+            .get(usize::try_from(hasher.finish() % n).unwrap_or(0))
     }
 
     async fn ask_entry<M>(&self, entry: &Entry, msg: M) -> Result<M::Result, ActorError>
@@ -174,7 +195,11 @@ impl Registry {
             return Err(ActorError::Overloaded);
         }
         let _slot = Slot(entry.mailbox.clone());
-        entry.addr.send(msg).await.map_err(|_| ActorError::Restarting)
+        entry
+            .addr
+            .send(msg)
+            .await
+            .map_err(|_| ActorError::Restarting)
     }
 
     async fn ask<M>(&self, id: WorkspaceId, msg: M) -> Result<M::Result, ActorError>
@@ -183,7 +208,12 @@ impl Registry {
         M::Result: Send,
         WorkspaceActor: Handler<M>,
     {
-        let entry = self.inner.actors.get(&id).map(|e| e.clone()).ok_or(ActorError::NotFound(id))?;
+        let entry = self
+            .inner
+            .actors
+            .get(&id)
+            .map(|e| e.clone())
+            .ok_or(ActorError::NotFound(id))?;
         self.ask_entry(&entry, msg).await
     }
 
@@ -217,7 +247,9 @@ impl Registry {
             })
             .await
             .clone();
-        self.inner.creating.remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
+        self.inner
+            .creating
+            .remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
         let (id, stored_hash, created) = settled?;
         if stored_hash != hash {
             return Err(ActorError::IdempotencyConflict);
@@ -228,9 +260,15 @@ impl Registry {
         }
     }
 
-    async fn create_now(&self, new: NewWorkspace, provider: &dyn Provider) -> Result<WorkspaceView, ActorError> {
+    async fn create_now(
+        &self,
+        new: NewWorkspace,
+        provider: &dyn Provider,
+    ) -> Result<WorkspaceView, ActorError> {
         let now = self.inner.deps.clock.now();
-        let ready_when = new.ready_when.unwrap_or_else(|| provider.default_ready_when());
+        let ready_when = new
+            .ready_when
+            .unwrap_or_else(|| provider.default_ready_when());
         let record = WorkspaceRecord {
             id: WorkspaceId::random(),
             spec: new.spec,
@@ -241,8 +279,14 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
-        let entry = self.spawn(record, Origin::New);
-        self.ask_entry(&entry, Submit(Intent::Create { idempotency: new.idempotency })).await??;
+        let entry = self.spawn(record, Origin::New, 0);
+        self.ask_entry(
+            &entry,
+            Submit(Intent::Create {
+                idempotency: new.idempotency,
+            }),
+        )
+        .await??;
         self.ask_entry(&entry, Get).await
     }
 
@@ -263,8 +307,11 @@ impl Registry {
 
     /// Every workspace, ordered by creation time.
     pub async fn list(&self) -> Vec<WorkspaceView> {
-        let mut views: Vec<WorkspaceView> =
-            join_all(self.ids().into_iter().map(|id| self.get(id))).await.into_iter().flatten().collect();
+        let mut views: Vec<WorkspaceView> = join_all(self.ids().into_iter().map(|id| self.get(id)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         views.sort_by_key(|v| (v.created_at, v.id));
         views
     }
@@ -276,18 +323,31 @@ impl Registry {
 
     /// Live inspection of every actor.
     pub async fn inspect_all(&self) -> Vec<ActorView> {
-        let mut views: Vec<ActorView> =
-            join_all(self.ids().into_iter().map(|id| self.inspect(id))).await.into_iter().flatten().collect();
+        let mut views: Vec<ActorView> = join_all(self.ids().into_iter().map(|id| self.inspect(id)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         views.sort_by_key(|v| v.id);
         views
     }
 
     /// Events of a workspace with `seq > after`.
-    pub async fn events(&self, id: WorkspaceId, after: i64, limit: i64) -> Result<Vec<EventRecord>, ActorError> {
+    pub async fn events(
+        &self,
+        id: WorkspaceId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, ActorError> {
         if !self.inner.actors.contains_key(&id) {
             return Err(ActorError::NotFound(id));
         }
-        self.inner.deps.store.events(id, after, limit).await.map_err(|e| ActorError::Store(e.to_string()))
+        self.inner
+            .deps
+            .store
+            .events(id, after, limit)
+            .await
+            .map_err(|e| ActorError::Store(e.to_string()))
     }
 
     /// A live feed of committed events (all workspaces).
@@ -302,7 +362,13 @@ impl Registry {
 
     /// Names of the configured providers.
     pub fn provider_names(&self) -> Vec<String> {
-        self.inner.deps.providers.names().into_iter().map(str::to_owned).collect()
+        self.inner
+            .deps
+            .providers
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Whether the daemon can serve lifecycle intents (store reachable, not shutting down).
@@ -310,7 +376,12 @@ impl Registry {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(ActorError::ShuttingDown);
         }
-        self.inner.deps.store.ping().await.map_err(|e| ActorError::Store(e.to_string()))
+        self.inner
+            .deps
+            .store
+            .ping()
+            .await
+            .map_err(|e| ActorError::Store(e.to_string()))
     }
 
     /// Number of workspaces by phase name.
@@ -327,7 +398,12 @@ impl Registry {
     /// the next start from what was committed.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        let entries: Vec<Entry> = self.inner.actors.iter().map(|e| e.value().clone()).collect();
+        let entries: Vec<Entry> = self
+            .inner
+            .actors
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         let all = join_all(entries.iter().map(|e| e.addr.send(Shutdown)));
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(?grace, "shutdown grace elapsed with operations in flight; they will be recovered at the next start");
@@ -344,7 +420,7 @@ impl Registry {
     }
 
     /// Starts a fresh actor for `id` from the store, after its predecessor stopped.
-    pub(crate) async fn respawn(&self, id: WorkspaceId) {
+    pub(crate) async fn respawn(&self, id: WorkspaceId, restarts: u32) {
         let mut delay = Duration::from_millis(100);
         while !self.inner.shutting_down.load(Ordering::Acquire) {
             match self.inner.deps.store.load(id).await {
@@ -353,8 +429,8 @@ impl Registry {
                         Some(p) => p.liveness(id).await.ok().and_then(live_generation),
                         None => None,
                     };
-                    self.spawn(record, Origin::Restored { live });
-                    tracing::info!(workspace = %id, "workspace actor restarted from the store");
+                    self.spawn(record, Origin::Restored { live }, restarts);
+                    tracing::info!(workspace = %id, restarts, "workspace actor restarted from the store");
                     return;
                 }
                 Ok(None) => {

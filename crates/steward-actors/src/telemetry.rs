@@ -6,10 +6,12 @@ use steward_domain::{Phase, Record, RecordKind, Timestamp};
 pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestamp) {
     match &record.kind {
         RecordKind::RestartRequested { cause } | RecordKind::RestartDeferred { cause } => {
-            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
+            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str())
+                .increment(1);
         }
         RecordKind::RestartCoalesced { cause } => {
-            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
+            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str())
+                .increment(1);
             metrics::counter!("steward_restart_coalesced_total").increment(1);
         }
         RecordKind::RestartDropped { cause, reason } => {
@@ -21,8 +23,11 @@ pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestam
             .increment(1);
         }
         RecordKind::ProvisionSucceeded | RecordKind::ProvisionFailed { .. } => {
-            let result =
-                if matches!(record.kind, RecordKind::ProvisionSucceeded) { "succeeded" } else { "failed" };
+            let result = if matches!(record.kind, RecordKind::ProvisionSucceeded) {
+                "succeeded"
+            } else {
+                "failed"
+            };
             metrics::counter!("steward_restart_cycles_total", "result" => result).increment(1);
             if let Some(started) = cycle_started_at {
                 metrics::histogram!("steward_cycle_duration_seconds")

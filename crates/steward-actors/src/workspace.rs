@@ -23,8 +23,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Rejection, Step, Tick,
-    Timer, Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Rejection, Step, Tick, Timer,
+    Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
@@ -32,7 +32,9 @@ use tokio::sync::oneshot;
 
 use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
 use crate::registry::Deps;
-use crate::{records, telemetry, ActorError, ActorView, Intent, IntentReply, Registry, WorkspaceView};
+use crate::{
+    records, telemetry, ActorError, ActorView, Intent, IntentReply, Registry, WorkspaceView,
+};
 
 /// A commit in flight, awaitable by several parties (the caller, the operations it gates,
 /// the next respawn). `Err` carries a reason to record.
@@ -84,6 +86,8 @@ pub struct WorkspaceActor {
     idle_waiters: Vec<oneshot::Sender<()>>,
     /// Set when the actor stops to be restarted from the store.
     crashed: bool,
+    /// How many predecessors crashed (0 for the first actor of this daemon run).
+    restarts: u32,
 }
 
 impl WorkspaceActor {
@@ -93,6 +97,7 @@ impl WorkspaceActor {
         deps: Arc<Deps>,
         registry: Registry,
         mailbox: Arc<AtomicUsize>,
+        restarts: u32,
     ) -> Self {
         let inserted = matches!(origin, Origin::Restored { .. });
         let machine = Machine::restore(deps.policy.clone(), record.state);
@@ -117,6 +122,7 @@ impl WorkspaceActor {
             shutting_down: false,
             idle_waiters: Vec::new(),
             crashed: false,
+            restarts,
         }
     }
 
@@ -127,7 +133,10 @@ impl WorkspaceActor {
     /// Feeds one event to the machine. A panic inside the machine is a bug: the actor
     /// restarts from the store and the event is lost, never half-applied.
     fn decide(&mut self, event: Event) -> Result<(Outcome, Vec<Effect>), ActorError> {
-        let tick = Tick { now: self.deps.clock.now(), jitter: rand::random::<f64>() };
+        let tick = Tick {
+            now: self.deps.clock.now(),
+            jitter: rand::random::<f64>(),
+        };
         let mut candidate = self.machine.clone();
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
             let out = candidate.handle(event, tick);
@@ -157,7 +166,12 @@ impl WorkspaceActor {
 
     /// Carries out `effects`: persists the new state, the records and `extra` writes in one
     /// commit, and arms timers and operations. Returns the commit to await.
-    fn execute(&mut self, effects: Vec<Effect>, extra: Vec<Write>, ctx: &mut Context<Self>) -> Commit {
+    fn execute(
+        &mut self,
+        effects: Vec<Effect>,
+        extra: Vec<Write>,
+        ctx: &mut Context<Self>,
+    ) -> Commit {
         let now = self.deps.clock.now();
         let cycle_started = self.machine.cycle().map(|c| c.started_at);
         let mut writes = extra;
@@ -169,9 +183,18 @@ impl WorkspaceActor {
                 Effect::Record(record) => {
                     telemetry::count(&record, cycle_started, now);
                     self.last_event_seq += 1;
-                    events.push(records::to_event(self.id, self.last_event_seq, now, &record));
+                    events.push(records::to_event(
+                        self.id,
+                        self.last_event_seq,
+                        now,
+                        &record,
+                    ));
                 }
-                Effect::Run { op, step, generation } => runs.push((op, step, generation)),
+                Effect::Run {
+                    op,
+                    step,
+                    generation,
+                } => runs.push((op, step, generation)),
                 Effect::Abort(op) => self.abort(op, ctx),
                 Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
                 Effect::Purge => purge = true,
@@ -201,7 +224,11 @@ impl WorkspaceActor {
             }
             self.persisted_generation = self.machine.state().generation;
         }
-        let commit = if writes.is_empty() { self.last_commit.clone() } else { self.commit(writes, events, ctx) };
+        let commit = if writes.is_empty() {
+            self.last_commit.clone()
+        } else {
+            self.commit(writes, events, ctx)
+        };
         for (op, step, generation) in runs {
             self.run(op, step, generation, commit.clone(), ctx);
         }
@@ -215,9 +242,18 @@ impl WorkspaceActor {
 
     /// Enqueues `writes` + `events` now (in decision order) and watches the outcome: events
     /// are published once durable; a failure restarts the actor from the store.
-    fn commit(&mut self, mut writes: Vec<Write>, events: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
+    fn commit(
+        &mut self,
+        mut writes: Vec<Write>,
+        events: Vec<EventRecord>,
+        ctx: &mut Context<Self>,
+    ) -> Commit {
         let events: Vec<Arc<EventRecord>> = events.into_iter().map(Arc::new).collect();
-        writes.extend(events.iter().map(|e| Write::AppendEvent(EventRecord::clone(e))));
+        writes.extend(
+            events
+                .iter()
+                .map(|e| Write::AppendEvent(EventRecord::clone(e))),
+        );
         let pending = self.deps.store.enqueue(writes);
         let bus = self.deps.bus.clone();
         let commit: Commit = async move {
@@ -228,9 +264,9 @@ impl WorkspaceActor {
                     }
                     Ok(())
                 }
-                Ok(CommitOutcome::Fenced { expected, .. }) => {
-                    Err(format!("write fenced: stored generation is no longer {expected}"))
-                }
+                Ok(CommitOutcome::Fenced { expected, .. }) => Err(format!(
+                    "write fenced: stored generation is no longer {expected}"
+                )),
                 Err(e) => Err(format!("store: {e}")),
             }
         }
@@ -246,7 +282,14 @@ impl WorkspaceActor {
     }
 
     /// Runs one provider operation in the background, after `commit` is durable.
-    fn run(&mut self, op: OpId, step: Step, generation: Generation, commit: Commit, ctx: &mut Context<Self>) {
+    fn run(
+        &mut self,
+        op: OpId,
+        step: Step,
+        generation: Generation,
+        commit: Commit,
+        ctx: &mut Context<Self>,
+    ) {
         let id = self.id;
         let provider = self.provider();
         let call = match step {
@@ -270,18 +313,32 @@ impl WorkspaceActor {
         };
         let handle = ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(
             move |result, act, ctx| {
-                if act.running_op.as_ref().is_some_and(|(running, _)| *running == op) {
+                if act
+                    .running_op
+                    .as_ref()
+                    .is_some_and(|(running, _)| *running == op)
+                {
                     act.running_op = None;
                 }
                 match result {
                     Ok(Some(result)) => act.react(Event::StepFinished { op, result }, ctx),
                     Ok(None) => {}
                     Err(panic) => {
-                        let reason = format!("provider panicked during {}: {}", step.as_str(), panic_message(&panic));
+                        let reason = format!(
+                            "provider panicked during {}: {}",
+                            step.as_str(),
+                            panic_message(&panic)
+                        );
                         tracing::error!(workspace = %act.id, %reason, "cycle panicked");
                         // Record the failure through the machine (backoff applies), then
                         // restart the actor from what was persisted.
-                        act.react(Event::StepFinished { op, result: Err(reason.clone()) }, ctx);
+                        act.react(
+                            Event::StepFinished {
+                                op,
+                                result: Err(reason.clone()),
+                            },
+                            ctx,
+                        );
                         act.crash(reason, ctx);
                     }
                 }
@@ -307,18 +364,29 @@ impl WorkspaceActor {
 
     fn purge(&mut self, last_words: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
         telemetry::phase_changed(Some(self.machine.phase()), None);
-        let commit = self.commit(vec![Write::DeleteWorkspace { id: self.id }], Vec::new(), ctx);
+        let commit = self.commit(
+            vec![Write::DeleteWorkspace { id: self.id }],
+            Vec::new(),
+            ctx,
+        );
         let registry = self.registry.clone();
         let bus = self.deps.bus.clone();
         let id = self.id;
         let addr = ctx.address();
-        ctx.spawn(commit.clone().into_actor(self).map(move |result, _act, ctx| {
-            if result.is_ok() {
-                registry.forget(id, &addr);
-                last_words.into_iter().for_each(|e| bus.publish(Arc::new(e)));
-                ctx.stop();
-            }
-        }));
+        ctx.spawn(
+            commit
+                .clone()
+                .into_actor(self)
+                .map(move |result, _act, ctx| {
+                    if result.is_ok() {
+                        registry.forget(id, &addr);
+                        last_words
+                            .into_iter()
+                            .for_each(|e| bus.publish(Arc::new(e)));
+                        ctx.stop();
+                    }
+                }),
+        );
         commit
     }
 
@@ -401,14 +469,22 @@ impl WorkspaceActor {
             retry_at: self.machine.retry_at(),
             counters: self.machine.counters().clone(),
             mailbox_len: self.mailbox.load(Ordering::Relaxed),
-            last_error: self.last_error.clone().or_else(|| state.failure.as_ref().map(|f| f.reason.clone())),
+            last_error: self
+                .last_error
+                .clone()
+                .or_else(|| state.failure.as_ref().map(|f| f.reason.clone())),
             transitions: self.machine.transitions().copied().collect(),
+            restarts: self.restarts,
         }
     }
 
     /// Decides an intent, applies the configuration change it carries if accepted, and
     /// commits. Returns the outcome and the commit to await.
-    fn submit(&mut self, intent: Intent, ctx: &mut Context<Self>) -> Result<(Outcome, Commit), ActorError> {
+    fn submit(
+        &mut self,
+        intent: Intent,
+        ctx: &mut Context<Self>,
+    ) -> Result<(Outcome, Commit), ActorError> {
         if self.shutting_down {
             return Err(ActorError::ShuttingDown);
         }
@@ -435,7 +511,11 @@ impl WorkspaceActor {
         let extra = match intent {
             Intent::SetSecret { key, value } => {
                 self.secrets.insert(key.clone(), value.clone());
-                vec![Write::PutSecret { id: self.id, key, value }]
+                vec![Write::PutSecret {
+                    id: self.id,
+                    key,
+                    value,
+                }]
             }
             Intent::RemoveSecret { key } => {
                 self.secrets.remove(&key);
@@ -443,11 +523,17 @@ impl WorkspaceActor {
             }
             Intent::SetModel { model } => {
                 self.spec.model = Some(model);
-                vec![Write::SaveSpec { id: self.id, spec: self.spec.clone() }]
+                vec![Write::SaveSpec {
+                    id: self.id,
+                    spec: self.spec.clone(),
+                }]
             }
             Intent::Create { idempotency } => {
                 self.updated_at = self.deps.clock.now();
-                vec![Write::InsertWorkspace { record: Box::new(self.record()), idempotency }]
+                vec![Write::InsertWorkspace {
+                    record: Box::new(self.record()),
+                    idempotency,
+                }]
             }
             Intent::Restart | Intent::Start | Intent::Stop | Intent::Delete => Vec::new(),
         };
@@ -487,9 +573,10 @@ impl Actor for WorkspaceActor {
             let last = self.last_commit.clone();
             let registry = self.registry.clone();
             let id = self.id;
+            let restarts = self.restarts + 1;
             actix::spawn(async move {
                 let _ = last.await;
-                registry.respawn(id).await;
+                registry.respawn(id, restarts).await;
             });
         }
     }
@@ -508,7 +595,10 @@ impl Handler<Submit> for WorkspaceActor {
                 Outcome::Started(g) | Outcome::Coalesced(g) => g,
                 _ => current,
             };
-            Ok(IntentReply { outcome, generation })
+            Ok(IntentReply {
+                outcome,
+                generation,
+            })
         })
     }
 }
@@ -521,8 +611,12 @@ impl Handler<Kill> for WorkspaceActor {
         let id = self.id;
         tracing::info!(workspace = %id, "fault drill: killing the instance");
         Box::pin(async move {
-            let provider = provider.ok_or_else(|| ActorError::Provider("provider is not configured".into()))?;
-            provider.kill(id).await.map_err(|e| ActorError::Provider(e.to_string()))
+            let provider = provider
+                .ok_or_else(|| ActorError::Provider("provider is not configured".into()))?;
+            provider
+                .kill(id)
+                .await
+                .map_err(|e| ActorError::Provider(e.to_string()))
         })
     }
 }

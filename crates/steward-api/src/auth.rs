@@ -21,7 +21,9 @@ pub async fn require_admin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let expected = req.app_data::<web::Data<ApiState>>().map(|s| s.admin_token_hash);
+    let expected = req
+        .app_data::<web::Data<ApiState>>()
+        .map(|s| s.admin_token_hash);
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

@@ -33,7 +33,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Reads and parses a JSON body; also returns the raw bytes.
-pub async fn json<T: DeserializeOwned>(payload: Payload, limit: usize) -> Result<(T, Bytes), ApiError> {
+pub async fn json<T: DeserializeOwned>(
+    payload: Payload,
+    limit: usize,
+) -> Result<(T, Bytes), ApiError> {
     let body = read(payload, limit).await?;
     Ok((parse(&body)?, body))
 }

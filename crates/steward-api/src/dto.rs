@@ -165,8 +165,14 @@ impl From<WorkspaceView> for Workspace {
                 pending: !v.pending.is_empty(),
                 pending_causes: v.pending.iter().map(|c| c.as_str()).collect(),
             },
-            agent: Agent { url: v.agent.url, last_heartbeat_at: v.agent.last_heartbeat_at.map(rfc3339) },
-            failure: v.failure.map(|f| FailureDto { reason: f.reason, generation: f.generation.0 }),
+            agent: Agent {
+                url: v.agent.url,
+                last_heartbeat_at: v.agent.last_heartbeat_at.map(rfc3339),
+            },
+            failure: v.failure.map(|f| FailureDto {
+                reason: f.reason,
+                generation: f.generation.0,
+            }),
             secret_keys: v.secret_keys,
             created_at: rfc3339(v.created_at),
             updated_at: rfc3339(v.updated_at),
@@ -206,7 +212,10 @@ impl From<IntentReply> for IntentAnswer {
             Outcome::Deferred => "deferred",
             Outcome::Accepted | Outcome::Rejected(_) => "accepted",
         };
-        Self { outcome, generation: r.generation.0 }
+        Self {
+            outcome,
+            generation: r.generation.0,
+        }
     }
 }
 
@@ -271,6 +280,8 @@ pub struct ActorDto {
     pub mailbox_len: usize,
     /// Last error seen.
     pub last_error: Option<String>,
+    /// Times the actor was restarted from the store after a crash.
+    pub restarts: u32,
     /// Recent phase transitions, oldest first.
     pub transitions: Vec<TransitionDto>,
 }
@@ -357,20 +368,32 @@ impl From<ActorView> for ActorDto {
             debounce_until: v.debounce_until.map(rfc3339),
             settle_until: v.settle_until.map(rfc3339),
             health_failures: v.health_failures,
-            backoff: BackoffDto { attempt: v.backoff_attempt, retry_at: v.retry_at.map(rfc3339) },
+            backoff: BackoffDto {
+                attempt: v.backoff_attempt,
+                retry_at: v.retry_at.map(rfc3339),
+            },
             counters: CountersDto {
                 cycles: v.counters.cycles,
                 cycles_failed: v.counters.cycles_failed,
                 coalesced: v.counters.coalesced,
-                dropped: DropReason::ALL.iter().map(|r| r.as_str()).zip(v.counters.dropped).collect(),
+                dropped: DropReason::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .zip(v.counters.dropped)
+                    .collect(),
                 stale_results: v.counters.stale_results,
             },
             mailbox_len: v.mailbox_len,
             last_error: v.last_error,
+            restarts: v.restarts,
             transitions: v
                 .transitions
                 .into_iter()
-                .map(|t| TransitionDto { from: t.from.as_str(), to: t.to.as_str(), at: rfc3339(t.at) })
+                .map(|t| TransitionDto {
+                    from: t.from.as_str(),
+                    to: t.to.as_str(),
+                    at: rfc3339(t.at),
+                })
                 .collect(),
         }
     }

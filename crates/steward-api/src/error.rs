@@ -75,7 +75,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::InvalidId(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidField(_) | ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidField(_) | ApiError::IdempotencyConflict => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -93,7 +95,10 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(ErrorBody { error: self.code(), message: self.to_string() })
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
     }
 }
 
@@ -101,12 +106,20 @@ impl From<ActorError> for ApiError {
     fn from(e: ActorError) -> Self {
         match e {
             ActorError::NotFound(id) => ApiError::NotFound(format!("workspace {id} not found")),
-            ActorError::SecretNotFound(key) => ApiError::NotFound(format!("secret {key:?} not found")),
+            ActorError::SecretNotFound(key) => {
+                ApiError::NotFound(format!("secret {key:?} not found"))
+            }
             ActorError::Deleting => ApiError::Deleting,
-            ActorError::UnknownProvider(p) => ApiError::InvalidField(format!("unknown provider {p:?}")),
+            ActorError::UnknownProvider(p) => {
+                ApiError::InvalidField(format!("unknown provider {p:?}"))
+            }
             ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
-            ActorError::Overloaded => ApiError::Overloaded("workspace mailbox is full, retry later".into()),
-            ActorError::Restarting => ApiError::Overloaded("workspace actor is restarting, retry later".into()),
+            ActorError::Overloaded => {
+                ApiError::Overloaded("workspace mailbox is full, retry later".into())
+            }
+            ActorError::Restarting => {
+                ApiError::Overloaded("workspace actor is restarting, retry later".into())
+            }
             ActorError::ShuttingDown => ApiError::Unavailable("daemon is shutting down".into()),
             ActorError::Store(reason) => {
                 tracing::error!(%reason, "store failure answered as 503");

@@ -71,7 +71,8 @@ impl utoipa::Modify for BearerAuth {
 
 /// Parses a path id.
 fn workspace_id(raw: &str) -> Result<WorkspaceId, ApiError> {
-    raw.parse().map_err(|_| ApiError::InvalidId(raw.chars().take(64).collect()))
+    raw.parse()
+        .map_err(|_| ApiError::InvalidId(raw.chars().take(64).collect()))
 }
 
 /// Mounts every route. `state` is shared by all workers.
@@ -90,7 +91,10 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .route("/{id}/start", web::post().to(workspaces::start))
                     .route("/{id}/secrets", web::get().to(workspaces::secret_keys))
                     .route("/{id}/secrets/{key}", web::put().to(workspaces::set_secret))
-                    .route("/{id}/secrets/{key}", web::delete().to(workspaces::remove_secret))
+                    .route(
+                        "/{id}/secrets/{key}",
+                        web::delete().to(workspaces::remove_secret),
+                    )
                     .route("/{id}/model", web::put().to(workspaces::set_model))
                     .route("/{id}/events", web::get().to(events::events)),
             )
@@ -119,9 +123,12 @@ pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.call(req).await?;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("steward_http_requests_total", "route" => route, "status" => status).increment(1);
+    metrics::counter!("steward_http_requests_total", "route" => route, "status" => status)
+        .increment(1);
     Ok(response)
 }

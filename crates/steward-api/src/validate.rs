@@ -16,8 +16,13 @@ fn invalid(message: String) -> ApiError {
 
 /// A workspace name: 1–128 characters, no control characters.
 pub fn name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
-        return Err(invalid(format!("name must be 1-{NAME_MAX} printable characters")));
+    if name.trim().is_empty()
+        || name.chars().count() > NAME_MAX
+        || name.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "name must be 1-{NAME_MAX} printable characters"
+        )));
     }
     Ok(())
 }
@@ -26,13 +31,19 @@ pub fn name(name: &str) -> Result<(), ApiError> {
 pub fn key(field: &str, key: &str) -> Result<(), ApiError> {
     let mut chars = key.chars();
     let valid = key.len() <= NAME_MAX
-        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(invalid(format!("{field} key {key:?} must match [A-Za-z_][A-Za-z0-9_]* (max {NAME_MAX})")));
+        return Err(invalid(format!(
+            "{field} key {key:?} must match [A-Za-z_][A-Za-z0-9_]* (max {NAME_MAX})"
+        )));
     }
     if key.starts_with("STEWARD_") {
-        return Err(invalid(format!("{field} key {key:?} is reserved (STEWARD_ prefix)")));
+        return Err(invalid(format!(
+            "{field} key {key:?} is reserved (STEWARD_ prefix)"
+        )));
     }
     Ok(())
 }
@@ -40,7 +51,9 @@ pub fn key(field: &str, key: &str) -> Result<(), ApiError> {
 /// A bounded text value (no NUL, which no environment can hold).
 pub fn value(field: &str, value: &str) -> Result<(), ApiError> {
     if value.len() > VALUE_MAX || value.contains('\0') {
-        return Err(invalid(format!("{field} must be at most {VALUE_MAX} bytes without NUL")));
+        return Err(invalid(format!(
+            "{field} must be at most {VALUE_MAX} bytes without NUL"
+        )));
     }
     Ok(())
 }
@@ -56,7 +69,9 @@ pub fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
 /// At most `ENTRIES_MAX` entries.
 pub fn entries(field: &str, n: usize) -> Result<(), ApiError> {
     if n > ENTRIES_MAX {
-        return Err(invalid(format!("{field} has more than {ENTRIES_MAX} entries")));
+        return Err(invalid(format!(
+            "{field} has more than {ENTRIES_MAX} entries"
+        )));
     }
     Ok(())
 }
@@ -67,5 +82,7 @@ pub fn command(command: &[String]) -> Result<(), ApiError> {
         return Err(invalid("command must name a program".into()));
     }
     entries("command", command.len())?;
-    command.iter().try_for_each(|arg| value("command argument", arg))
+    command
+        .iter()
+        .try_for_each(|arg| value("command argument", arg))
 }

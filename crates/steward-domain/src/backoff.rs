@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn doubles_from_initial_and_caps_at_max() {
-        let p = BackoffPolicy { jitter: 0.0, ..BackoffPolicy::default() };
+        let p = BackoffPolicy {
+            jitter: 0.0,
+            ..BackoffPolicy::default()
+        };
         let delays: Vec<u64> = (0..12).map(|a| p.delay(a, 0.5).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
     }

@@ -49,7 +49,10 @@ impl Cause {
 
     /// Whether this cause is a user's intent, which must never be dropped.
     pub fn is_intent(self) -> bool {
-        matches!(self, Cause::Create | Cause::Manual | Cause::Config | Cause::Switch)
+        matches!(
+            self,
+            Cause::Create | Cause::Manual | Cause::Config | Cause::Switch
+        )
     }
 
     fn bit(self) -> u8 {

@@ -14,7 +14,9 @@
 //!   nothing but a counter;
 //! - generations strictly increase.
 
-use crate::{Cause, CauseSet, Desired, Generation, OpId, Phase, Policy, ReadyWhen, Tick, Timestamp};
+use crate::{
+    Cause, CauseSet, Desired, Generation, OpId, Phase, Policy, ReadyWhen, Tick, Timestamp,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -500,13 +502,19 @@ impl Machine {
 
     /// End of the debounce window, if inside one at `now`.
     pub fn debounce_until(&self, now: Timestamp) -> Option<Timestamp> {
-        let until = self.state.last_cycle_started_at?.plus(self.policy.debounce_window);
+        let until = self
+            .state
+            .last_cycle_started_at?
+            .plus(self.policy.debounce_window);
         (now < until).then_some(until)
     }
 
     /// End of the settle window, if inside one at `now`.
     pub fn settle_until(&self, now: Timestamp) -> Option<Timestamp> {
-        let until = self.state.last_cycle_ended_at?.plus(self.policy.settle_window);
+        let until = self
+            .state
+            .last_cycle_ended_at?
+            .plus(self.policy.settle_window);
         (now < until).then_some(until)
     }
 
@@ -679,7 +687,12 @@ impl Machine {
         }
         self.health_failures = 0;
         self.instance_up = false;
-        self.record(fx, RecordKind::RestartRequested { cause: Cause::Health });
+        self.record(
+            fx,
+            RecordKind::RestartRequested {
+                cause: Cause::Health,
+            },
+        );
         self.fail(
             "instance died".to_owned(),
             "crash_loop",
@@ -690,9 +703,18 @@ impl Machine {
     }
 
     fn drop_health(&mut self, reason: DropReason, fx: &mut Vec<Effect>) {
-        let idx = DropReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let idx = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.counters.dropped[idx] += 1;
-        self.record(fx, RecordKind::RestartDropped { cause: Cause::Health, reason });
+        self.record(
+            fx,
+            RecordKind::RestartDropped {
+                cause: Cause::Health,
+                reason,
+            },
+        );
     }
 
     // ---- completions ---------------------------------------------------------------------
@@ -719,7 +741,12 @@ impl Machine {
                     // Stop or delete arrived during the cycle: nothing is up any more.
                     self.cycle = None;
                     self.state.last_cycle_ended_at = Some(now);
-                    self.record(fx, RecordKind::ProvisionFailed { reason: "cancelled".into() });
+                    self.record(
+                        fx,
+                        RecordKind::ProvisionFailed {
+                            reason: "cancelled".into(),
+                        },
+                    );
                     self.converge_after_stop(now, fx);
                 }
             }
@@ -745,7 +772,12 @@ impl Machine {
                 let op_cycle_causes = self.cycle.take().map(|c| c.causes).unwrap_or_default();
                 self.state.last_cycle_ended_at = Some(now);
                 self.counters.cycles_failed += 1;
-                self.record(fx, RecordKind::ProvisionFailed { reason: reason.clone() });
+                self.record(
+                    fx,
+                    RecordKind::ProvisionFailed {
+                        reason: reason.clone(),
+                    },
+                );
                 match self.state.desired {
                     Desired::Running => {
                         let causes = op_cycle_causes;
@@ -775,8 +807,10 @@ impl Machine {
             }
             (Step::Remove, Err(reason)) => {
                 // A delete must finish: keep retrying with backoff, never park.
-                self.state.failure =
-                    Some(Failure { reason, generation: self.state.observed_generation });
+                self.state.failure = Some(Failure {
+                    reason,
+                    generation: self.state.observed_generation,
+                });
                 self.schedule_retry(CauseSet::EMPTY, tick, fx);
             }
         }
@@ -799,7 +833,12 @@ impl Machine {
         }
     }
 
-    fn on_agent_registered(&mut self, generation: Generation, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn on_agent_registered(
+        &mut self,
+        generation: Generation,
+        now: Timestamp,
+        fx: &mut Vec<Effect>,
+    ) {
         if generation != self.state.observed_generation || !self.instance_up {
             self.stale(format!("agent registration of generation {generation}"), fx);
             return;
@@ -832,7 +871,12 @@ impl Machine {
                 if booting {
                     self.instance_up = false;
                     self.counters.cycles_failed += 1;
-                    self.record(fx, RecordKind::ProvisionFailed { reason: "boot_timeout".into() });
+                    self.record(
+                        fx,
+                        RecordKind::ProvisionFailed {
+                            reason: "boot_timeout".into(),
+                        },
+                    );
                     let causes = CauseSet::of(Cause::Recovery);
                     self.fail("boot_timeout".into(), "boot_timeout", causes, tick, fx);
                 }
@@ -881,12 +925,21 @@ impl Machine {
                     }
                     return;
                 }
-                let causes = self.state.pending.take().union(CauseSet::of(Cause::Recovery));
+                let causes = self
+                    .state
+                    .pending
+                    .take()
+                    .union(CauseSet::of(Cause::Recovery));
                 if self.state.failure.is_some() && self.state.backoff_attempt > 0 {
                     self.set_phase(Phase::Provisioning, now);
                     self.schedule_retry(causes, tick, fx);
                 } else {
-                    self.record(fx, RecordKind::RestartRequested { cause: Cause::Recovery });
+                    self.record(
+                        fx,
+                        RecordKind::RestartRequested {
+                            cause: Cause::Recovery,
+                        },
+                    );
                     self.start_cycle(causes, now, fx);
                 }
             }
@@ -896,8 +949,16 @@ impl Machine {
     // ---- building blocks -----------------------------------------------------------------
 
     /// Starts a cycle for `causes`; returns its generation.
-    fn start_cycle(&mut self, causes: CauseSet, now: Timestamp, fx: &mut Vec<Effect>) -> Generation {
-        debug_assert!(self.op.is_none(), "a cycle never starts while an operation is in flight");
+    fn start_cycle(
+        &mut self,
+        causes: CauseSet,
+        now: Timestamp,
+        fx: &mut Vec<Effect>,
+    ) -> Generation {
+        debug_assert!(
+            self.op.is_none(),
+            "a cycle never starts while an operation is in flight"
+        );
         let previous_generation = self.state.observed_generation;
         let generation = self.state.generation.next();
         self.state.generation = generation;
@@ -905,10 +966,20 @@ impl Machine {
         self.state.last_cycle_started_at = Some(now);
         self.retry = None;
         self.health_failures = 0;
-        self.cycle = Some(Cycle { generation, causes, started_at: now });
+        self.cycle = Some(Cycle {
+            generation,
+            causes,
+            started_at: now,
+        });
         self.counters.cycles += 1;
         self.set_phase(Phase::Provisioning, now);
-        self.record(fx, RecordKind::ProvisionStarted { causes, previous_generation });
+        self.record(
+            fx,
+            RecordKind::ProvisionStarted {
+                causes,
+                previous_generation,
+            },
+        );
         self.run(Step::RemoveOld, generation, now, fx);
         generation
     }
@@ -921,9 +992,22 @@ impl Machine {
             Step::RemoveOld | Step::Stop | Step::Remove => self.policy.stop_timeout,
         };
         let deadline = now.plus(timeout);
-        self.op = Some(Op { id, step, generation, started_at: now, deadline });
-        fx.push(Effect::Run { op: id, step, generation });
-        fx.push(Effect::Schedule { at: deadline, timer: Timer::StepDeadline(id) });
+        self.op = Some(Op {
+            id,
+            step,
+            generation,
+            started_at: now,
+            deadline,
+        });
+        fx.push(Effect::Run {
+            op: id,
+            step,
+            generation,
+        });
+        fx.push(Effect::Schedule {
+            at: deadline,
+            timer: Timer::StepDeadline(id),
+        });
     }
 
     /// A failure of the running workspace (cycle, boot or crash): back off and retry the
@@ -939,14 +1023,19 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let now = tick.now;
-        self.state.failure = Some(Failure { reason, generation: self.state.generation });
+        self.state.failure = Some(Failure {
+            reason,
+            generation: self.state.generation,
+        });
         if let Some(since) = self.state.healthy_since.take() {
             if now.since(since) >= self.policy.backoff.reset_after {
                 self.state.backoff_attempt = 0;
             }
         }
         let window = self.policy.backoff.failure_window;
-        self.state.recent_failures.retain(|t| now.since(*t) < window);
+        self.state
+            .recent_failures
+            .retain(|t| now.since(*t) < window);
         self.state.recent_failures.push(now);
         if self.state.pending.has_intent() {
             let causes = self.state.pending.take().union(causes);
@@ -973,14 +1062,20 @@ impl Machine {
         let causes = causes.union(self.retry.map(|r| r.causes).unwrap_or_default());
         self.retry = Some(Retry { token, at, causes });
         self.record(fx, RecordKind::BackoffScheduled { delay, attempt });
-        fx.push(Effect::Schedule { at, timer: Timer::Retry(token) });
+        fx.push(Effect::Schedule {
+            at,
+            timer: Timer::Retry(token),
+        });
     }
 
     /// Parks the workspace in `failed`; only a user intent moves it on.
     fn park(&mut self, reason: String, now: Timestamp, fx: &mut Vec<Effect>) {
         self.retry = None;
         self.state.pending = CauseSet::EMPTY;
-        self.state.failure = Some(Failure { reason: reason.clone(), generation: self.state.generation });
+        self.state.failure = Some(Failure {
+            reason: reason.clone(),
+            generation: self.state.generation,
+        });
         self.record(fx, RecordKind::Failed { reason });
         self.set_phase(Phase::Failed, now);
     }
@@ -1035,7 +1130,10 @@ impl Machine {
     }
 
     fn record(&self, fx: &mut Vec<Effect>, kind: RecordKind) {
-        fx.push(Effect::Record(Record { generation: self.state.generation, kind }));
+        fx.push(Effect::Record(Record {
+            generation: self.state.generation,
+            kind,
+        }));
     }
 }
 

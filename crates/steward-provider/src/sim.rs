@@ -14,6 +14,7 @@ use dashmap::DashMap;
 use rand::Rng;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 use steward_domain::{Generation, ReadyWhen, WorkspaceId};
 use tokio::time::Instant;
@@ -36,7 +37,13 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { start_delay_ms: 200, stop_delay_ms: 50, boot_pending_ms: 0, fail_rate: 0.0, panic_rate: 0.0 }
+        Self {
+            start_delay_ms: 200,
+            stop_delay_ms: 50,
+            boot_pending_ms: 0,
+            fail_rate: 0.0,
+            panic_rate: 0.0,
+        }
     }
 }
 
@@ -50,7 +57,7 @@ struct Instance {
 /// Simulated instances.
 pub struct SimProvider {
     name: String,
-    config: SimConfig,
+    config: RwLock<SimConfig>,
     instances: DashMap<WorkspaceId, Instance>,
     busy: DashMap<WorkspaceId, ()>,
     overlaps: AtomicU64,
@@ -77,12 +84,25 @@ impl SimProvider {
     pub fn new(name: impl Into<String>, config: SimConfig) -> Self {
         Self {
             name: name.into(),
-            config,
+            config: RwLock::new(config),
             instances: DashMap::new(),
             busy: DashMap::new(),
             overlaps: AtomicU64::new(0),
             starts: AtomicU64::new(0),
         }
+    }
+
+    /// Replaces the latencies and fault rates (fault drills flip them at run time).
+    pub fn set_config(&self, config: SimConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    /// The current latencies and fault rates.
+    pub fn config(&self) -> SimConfig {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Operations that ran while another one on the same workspace was in progress.
@@ -106,13 +126,19 @@ impl SimProvider {
             self.overlaps.fetch_add(1, Ordering::Relaxed);
             tracing::error!(workspace = %id, operation = what, "overlapping operations on one workspace");
         }
-        Busy { sim: self, id, owned }
+        Busy {
+            sim: self,
+            id,
+            owned,
+        }
     }
 
     fn liveness_of(&self, instance: &Instance) -> Liveness {
         if instance.dead {
             Liveness::Dead(instance.generation)
-        } else if instance.started_at.elapsed() < Duration::from_millis(self.config.boot_pending_ms) {
+        } else if instance.started_at.elapsed()
+            < Duration::from_millis(self.config().boot_pending_ms)
+        {
             Liveness::Booting(instance.generation)
         } else {
             Liveness::Alive(instance.generation)
@@ -121,7 +147,7 @@ impl SimProvider {
 
     async fn take_instance(&self, id: WorkspaceId) {
         if self.instances.contains_key(&id) {
-            tokio::time::sleep(Duration::from_millis(self.config.stop_delay_ms)).await;
+            tokio::time::sleep(Duration::from_millis(self.config().stop_delay_ms)).await;
             self.instances.remove(&id);
         }
     }
@@ -140,13 +166,20 @@ impl Provider for SimProvider {
     async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
         let _busy = self.enter(spec.workspace_id, "start");
         self.starts.fetch_add(1, Ordering::Relaxed);
+        let config = self.config();
         let (fail, panic) = {
             let mut rng = rand::thread_rng();
-            (rng.gen_bool(self.config.fail_rate.clamp(0.0, 1.0)), rng.gen_bool(self.config.panic_rate.clamp(0.0, 1.0)))
+            (
+                rng.gen_bool(config.fail_rate.clamp(0.0, 1.0)),
+                rng.gen_bool(config.panic_rate.clamp(0.0, 1.0)),
+            )
         };
-        tokio::time::sleep(Duration::from_millis(self.config.start_delay_ms)).await;
+        tokio::time::sleep(Duration::from_millis(config.start_delay_ms)).await;
         if panic {
-            panic!("sim provider: injected panic while starting {}", spec.workspace_id);
+            panic!(
+                "sim provider: injected panic while starting {}",
+                spec.workspace_id
+            );
         }
         if fail {
             return Err(ProviderError::Injected("start failed (fail_rate)"));
@@ -156,7 +189,11 @@ impl Provider for SimProvider {
         }
         self.instances.insert(
             spec.workspace_id,
-            Instance { generation: spec.generation, started_at: Instant::now(), dead: false },
+            Instance {
+                generation: spec.generation,
+                started_at: Instant::now(),
+                dead: false,
+            },
         );
         Ok(())
     }
@@ -174,7 +211,10 @@ impl Provider for SimProvider {
     }
 
     async fn liveness(&self, id: WorkspaceId) -> Result<Liveness, ProviderError> {
-        Ok(self.instances.get(&id).map_or(Liveness::Absent, |i| self.liveness_of(&i)))
+        Ok(self
+            .instances
+            .get(&id)
+            .map_or(Liveness::Absent, |i| self.liveness_of(&i)))
     }
 
     async fn kill(&self, id: WorkspaceId) -> Result<(), ProviderError> {
@@ -188,7 +228,10 @@ impl Provider for SimProvider {
         Ok(self
             .instances
             .iter()
-            .map(|e| InstanceSummary { workspace_id: *e.key(), liveness: self.liveness_of(e.value()) })
+            .map(|e| InstanceSummary {
+                workspace_id: *e.key(),
+                liveness: self.liveness_of(e.value()),
+            })
             .collect())
     }
 }
@@ -215,14 +258,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_started_instance_boots_then_runs_and_dies_when_killed() {
-        let p = sim(SimConfig { boot_pending_ms: 1000, ..SimConfig::default() });
+        let p = sim(SimConfig {
+            boot_pending_ms: 1000,
+            ..SimConfig::default()
+        });
         let id = WorkspaceId::random();
         p.start(&spec(id, 1)).await.expect("start");
-        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Booting(Generation(1))));
+        assert_eq!(
+            p.liveness(id).await.ok(),
+            Some(Liveness::Booting(Generation(1)))
+        );
         tokio::time::advance(Duration::from_millis(1000)).await;
-        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Alive(Generation(1))));
+        assert_eq!(
+            p.liveness(id).await.ok(),
+            Some(Liveness::Alive(Generation(1)))
+        );
         p.kill(id).await.expect("kill");
-        assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Dead(Generation(1))));
+        assert_eq!(
+            p.liveness(id).await.ok(),
+            Some(Liveness::Dead(Generation(1)))
+        );
         p.remove(id).await.expect("remove");
         assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Absent));
     }
@@ -232,7 +287,10 @@ mod tests {
         let p = sim(SimConfig::default());
         let id = WorkspaceId::random();
         p.start(&spec(id, 1)).await.expect("start");
-        assert!(matches!(p.start(&spec(id, 2)).await, Err(ProviderError::AlreadyExists(1))));
+        assert!(matches!(
+            p.start(&spec(id, 2)).await,
+            Err(ProviderError::AlreadyExists(1))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -247,7 +305,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fail_rate_one_always_fails() {
-        let p = sim(SimConfig { fail_rate: 1.0, ..SimConfig::default() });
+        let p = sim(SimConfig {
+            fail_rate: 1.0,
+            ..SimConfig::default()
+        });
         assert!(p.start(&spec(WorkspaceId::random(), 1)).await.is_err());
         assert_eq!(p.list().await.map(|l| l.len()).ok(), Some(0));
     }

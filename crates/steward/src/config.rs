@@ -17,8 +17,20 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Top-level sections and keys that `STEWARD_*` variables may set.
 const ENV_KEYS: &[&str] = &[
-    "listen", "data_dir", "database_url", "admin_token", "default_provider", "log_format",
-    "shutdown_grace", "http", "actors", "store", "restart", "backoff", "health", "providers",
+    "listen",
+    "data_dir",
+    "database_url",
+    "admin_token",
+    "default_provider",
+    "log_format",
+    "shutdown_grace",
+    "http",
+    "actors",
+    "store",
+    "restart",
+    "backoff",
+    "health",
+    "providers",
 ];
 
 /// The daemon's configuration.
@@ -188,9 +200,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("STEWARD_")
-            .split("__")
-            .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().split('.').next() == Some(*k)));
+        let env = Env::prefixed("STEWARD_").split("__").filter(|key| {
+            ENV_KEYS
+                .iter()
+                .any(|k| key.as_str().split('.').next() == Some(*k))
+        });
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
@@ -216,7 +230,10 @@ impl Config {
         if self.health.failure_threshold == 0 {
             bail!("health.failure_threshold must be at least 1");
         }
-        let probing = self.health.interval.saturating_mul(self.health.failure_threshold);
+        let probing = self
+            .health
+            .interval
+            .saturating_mul(self.health.failure_threshold);
         if self.restart.debounce_window < probing {
             bail!(
                 "restart.debounce_window ({:?}) must not be shorter than health.interval x health.failure_threshold ({:?}): \
@@ -236,7 +253,10 @@ impl Config {
     /// The database URL, defaulting to SQLite under the data dir.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("steward.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("steward.db").display()
+            )
         } else {
             self.database_url.clone()
         }
@@ -280,8 +300,15 @@ mod tests {
     fn flags_override_the_file_and_unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"250ms\"\n").expect("write");
-        let overrides = Overrides { listen: Some("127.0.0.1:2".into()), ..Overrides::default() };
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"250ms\"\n",
+        )
+        .expect("write");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
         let config = Config::load(Some(&file), overrides).expect("loads");
         assert_eq!(config.listen, "127.0.0.1:2");
         assert_eq!(config.restart.debounce_window, Duration::from_millis(250));

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// Creates the data directory (owner-only) if missing.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
@@ -26,7 +27,8 @@ pub fn admin_token_path(dir: &Path) -> PathBuf {
 pub fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<String> {
     let path = admin_token_path(dir);
     if path.exists() {
-        let token = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let token = token.trim().to_owned();
         anyhow::ensure!(!token.is_empty(), "{} is empty", path.display());
         return Ok(token);
@@ -62,8 +64,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = load_or_create_admin_token(dir.path()).expect("create");
         assert_eq!(first.len(), 64);
-        let mode = fs::metadata(admin_token_path(dir.path())).expect("stat").permissions().mode();
+        let mode = fs::metadata(admin_token_path(dir.path()))
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(load_or_create_admin_token(dir.path()).expect("reuse"), first);
+        assert_eq!(
+            load_or_create_admin_token(dir.path()).expect("reuse"),
+            first
+        );
     }
 }

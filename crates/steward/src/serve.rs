@@ -33,8 +33,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -45,7 +47,9 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("steward_cycle_duration_seconds".into()),
-            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            &[
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ],
         )
         .context("metric buckets")?
         .install_recorder()
@@ -70,7 +74,9 @@ fn providers(config: &Config) -> Providers {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -106,8 +112,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bus: EventBus::new(4096),
         mailbox_capacity: config.actors.mailbox_capacity,
     };
-    let arbiters = if config.actors.arbiters == 0 { cores() } else { config.actors.arbiters };
-    let registry = Registry::boot(deps, RegistryOptions { arbiters }).await.context("cannot load workspaces")?;
+    let arbiters = if config.actors.arbiters == 0 {
+        cores()
+    } else {
+        config.actors.arbiters
+    };
+    let registry = Registry::boot(deps, RegistryOptions { arbiters })
+        .await
+        .context("cannot load workspaces")?;
 
     let state = web::Data::new(ApiState {
         registry: registry.clone(),
@@ -116,20 +128,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.http.max_body_bytes,
         default_provider: config.default_provider.clone(),
     });
-    let workers = if config.http.workers == 0 { cores() } else { config.http.workers };
+    let workers = if config.http.workers == 0 {
+        cores()
+    } else {
+        config.http.workers
+    };
     let server = HttpServer::new(move || {
-        App::new().wrap(from_fn(steward_api::observe)).configure(steward_api::configure(state.clone()))
+        App::new()
+            .wrap(from_fn(steward_api::observe))
+            .configure(steward_api::configure(state.clone()))
     })
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .bind(&config.listen)
     .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = server.addrs().first().map(ToString::to_string).unwrap_or_default();
+    let addr = server
+        .addrs()
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     files::write_listen_addr(&config.data_dir, &addr)?;
     let token_source = match config.admin_token {
         Some(_) => "given by flag, environment or config".to_owned(),
-        None => files::admin_token_path(&config.data_dir).display().to_string(),
+        None => files::admin_token_path(&config.data_dir)
+            .display()
+            .to_string(),
     };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward listening");
     println!("steward listening on http://{addr}");
@@ -153,7 +177,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

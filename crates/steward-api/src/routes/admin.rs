@@ -9,14 +9,23 @@ use crate::{workspace_id, ApiError, ApiState};
 #[utoipa::path(get, path = "/v1/admin/actors", tag = "admin",
     responses((status = 200, body = ActorList)), security(("admin" = [])))]
 pub async fn actors(state: web::Data<ApiState>) -> HttpResponse {
-    let actors = state.registry.inspect_all().await.into_iter().map(ActorDto::from).collect();
+    let actors = state
+        .registry
+        .inspect_all()
+        .await
+        .into_iter()
+        .map(ActorDto::from)
+        .collect();
     HttpResponse::Ok().json(ActorList { actors })
 }
 
 /// One workspace actor, inspected live.
 #[utoipa::path(get, path = "/v1/admin/actors/{id}", tag = "admin",
     responses((status = 200, body = ActorDto), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn actor(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn actor(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let view = state.registry.inspect(workspace_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(ActorDto::from(view)))
 }
@@ -24,7 +33,10 @@ pub async fn actor(state: web::Data<ApiState>, id: web::Path<String>) -> Result<
 /// Fault drill: kill the current instance through its provider, as a crash would.
 #[utoipa::path(post, path = "/v1/admin/workspaces/{id}/kill", tag = "admin",
     responses((status = 202), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn kill(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn kill(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.registry.kill(workspace_id(&id)?).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "killed" })))
 }

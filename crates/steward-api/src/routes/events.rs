@@ -56,7 +56,9 @@ pub async fn events(
     }
     let limit = query.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let events = state.registry.events(id, query.after, limit).await?;
-    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(event_json).collect() }))
+    Ok(HttpResponse::Ok().json(EventList {
+        events: events.iter().map(event_json).collect(),
+    }))
 }
 
 struct Feed {
@@ -70,7 +72,12 @@ struct Feed {
 }
 
 fn frame(e: &EventRecord) -> Bytes {
-    Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, event_json(e)))
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        e.seq,
+        e.kind,
+        event_json(e)
+    ))
 }
 
 async fn stream(registry: Registry, id: WorkspaceId, after: i64) -> Result<HttpResponse, ApiError> {
@@ -79,7 +86,15 @@ async fn stream(registry: Registry, id: WorkspaceId, after: i64) -> Result<HttpR
     let backlog: VecDeque<EventRecord> = registry.events(id, after, PAGE_MAX).await?.into();
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset();
-    let feed = Feed { registry, id, backlog, live, last: after, keepalive, done: false };
+    let feed = Feed {
+        registry,
+        id,
+        backlog,
+        live,
+        last: after,
+        keepalive,
+        done: false,
+    };
     let body = futures::stream::unfold(feed, |mut feed| async move {
         let bytes = next_frame(&mut feed).await?;
         Some((Ok::<_, actix_web::Error>(bytes), feed))
@@ -92,7 +107,9 @@ async fn stream(registry: Registry, id: WorkspaceId, after: i64) -> Result<HttpR
 }
 
 fn mime_event_stream() -> actix_web::mime::Mime {
-    "text/event-stream".parse().unwrap_or(actix_web::mime::TEXT_PLAIN)
+    "text/event-stream"
+        .parse()
+        .unwrap_or(actix_web::mime::TEXT_PLAIN)
 }
 
 async fn next_frame(feed: &mut Feed) -> Option<Bytes> {

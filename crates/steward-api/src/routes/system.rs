@@ -21,8 +21,14 @@ pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    let text = state.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
 }
 
 /// This API's OpenAPI description.

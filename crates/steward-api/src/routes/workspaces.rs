@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 use steward_actors::{Intent, NewWorkspace};
 use steward_domain::WorkspaceSpec;
 
-use crate::dto::{CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, Workspace, WorkspaceList};
+use crate::dto::{
+    CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, Workspace, WorkspaceList,
+};
 use crate::{body, validate, workspace_id, ApiError, ApiState};
 
 type State = web::Data<ApiState>;
@@ -15,10 +17,16 @@ type State = web::Data<ApiState>;
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("Idempotency-Key") else { return Ok(None) };
-    let key = value.to_str().map_err(|_| ApiError::InvalidField("Idempotency-Key must be ASCII".into()))?;
+    let Some(value) = headers.get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidField("Idempotency-Key must be ASCII".into()))?;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
-        return Err(ApiError::InvalidField(format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters")));
+        return Err(ApiError::InvalidField(format!(
+            "Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"
+        )));
     }
     Ok(Some(key.to_owned()))
 }
@@ -47,7 +55,9 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
     Ok(NewWorkspace {
         spec: WorkspaceSpec {
             name: req.name,
-            provider: req.provider.unwrap_or_else(|| state.default_provider.clone()),
+            provider: req
+                .provider
+                .unwrap_or_else(|| state.default_provider.clone()),
             image: req.image,
             command: req.command,
             env: req.env,
@@ -65,13 +75,21 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
     responses((status = 201, body = Workspace), (status = 200, body = Workspace, description = "Replayed idempotent create"),
         (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
-pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req.headers())?;
     let (request, raw) = body::json::<CreateWorkspace>(payload, state.max_body_bytes).await?;
     let mut new = validated(&state, request)?;
     new.idempotency = key.map(|k| (k, hex(&Sha256::digest(&raw))));
     let (view, created) = state.registry.create(new).await?;
-    let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    let mut response = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
     Ok(response.json(Workspace::from(view)))
 }
 
@@ -83,7 +101,13 @@ fn hex(bytes: &[u8]) -> String {
 #[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
     responses((status = 200, body = WorkspaceList)), security(("admin" = [])))]
 pub async fn list(state: State) -> HttpResponse {
-    let workspaces = state.registry.list().await.into_iter().map(Workspace::from).collect();
+    let workspaces = state
+        .registry
+        .list()
+        .await
+        .into_iter()
+        .map(Workspace::from)
+        .collect();
     HttpResponse::Ok().json(WorkspaceList { workspaces })
 }
 
@@ -134,7 +158,9 @@ pub async fn delete(state: State, id: web::Path<String>) -> Result<HttpResponse,
     responses((status = 200, body = SecretKeys), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn secret_keys(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let view = state.registry.get(workspace_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(SecretKeys { keys: view.secret_keys }))
+    Ok(HttpResponse::Ok().json(SecretKeys {
+        keys: view.secret_keys,
+    }))
 }
 
 /// Set a secret: a config restart.
@@ -150,14 +176,28 @@ pub async fn set_secret(
     let id = workspace_id(&id)?;
     validate::key("secrets", &key)?;
     let (request, _) = body::json::<SetSecret>(payload, state.max_body_bytes).await?;
-    validate::value("secret value", secrecy::ExposeSecret::expose_secret(&request.value))?;
-    intent(&state, &id.to_string(), Intent::SetSecret { key, value: request.value }).await
+    validate::value(
+        "secret value",
+        secrecy::ExposeSecret::expose_secret(&request.value),
+    )?;
+    intent(
+        &state,
+        &id.to_string(),
+        Intent::SetSecret {
+            key,
+            value: request.value,
+        },
+    )
+    .await
 }
 
 /// Remove a secret: a config restart.
 #[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", tag = "config",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn remove_secret(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove_secret(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     intent(&state, &id, Intent::RemoveSecret { key }).await
 }
@@ -166,9 +206,20 @@ pub async fn remove_secret(state: State, path: web::Path<(String, String)>) -> R
 #[utoipa::path(put, path = "/v1/workspaces/{id}/model", tag = "config", request_body = SetModel,
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
-pub async fn set_model(state: State, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn set_model(
+    state: State,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
     let (request, _) = body::json::<SetModel>(payload, state.max_body_bytes).await?;
     validate::non_empty("model", &request.model)?;
-    intent(&state, &id.to_string(), Intent::SetModel { model: request.model }).await
+    intent(
+        &state,
+        &id.to_string(),
+        Intent::SetModel {
+            model: request.model,
+        },
+    )
+    .await
 }

@@ -29,7 +29,10 @@ fn policy() -> Policy {
         stop_timeout: 10 * SEC,
         boot_timeout: 20 * SEC,
         failure_threshold: 2,
-        backoff: BackoffPolicy { jitter: 0.0, ..BackoffPolicy::default() },
+        backoff: BackoffPolicy {
+            jitter: 0.0,
+            ..BackoffPolicy::default()
+        },
     }
 }
 
@@ -61,7 +64,11 @@ impl Harness {
         for f in fx {
             match f {
                 Effect::Record(r) => self.records.push(r),
-                Effect::Run { op, step, generation } => self.running.push((op, step, generation)),
+                Effect::Run {
+                    op,
+                    step,
+                    generation,
+                } => self.running.push((op, step, generation)),
                 Effect::Abort(op) => self.running.retain(|(id, _, _)| *id != op),
                 Effect::Schedule { at, timer } => self.timers.push((at, timer)),
                 Effect::Purge => self.purged = true,
@@ -102,7 +109,10 @@ impl Harness {
     }
 
     fn count(&self, name: &str) -> usize {
-        self.records.iter().filter(|r| r.kind.name() == name).count()
+        self.records
+            .iter()
+            .filter(|r| r.kind.name() == name)
+            .count()
     }
 
     fn names_since(&self, from: usize) -> Vec<&'static str> {
@@ -111,7 +121,10 @@ impl Harness {
 
     fn dead(&mut self) {
         let generation = self.m.state().observed_generation;
-        self.send(Event::Health { generation, report: HealthReport::Dead });
+        self.send(Event::Health {
+            generation,
+            report: HealthReport::Dead,
+        });
     }
 }
 
@@ -120,7 +133,10 @@ impl Harness {
 #[test]
 fn restart_when_idle_starts_a_cycle_with_the_next_generation() {
     let mut h = Harness::running();
-    assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(Generation(2)));
+    assert_eq!(
+        h.send(Event::Restart(Cause::Manual)),
+        Outcome::Started(Generation(2))
+    );
     assert_eq!(h.m.phase(), Phase::Provisioning);
     assert_eq!(h.m.cycle().map(|c| c.generation), Some(Generation(2)));
 }
@@ -131,7 +147,10 @@ fn restarts_during_a_cycle_coalesce_into_exactly_one_more_cycle() {
     let mark = h.count("provision_started");
     h.send(Event::Restart(Cause::Manual));
     for _ in 0..49 {
-        assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Coalesced(Generation(3)));
+        assert_eq!(
+            h.send(Event::Restart(Cause::Manual)),
+            Outcome::Coalesced(Generation(3))
+        );
     }
     h.finish_all_ok();
     assert_eq!(h.count("provision_started") - mark, 2);
@@ -199,7 +218,10 @@ fn delete_during_a_cycle_removes_the_instance_and_purges() {
     h.send(Event::Restart(Cause::Manual));
     h.send(Event::Delete);
     assert_eq!(h.m.phase(), Phase::Deleting);
-    assert_eq!(h.send(Event::Restart(Cause::Manual)), Outcome::Rejected(Rejection::Deleting));
+    assert_eq!(
+        h.send(Event::Restart(Cause::Manual)),
+        Outcome::Rejected(Rejection::Deleting)
+    );
     h.finish_all_ok();
     assert!(h.purged);
     assert_eq!(h.m.phase(), Phase::Deleted);
@@ -209,7 +231,10 @@ fn delete_during_a_cycle_removes_the_instance_and_purges() {
 fn restart_after_stop_brings_the_workspace_back() {
     let mut h = Harness::running();
     h.send(Event::Stop);
-    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Coalesced(_)));
+    assert!(matches!(
+        h.send(Event::Restart(Cause::Manual)),
+        Outcome::Coalesced(_)
+    ));
     h.finish_all_ok();
     assert_eq!(h.m.phase(), Phase::Running);
 }
@@ -227,7 +252,10 @@ fn a_completion_of_an_abandoned_operation_is_ignored_and_counted() {
     h.finish_all_ok();
     assert_eq!(h.m.phase(), Phase::Running);
     let before = h.m.state().clone();
-    h.send(Event::StepFinished { op: stale_op, result: Err("slow failure".into()) });
+    h.send(Event::StepFinished {
+        op: stale_op,
+        result: Err("slow failure".into()),
+    });
     assert_eq!(h.m.state(), &before);
     assert_eq!(h.m.phase(), Phase::Running);
     assert_eq!(h.m.counters().stale_results, 1);
@@ -263,11 +291,17 @@ fn repeated_failures_back_off_longer_then_park_in_failed() {
         }
     }
     assert_eq!(delays, [1, 2, 4, 8, 16]);
-    assert_eq!(h.m.state().failure.as_ref().map(|f| f.reason.as_str()), Some("provision_failed"));
+    assert_eq!(
+        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
+        Some("provision_failed")
+    );
     // Only a user intent revives it.
     h.advance(3600 * SEC);
     assert!(h.running.is_empty());
-    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(_)));
+    assert!(matches!(
+        h.send(Event::Restart(Cause::Manual)),
+        Outcome::Started(_)
+    ));
     h.finish_all_ok();
     assert_eq!(h.m.phase(), Phase::Running);
     assert!(h.m.state().failure.is_none());
@@ -279,8 +313,14 @@ fn a_user_intent_that_arrived_during_a_failing_cycle_runs_at_once() {
     h.send(Event::Restart(Cause::Manual));
     h.send(Event::Restart(Cause::Config));
     h.finish(Err("boom".into()));
-    assert!(h.m.cycle().is_some(), "config intent must not wait for backoff");
-    assert!(h.m.cycle().is_some_and(|c| c.causes.contains(Cause::Config)));
+    assert!(
+        h.m.cycle().is_some(),
+        "config intent must not wait for backoff"
+    );
+    assert!(h
+        .m
+        .cycle()
+        .is_some_and(|c| c.causes.contains(Cause::Config)));
 }
 
 #[test]
@@ -289,7 +329,9 @@ fn agent_readiness_waits_for_registration_under_the_boot_deadline() {
     h.send(Event::Create);
     h.finish_all_ok();
     assert_eq!(h.m.phase(), Phase::Starting);
-    h.send(Event::AgentRegistered { generation: Generation(1) });
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
     assert_eq!(h.m.phase(), Phase::Running);
 
     let mut h = Harness::new(ReadyWhen::Agent);
@@ -297,9 +339,14 @@ fn agent_readiness_waits_for_registration_under_the_boot_deadline() {
     h.finish_all_ok();
     h.advance(20 * SEC);
     assert_eq!(h.m.phase(), Phase::Provisioning);
-    assert_eq!(h.records.last().map(|r| r.kind.name()), Some("backoff_scheduled"));
+    assert_eq!(
+        h.records.last().map(|r| r.kind.name()),
+        Some("backoff_scheduled")
+    );
     assert!(h.records.iter().any(|r| r.kind
-        == RecordKind::ProvisionFailed { reason: "boot_timeout".into() }));
+        == RecordKind::ProvisionFailed {
+            reason: "boot_timeout".into()
+        }));
 }
 
 #[test]
@@ -307,7 +354,9 @@ fn registration_of_another_generation_is_stale() {
     let mut h = Harness::new(ReadyWhen::Agent);
     h.send(Event::Create);
     h.finish_all_ok();
-    h.send(Event::AgentRegistered { generation: Generation(7) });
+    h.send(Event::AgentRegistered {
+        generation: Generation(7),
+    });
     assert_eq!(h.m.phase(), Phase::Starting);
     assert_eq!(h.m.counters().stale_results, 1);
 }
@@ -315,7 +364,10 @@ fn registration_of_another_generation_is_stale() {
 // ---- health --------------------------------------------------------------------------------
 
 fn dropped(h: &Harness, reason: DropReason) -> u64 {
-    let idx = DropReason::ALL.iter().position(|r| *r == reason).expect("known reason");
+    let idx = DropReason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .expect("known reason");
     h.m.counters().dropped[idx]
 }
 
@@ -329,9 +381,15 @@ fn health_reports_are_dropped_in_flight_in_debounce_and_for_other_generations() 
     h.dead();
     assert_eq!(dropped(&h, DropReason::Debounce), 1);
     h.advance(61 * SEC);
-    h.send(Event::Health { generation: Generation(1), report: HealthReport::Dead });
+    h.send(Event::Health {
+        generation: Generation(1),
+        report: HealthReport::Dead,
+    });
     assert_eq!(dropped(&h, DropReason::StaleGeneration), 1);
-    h.send(Event::Health { generation: Generation(2), report: HealthReport::Pending });
+    h.send(Event::Health {
+        generation: Generation(2),
+        report: HealthReport::Pending,
+    });
     assert_eq!(dropped(&h, DropReason::Pending), 1);
     assert!(h.running.is_empty());
     assert_eq!(h.count("restart_dropped"), 4);
@@ -343,22 +401,37 @@ fn a_health_restart_needs_the_threshold_of_consecutive_dead_reports() {
     h.advance(61 * SEC);
     h.dead();
     assert_eq!(h.m.health_failures(), 1);
-    h.send(Event::Health { generation: Generation(1), report: HealthReport::Alive });
+    h.send(Event::Health {
+        generation: Generation(1),
+        report: HealthReport::Alive,
+    });
     assert_eq!(h.m.health_failures(), 0);
     h.dead();
     assert!(h.m.retry_at().is_none());
     h.dead();
-    assert!(h.m.retry_at().is_some(), "second consecutive dead report restarts (after backoff)");
+    assert!(
+        h.m.retry_at().is_some(),
+        "second consecutive dead report restarts (after backoff)"
+    );
     h.advance(SEC);
-    assert_eq!(h.m.cycle().map(|c| c.causes.contains(Cause::Health)), Some(true));
+    assert_eq!(
+        h.m.cycle().map(|c| c.causes.contains(Cause::Health)),
+        Some(true)
+    );
 }
 
 #[test]
 fn manual_and_config_restarts_are_never_debounced() {
     let mut h = Harness::running();
-    assert!(matches!(h.send(Event::Restart(Cause::Manual)), Outcome::Started(_)));
+    assert!(matches!(
+        h.send(Event::Restart(Cause::Manual)),
+        Outcome::Started(_)
+    ));
     h.finish_all_ok();
-    assert!(matches!(h.send(Event::Restart(Cause::Config)), Outcome::Started(_)));
+    assert!(matches!(
+        h.send(Event::Restart(Cause::Config)),
+        Outcome::Started(_)
+    ));
 }
 
 #[test]
@@ -377,7 +450,10 @@ fn an_instance_that_keeps_dying_ends_failed_with_crash_loop() {
         h.finish_all_ok();
     }
     assert_eq!(h.m.phase(), Phase::Failed);
-    assert_eq!(h.m.state().failure.as_ref().map(|f| f.reason.as_str()), Some("crash_loop"));
+    assert_eq!(
+        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
+        Some("crash_loop")
+    );
 }
 
 // ---- recovery ------------------------------------------------------------------------------
@@ -386,7 +462,12 @@ fn an_instance_that_keeps_dying_ends_failed_with_crash_loop() {
 fn recovery_adopts_a_live_instance_of_the_latest_generation() {
     let h = Harness::running();
     let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
-    let (_, fx) = m.handle(Event::Recover { live: Some(Generation(1)) }, Tick::at(h.now));
+    let (_, fx) = m.handle(
+        Event::Recover {
+            live: Some(Generation(1)),
+        },
+        Tick::at(h.now),
+    );
     assert!(fx.is_empty());
     assert!(m.instance_up());
     assert_eq!(m.phase(), Phase::Running);
@@ -430,7 +511,11 @@ enum Action {
 }
 
 fn action() -> impl Strategy<Value = Action> {
-    let cause = prop_oneof![Just(Cause::Manual), Just(Cause::Config), Just(Cause::Recovery)];
+    let cause = prop_oneof![
+        Just(Cause::Manual),
+        Just(Cause::Config),
+        Just(Cause::Recovery)
+    ];
     let report = prop_oneof![
         Just(HealthReport::Alive),
         Just(HealthReport::Pending),
@@ -457,7 +542,10 @@ impl Harness {
             Action::Stop => return Some(self.send(Event::Stop)),
             Action::Delete => return Some(self.send(Event::Delete)),
             Action::Health(g, report) => {
-                self.send(Event::Health { generation: Generation(*g), report: *report });
+                self.send(Event::Health {
+                    generation: Generation(*g),
+                    report: *report,
+                });
             }
             Action::Finish(ok) if !self.running.is_empty() => {
                 self.finish(if *ok { Ok(()) } else { Err("x".into()) });
@@ -465,11 +553,16 @@ impl Harness {
             Action::Finish(_) => {}
             Action::FinishStale(id) => {
                 if !self.running.iter().any(|(op, _, _)| op.0 == *id) {
-                    self.send(Event::StepFinished { op: OpId(*id), result: Err("late".into()) });
+                    self.send(Event::StepFinished {
+                        op: OpId(*id),
+                        result: Err("late".into()),
+                    });
                 }
             }
             Action::Register(g) => {
-                self.send(Event::AgentRegistered { generation: Generation(*g) });
+                self.send(Event::AgentRegistered {
+                    generation: Generation(*g),
+                });
             }
             Action::Advance(ms) => self.advance(Duration::from_millis(*ms)),
         }

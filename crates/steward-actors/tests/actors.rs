@@ -1,0 +1,331 @@
+//! Workspace actors and the registry, driven in-process with the sim provider and a real
+//! SQLite store. Waits are on conditions (`eventually`), never on fixed sleeps.
+
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use steward_actors::{
+    ActorError, Clock, Deps, EventBus, Intent, NewWorkspace, Registry, RegistryOptions,
+};
+use steward_domain::{BackoffPolicy, Outcome, Phase, Policy, WorkspaceId, WorkspaceSpec};
+use steward_provider::sim::{SimConfig, SimProvider};
+use steward_provider::Providers;
+use steward_store::{Store, StoreOptions};
+
+struct Fixture {
+    registry: Registry,
+    sim: Arc<SimProvider>,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+fn fast_policy() -> Policy {
+    Policy {
+        provision_timeout: Duration::from_secs(10),
+        stop_timeout: Duration::from_secs(10),
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            ..BackoffPolicy::default()
+        },
+        ..Policy::default()
+    }
+}
+
+impl Fixture {
+    async fn new(sim: SimConfig, mailbox_capacity: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            StoreOptions {
+                database_url: format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display()),
+                max_batch: 256,
+                max_connections: 4,
+                busy_timeout: Duration::from_secs(5),
+            },
+            &dir.path().join("secrets.key"),
+        )
+        .await
+        .expect("store opens");
+        let sim = Arc::new(SimProvider::new("sim", sim));
+        let mut providers = Providers::default();
+        providers.insert(sim.clone());
+        let deps = Deps {
+            store: store.clone(),
+            providers,
+            policy: Arc::new(fast_policy()),
+            clock: Clock::system(),
+            bus: EventBus::new(1024),
+            mailbox_capacity,
+        };
+        let registry = Registry::boot(deps, RegistryOptions { arbiters: 0 })
+            .await
+            .expect("boot");
+        Self {
+            registry,
+            sim,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn create(&self, key: Option<&str>) -> Result<WorkspaceId, ActorError> {
+        let new = NewWorkspace {
+            spec: WorkspaceSpec {
+                name: "w".into(),
+                provider: "sim".into(),
+                image: None,
+                command: None,
+                env: BTreeMap::new(),
+                model: None,
+            },
+            secrets: BTreeMap::from([("TOKEN".to_owned(), SecretString::from("v1"))]),
+            ready_when: None,
+            idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
+        };
+        Ok(self.registry.create(new).await?.0.id)
+    }
+
+    async fn phase(&self, id: WorkspaceId) -> Phase {
+        self.registry.get(id).await.expect("workspace exists").phase
+    }
+
+    async fn event_kinds(&self, id: WorkspaceId) -> Vec<String> {
+        self.store
+            .events(id, 0, 10_000)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    async fn wait_running_and_idle(&self, id: WorkspaceId) {
+        eventually("running and idle", || async {
+            let v = self.registry.get(id).await.expect("exists");
+            v.phase == Phase::Running && !v.in_flight && v.pending.is_empty()
+        })
+        .await;
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn sim(start_delay_ms: u64) -> SimConfig {
+    SimConfig {
+        start_delay_ms,
+        stop_delay_ms: 5,
+        ..SimConfig::default()
+    }
+}
+
+#[actix::test]
+async fn fifty_concurrent_restarts_run_exactly_two_cycles_that_never_overlap() {
+    let f = Fixture::new(sim(100), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    let replies =
+        futures::future::join_all((0..50).map(|_| f.registry.submit(id, Intent::Restart))).await;
+    let outcomes: Vec<Outcome> = replies
+        .into_iter()
+        .map(|r| r.expect("accepted").outcome)
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Started(_)))
+            .count(),
+        1
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Coalesced(_)))
+            .count(),
+        49
+    );
+    f.wait_running_and_idle(id).await;
+    let started = f
+        .event_kinds(id)
+        .await
+        .iter()
+        .filter(|k| *k == "provision_started")
+        .count();
+    assert_eq!(
+        started, 3,
+        "create + the restart + exactly one coalesced cycle"
+    );
+    assert_eq!(
+        f.sim.overlaps(),
+        0,
+        "two provider operations overlapped on one workspace"
+    );
+}
+
+#[actix::test]
+async fn create_immediately_followed_by_restart_never_fails() {
+    let f = Fixture::new(sim(30), 1024).await;
+    for _ in 0..10 {
+        let id = f.create(None).await.expect("created");
+        let reply = f
+            .registry
+            .submit(id, Intent::Restart)
+            .await
+            .expect("accepted");
+        assert!(
+            matches!(reply.outcome, Outcome::Coalesced(_)),
+            "the create's cycle is in flight"
+        );
+        f.wait_running_and_idle(id).await;
+        assert!(!f
+            .event_kinds(id)
+            .await
+            .iter()
+            .any(|k| k == "failed" || k == "provision_failed"));
+    }
+    assert_eq!(f.sim.overlaps(), 0);
+}
+
+#[actix::test]
+async fn a_panic_during_a_cycle_restarts_the_actor_from_the_store_and_records_it() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    f.sim.set_config(SimConfig {
+        panic_rate: 1.0,
+        ..sim(10)
+    });
+    f.registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("accepted");
+    eventually("the panic is recorded", || async {
+        f.store
+            .events(id, 0, 1000)
+            .await
+            .expect("events")
+            .iter()
+            .any(|e| {
+                e.kind == "provision_failed"
+                    && e.data["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("panicked"))
+            })
+    })
+    .await;
+    f.sim.set_config(sim(10));
+    // The restarted actor retries with backoff and the workspace recovers on its own.
+    f.wait_running_and_idle(id).await;
+    let actor = f.registry.inspect(id).await.expect("inspect");
+    assert!(
+        actor.restarts >= 1,
+        "the actor must have been restarted from the store"
+    );
+    assert!(actor.counters.cycles >= 1);
+    assert_eq!(f.sim.overlaps(), 0);
+}
+
+#[actix::test]
+async fn a_full_mailbox_refuses_with_overloaded_instead_of_queueing() {
+    let f = Fixture::new(sim(10), 2).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    let replies =
+        futures::future::join_all((0..20).map(|_| f.registry.submit(id, Intent::Restart))).await;
+    let overloaded = replies
+        .iter()
+        .filter(|r| matches!(r, Err(ActorError::Overloaded)))
+        .count();
+    let accepted = replies.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 2);
+    assert_eq!(overloaded, 18);
+    f.wait_running_and_idle(id).await;
+}
+
+#[actix::test]
+async fn concurrent_creates_with_one_idempotency_key_make_one_workspace() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let ids = futures::future::join_all((0..10).map(|_| f.create(Some("k1")))).await;
+    let first = *ids[0].as_ref().expect("created");
+    assert!(ids.iter().all(|r| r.as_ref().ok() == Some(&first)));
+    assert_eq!(f.registry.list().await.len(), 1);
+    // Later, from the store: the same workspace again.
+    assert_eq!(f.create(Some("k1")).await.expect("replayed"), first);
+}
+
+#[actix::test]
+async fn stop_wins_over_pending_restarts_and_delete_purges_everything() {
+    let f = Fixture::new(sim(50), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("coalesced");
+    f.registry.submit(id, Intent::Stop).await.expect("accepted");
+    eventually("stopped", || async { f.phase(id).await == Phase::Stopped }).await;
+    let kinds = f.event_kinds(id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "provision_started").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(f.sim.instance_count(), 0);
+
+    f.registry
+        .submit(id, Intent::Delete)
+        .await
+        .expect("accepted");
+    eventually("gone", || async {
+        matches!(f.registry.get(id).await, Err(ActorError::NotFound(_)))
+    })
+    .await;
+    assert!(f.store.load(id).await.expect("load").is_none());
+    assert!(f.store.events(id, 0, 10).await.expect("events").is_empty());
+}
+
+#[actix::test]
+async fn a_config_change_reaches_the_next_cycle() {
+    let f = Fixture::new(sim(30), 1024).await;
+    let id = f.create(None).await.expect("created");
+    for value in ["v2", "v3", "v4"] {
+        f.registry
+            .submit(
+                id,
+                Intent::SetSecret {
+                    key: "TOKEN".into(),
+                    value: SecretString::from(value),
+                },
+            )
+            .await
+            .expect("accepted");
+    }
+    f.wait_running_and_idle(id).await;
+    let stored = f.store.load(id).await.expect("load").expect("exists");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&stored.secrets["TOKEN"]),
+        "v4"
+    );
+    let kinds = f.event_kinds(id).await;
+    let last_request = kinds
+        .iter()
+        .rposition(|k| k == "restart_coalesced" || k == "restart_requested");
+    let last_start = kinds.iter().rposition(|k| k == "provision_started");
+    assert!(
+        last_start > last_request,
+        "the last cycle must start after the last config change: {kinds:?}"
+    );
+}
