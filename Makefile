@@ -1,0 +1,22 @@
+# Thin entry points; the scripts they call do the work.
+.DEFAULT_GOAL := help
+.PHONY: help run test lint fmt bench
+
+help: ## List targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+run: ## Run the daemon on 127.0.0.1:7878 (SQLite under ./data, sim provider)
+	cargo run --release -p steward -- serve
+
+test: ## Run every test (starts PostgreSQL for the store tests)
+	scripts/test.sh
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+bench: ## Run the benchmarks (release build, loopback only); see docs/PERFORMANCE.md
+	scripts/bench.sh
