@@ -1,0 +1,110 @@
+"""HTTP benchmarks of the steward daemon, loopback only.
+
+For each daemon configuration (arbiter count), starts the release binary on 127.0.0.1 with a
+fresh data dir, creates N sim workspaces, then measures with wrk, in the same run:
+  - GET /healthz                       (baseline: the HTTP stack alone)
+  - POST /v1/workspaces/{id}/restart   (intent through registry, actor, durable SQLite commit)
+Prints one table. Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and stops.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "target", "release", "steward")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WORKSPACES = int(os.environ.get("BENCH_WORKSPACES", "1000"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+
+CONFIG = """
+default_provider = "sim"
+[providers.sim]
+start_delay_ms = 50
+stop_delay_ms = 10
+[actors]
+arbiters = {arbiters}
+"""
+
+
+def start(arbiters):
+    tmp = tempfile.mkdtemp(prefix="steward-bench-")
+    config = os.path.join(tmp, "steward.toml")
+    with open(config, "w") as f:
+        f.write(CONFIG.format(arbiters=arbiters))
+    data = os.path.join(tmp, "data")
+    log = open(os.path.join(tmp, "steward.log"), "w")
+    proc = subprocess.Popen(
+        [BIN, "serve", "--config", config, "--data-dir", data, "--listen", "127.0.0.1:0"],
+        stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"},
+    )
+    addr_file = os.path.join(data, "listen.addr")
+    for _ in range(1000):
+        if os.path.exists(addr_file):
+            break
+        time.sleep(0.01)
+    addr = open(addr_file).read().strip()
+    token = open(os.path.join(data, "admin.token")).read().strip()
+    return proc, tmp, addr, token
+
+
+def request(addr, token, method, path, body=None):
+    req = urllib.request.Request(
+        f"http://{addr}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def wrk(args, env=None):
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, lat.get("50"), lat.get("99"), int(errors.group(1)) if errors else 0
+
+
+def run(arbiters):
+    proc, tmp, addr, token = start(arbiters)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(
+                lambda i: request(addr, token, "POST", "/v1/workspaces", {"name": f"bench-{i}"})["id"],
+                range(WORKSPACES)))
+        ids_file = os.path.join(tmp, "ids.txt")
+        with open(ids_file, "w") as f:
+            f.write("\n".join(ids) + "\n")
+        base = wrk([f"http://{addr}/healthz"])
+        restart = wrk(["-s", os.path.join(ROOT, "scripts", "bench", "restart.lua"), f"http://{addr}/"],
+                      env={"IDS_FILE": ids_file, "TOKEN": token})
+        return base, restart
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main():
+    print(f"{WORKSPACES} sim workspaces, {CONNECTIONS} connections, {SECONDS}s per load, wrk -t2, "
+          f"{os.cpu_count()} cores")
+    print(f"{'arbiters':>8} | {'healthz req/s':>13} | {'restart req/s':>13} | ratio | "
+          f"restart p50 | restart p99 | non-2xx")
+    for arbiters in (1, 2):
+        (b_rps, _, _, _), (r_rps, p50, p99, errors) = run(arbiters)
+        print(f"{arbiters:>8} | {b_rps:>13.0f} | {r_rps:>13.0f} | {r_rps / b_rps:5.2f} | "
+              f"{p50:>11} | {p99:>11} | {errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
