@@ -23,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Rejection, Step, Tick, Timer,
+    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Phase, Rejection, Step, Tick, Timer,
     Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
@@ -88,6 +88,8 @@ pub struct WorkspaceActor {
     crashed: bool,
     /// How many predecessors crashed (0 for the first actor of this daemon run).
     restarts: u32,
+    /// The phase this actor counts in `steward_workspaces{phase}` (None: not counted).
+    counted_phase: Option<Phase>,
 }
 
 impl WorkspaceActor {
@@ -123,7 +125,14 @@ impl WorkspaceActor {
             idle_waiters: Vec::new(),
             crashed: false,
             restarts,
+            counted_phase: None,
         }
+    }
+
+    /// Keeps `steward_workspaces{phase}` in step with the machine.
+    fn count_phase(&mut self, phase: Option<Phase>) {
+        telemetry::phase_changed(self.counted_phase, phase);
+        self.counted_phase = phase;
     }
 
     fn provider(&self) -> Option<Arc<dyn Provider>> {
@@ -232,6 +241,7 @@ impl WorkspaceActor {
         for (op, step, generation) in runs {
             self.run(op, step, generation, commit.clone(), ctx);
         }
+        self.count_phase(Some(self.machine.phase()));
         if self.running_op.is_none() {
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -363,7 +373,7 @@ impl WorkspaceActor {
     }
 
     fn purge(&mut self, last_words: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
-        telemetry::phase_changed(Some(self.machine.phase()), None);
+        self.count_phase(None);
         let commit = self.commit(
             vec![Write::DeleteWorkspace { id: self.id }],
             Vec::new(),
@@ -556,16 +566,14 @@ impl Actor for WorkspaceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.mailbox_capacity.saturating_mul(2).max(16));
-        telemetry::phase_changed(None, Some(self.machine.phase()));
+        self.count_phase(Some(self.machine.phase()));
         if let Some(Origin::Restored { live }) = self.origin.take() {
             self.react(Event::Recover { live }, ctx);
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if self.machine.phase() != steward_domain::Phase::Deleted {
-            telemetry::phase_changed(Some(self.machine.phase()), None);
-        }
+        self.count_phase(None);
         for waiter in self.idle_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -621,11 +629,18 @@ impl Handler<Kill> for WorkspaceActor {
     }
 }
 
+/// Reads answer once the last commit has settled, so a client never sees state (say,
+/// `running`) before the events that explain it are durable.
 impl Handler<Get> for WorkspaceActor {
-    type Result = MessageResult<Get>;
+    type Result = ResponseFuture<WorkspaceView>;
 
     fn handle(&mut self, _: Get, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.view())
+        let view = self.view();
+        let settled = self.last_commit.clone();
+        Box::pin(async move {
+            let _ = settled.await;
+            view
+        })
     }
 }
 

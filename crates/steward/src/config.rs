@@ -297,12 +297,22 @@ mod tests {
     }
 
     #[test]
+    fn a_debounce_window_shorter_than_the_probe_detection_time_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        let toml = "[restart]\ndebounce_window = \"5s\"\n[health]\ninterval = \"3s\"\nfailure_threshold = 2\n";
+        std::fs::write(&file, toml).expect("write");
+        let err = Config::load(Some(&file), Overrides::default()).expect_err("refused");
+        assert!(format!("{err:#}").contains("debounce_window"), "{err:#}");
+    }
+
+    #[test]
     fn flags_override_the_file_and_unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"250ms\"\n",
+            "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"25s\"\n",
         )
         .expect("write");
         let overrides = Overrides {
@@ -311,7 +321,7 @@ mod tests {
         };
         let config = Config::load(Some(&file), overrides).expect("loads");
         assert_eq!(config.listen, "127.0.0.1:2");
-        assert_eq!(config.restart.debounce_window, Duration::from_millis(250));
+        assert_eq!(config.restart.debounce_window, Duration::from_secs(25));
 
         std::fs::write(&file, "[restart]\ndebounce_windw = \"1s\"\n").expect("write");
         let err = Config::load(Some(&file), Overrides::default()).expect_err("typo rejected");

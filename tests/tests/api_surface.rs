@@ -1,0 +1,393 @@
+//! The rest of the public surface: idempotent creates, live event streams, actor inspection,
+//! metrics, the OpenAPI document, stop/start/delete and the kill drill.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use steward_tests::{
+    eventually, generation_of, id_of, of_type, seq_of, sim_config, summarize, Daemon, Method,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_returns_the_same_workspace() {
+    let daemon = Daemon::start(&sim_config(20)).await;
+    let api = daemon.client();
+    let body = json!({ "name": "idem", "model": "m1" });
+    let create = |key: &'static str, body: Value| {
+        let api = api.clone();
+        async move {
+            api.send(
+                api.request(Method::POST, "/v1/workspaces")
+                    .header("Idempotency-Key", key)
+                    .json(&body),
+            )
+            .await
+        }
+    };
+
+    let first = create("key-1", body.clone()).await.expect(201);
+    let again = create("key-1", body.clone()).await;
+    assert!(
+        again.status == 201 || again.status == 200,
+        "replay answer: HTTP {} {}",
+        again.status,
+        again.text
+    );
+    assert_eq!(
+        again.json["id"], first["id"],
+        "replay must return the same workspace"
+    );
+
+    create("key-1", json!({ "name": "idem", "model": "m2" }))
+        .await
+        .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
+
+    let other = create("key-2", body.clone()).await.expect(201);
+    assert_ne!(
+        other["id"], first["id"],
+        "a new key creates a new workspace"
+    );
+
+    let named: Vec<Value> = api
+        .workspaces()
+        .await
+        .into_iter()
+        .filter(|w| w["name"] == "idem")
+        .collect();
+    assert_eq!(named.len(), 2, "exactly two workspaces: {named:?}");
+}
+
+/// One parsed server-sent event.
+#[derive(Debug)]
+struct Sse {
+    id: Option<String>,
+    event: Option<String>,
+    data: Value,
+}
+
+/// Splits complete `\n\n`-terminated frames off `buffer`.
+fn take_frames(buffer: &mut String) -> Vec<Sse> {
+    let mut frames = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let frame: String = buffer.drain(..end + 2).collect();
+        let mut sse = Sse {
+            id: None,
+            event: None,
+            data: Value::Null,
+        };
+        let mut data = String::new();
+        for line in frame.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                sse.id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                sse.event = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if data.is_empty() {
+            continue; // keep-alive comment or empty frame
+        }
+        sse.data = serde_json::from_str(&data)
+            .unwrap_or_else(|err| panic!("SSE data is not JSON ({err}): {data}"));
+        frames.push(sse);
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_listed_paged_and_streamed_live() {
+    let daemon = Daemon::start(&sim_config(50)).await;
+    let api = daemon.client();
+    let id = api.create_named("stream").await;
+    let doc = api.wait_settled(&id).await;
+    let history = api.events(&id).await;
+    assert!(!history.is_empty());
+    assert_eq!(history[0]["type"], "created", "{}", summarize(&history));
+    for event in &history {
+        assert!(
+            event["at"].is_string() && event["generation"].is_u64(),
+            "{event}"
+        );
+    }
+    // Paging.
+    let page = api
+        .get(&format!("/v1/workspaces/{id}/events?after=1&limit=1"))
+        .await
+        .expect(200);
+    let page = page["events"].as_array().expect("events array").clone();
+    assert_eq!(page.len(), 1);
+    assert!(seq_of(&page[0]) > 1);
+
+    let response = api
+        .request(Method::GET, &format!("/v1/workspaces/{id}/events"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .expect("open the event stream");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "content-type {content_type}"
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut received: Vec<Sse> = Vec::new();
+    let mut restarted = false;
+    let old_generation = generation_of(&doc);
+
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            // History first: once all of it arrived, trigger a restart and expect it live.
+            if !restarted && received.len() >= history.len() {
+                api.restart(&id).await;
+                restarted = true;
+            }
+            if received.iter().any(|e| {
+                e.data["type"] == "provision_started" && generation_of(&e.data) > old_generation
+            }) {
+                return;
+            }
+            let chunk = body
+                .next()
+                .await
+                .expect("event stream ended early")
+                .expect("read the event stream");
+            buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+            received.extend(take_frames(&mut buffer));
+        }
+    })
+    .await;
+    let seen: Vec<Value> = received.iter().map(|e| e.data.clone()).collect();
+    assert!(
+        read.is_ok(),
+        "no live provision_started within 20 s; received: {}",
+        summarize(&seen)
+    );
+    for (i, old) in history.iter().enumerate() {
+        assert_eq!(seen[i]["seq"], old["seq"], "history first, in order");
+        assert_eq!(seen[i]["type"], old["type"]);
+    }
+    for event in &received {
+        assert_eq!(
+            event.id.as_deref(),
+            Some(seq_of(&event.data).to_string().as_str())
+        );
+        assert_eq!(event.event.as_deref(), event.data["type"].as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_inspection_shows_the_cycle_and_counters() {
+    // Cycles long enough to inspect the actor while one runs.
+    let daemon = Daemon::start(&sim_config(400)).await;
+    let api = daemon.client();
+    let id = api.create_named("inspect").await;
+    api.wait_settled(&id).await;
+    assert_eq!(api.restart(&id).await["outcome"], "started");
+    assert_eq!(api.restart(&id).await["outcome"], "coalesced");
+
+    // While the cycle runs, the actor shows it.
+    let actor = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
+    for field in [
+        "id",
+        "phase",
+        "generation",
+        "observed_generation",
+        "cycle",
+        "pending",
+        "pending_causes",
+        "debounce_until",
+        "settle_until",
+        "health_failures",
+        "backoff",
+        "counters",
+        "mailbox_len",
+        "last_error",
+        "transitions",
+    ] {
+        assert!(
+            actor.get(field).is_some(),
+            "actor has no `{field}`: {actor}"
+        );
+    }
+    for field in [
+        "cycles",
+        "cycles_failed",
+        "coalesced",
+        "dropped",
+        "stale_results",
+    ] {
+        assert!(
+            actor["counters"].get(field).is_some(),
+            "actor counters have no `{field}`: {actor}"
+        );
+    }
+    assert_eq!(actor["id"], id.as_str());
+    assert!(actor["cycle"].is_object(), "a cycle is in flight: {actor}");
+    assert_eq!(actor["pending"], true, "{actor}");
+    assert!(actor["mailbox_len"].is_u64(), "{actor}");
+
+    api.wait_settled(&id).await;
+    let actor = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
+    assert!(actor["cycle"].is_null(), "no cycle in flight: {actor}");
+    assert_eq!(
+        actor["counters"]["cycles"], 3,
+        "create + restart + coalesced: {actor}"
+    );
+    assert!(
+        actor["counters"]["coalesced"].as_u64() >= Some(1),
+        "{actor}"
+    );
+    let transitions = actor["transitions"].as_array().expect("transitions array");
+    assert!(!transitions.is_empty());
+    for t in transitions {
+        assert!(
+            t["from"].is_string() && t["to"].is_string() && t["at"].is_string(),
+            "{t}"
+        );
+    }
+    let actors = api.get("/v1/admin/actors").await.expect(200);
+    assert!(actors["actors"].is_array(), "{actors}");
+    assert!(
+        actors.to_string().contains(&id),
+        "actor list lacks {id}: {actors}"
+    );
+    api.get(&format!("/v1/admin/actors/{}", uuid::Uuid::new_v4()))
+        .await
+        .expect_error(404, "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_probes() {
+    let daemon = Daemon::start(&sim_config(20)).await;
+    let openapi = daemon.anonymous().get("/openapi.json").await.expect(200);
+    assert!(
+        openapi["paths"].get("/v1/workspaces").is_some(),
+        "/openapi.json lacks /v1/workspaces: {openapi}"
+    );
+    assert_eq!(daemon.anonymous().get("/healthz").await.status, 200);
+    assert_eq!(daemon.anonymous().get("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_delete_and_kill() {
+    let daemon = Daemon::start(&sim_config(20)).await;
+    let api = daemon.client();
+    let id = api.create_named("lifecycle").await;
+    let ws = format!("/v1/workspaces/{id}");
+    api.wait_settled(&id).await;
+
+    let stop = api.post_empty(&format!("{ws}/stop")).await.expect(202);
+    assert!(
+        stop["outcome"].is_string() && stop["generation"].is_u64(),
+        "{stop}"
+    );
+    api.wait_phase(&id, "stopped").await;
+    let events = api.events(&id).await;
+    assert!(
+        !of_type(&events, "stop_started").is_empty(),
+        "{}",
+        summarize(&events)
+    );
+    assert!(
+        !of_type(&events, "stopped").is_empty(),
+        "{}",
+        summarize(&events)
+    );
+
+    let start = api.post_empty(&format!("{ws}/start")).await.expect(202);
+    assert!(
+        start["outcome"].is_string() && start["generation"].is_u64(),
+        "{start}"
+    );
+    api.wait_settled(&id).await;
+
+    api.post_empty(&format!("/v1/admin/workspaces/{id}/kill"))
+        .await
+        .expect(202);
+    api.post_empty(&format!(
+        "/v1/admin/workspaces/{}/kill",
+        uuid::Uuid::new_v4()
+    ))
+    .await
+    .expect_error(404, "NOT_FOUND");
+
+    api.delete(&ws).await.expect(202);
+    eventually(
+        Duration::from_secs(30),
+        "the workspace to be gone",
+        || async {
+            let reply = api.get(&ws).await;
+            if reply.status == 404 {
+                Ok(reply)
+            } else {
+                Err(format!("HTTP {}: {}", reply.status, reply.text))
+            }
+        },
+    )
+    .await
+    .expect_error(404, "NOT_FOUND");
+    let restart = api.post_empty(&format!("{ws}/restart")).await;
+    restart.expect_error(404, "NOT_FOUND");
+    assert!(
+        !api.workspaces().await.iter().any(|w| id_of(w) == id),
+        "deleted workspace still listed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reflect_traffic_and_phases() {
+    let daemon = Daemon::start(&sim_config(200)).await;
+    let api = daemon.client();
+    let id = api.create_named("metered").await;
+    api.wait_settled(&id).await;
+    assert_eq!(api.restart(&id).await["outcome"], "started");
+    assert_eq!(api.restart(&id).await["outcome"], "coalesced");
+    api.wait_settled(&id).await;
+
+    let metrics = api.get("/metrics").await;
+    assert_eq!(metrics.status, 200, "{}", metrics.text);
+    for name in [
+        "steward_restart_requests_total",
+        "steward_restart_coalesced_total",
+        "steward_workspaces{",
+        "steward_http_requests_total",
+    ] {
+        assert!(
+            metrics.text.contains(name),
+            "/metrics lacks {name}:\n{}",
+            metrics.text
+        );
+    }
+    // The gauge follows phase changes: with the one workspace settled, it counts it running.
+    eventually(
+        Duration::from_secs(5),
+        "steward_workspaces{phase=\"running\"} to be 1",
+        || async {
+            let text = api.get("/metrics").await.text;
+            let running = text
+                .lines()
+                .find(|l| l.starts_with("steward_workspaces{") && l.contains("phase=\"running\""))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            if running == Some(1.0) {
+                Ok(())
+            } else {
+                Err(text
+                    .lines()
+                    .filter(|l| l.starts_with("steward_workspaces"))
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            }
+        },
+    )
+    .await;
+}
