@@ -12,7 +12,7 @@ use steward_store::AgentRecord;
 use crate::ActorError;
 
 /// A user's intent for one workspace.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Intent {
     /// Provision the freshly created workspace (sent once, by the registry).
     Create {
@@ -47,7 +47,7 @@ pub enum Intent {
 }
 
 /// Sends an intent; answered once the intent is committed.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<IntentReply, ActorError>")]
 pub struct Submit(pub Intent);
 
@@ -62,22 +62,22 @@ pub struct IntentReply {
 
 /// Kills the instance through its provider, as a crash would (fault drill). Not an intent:
 /// the machine learns of the death the way it would learn of a real crash.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Kill;
 
 /// Asks for the workspace document.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "WorkspaceView")]
 pub struct Get;
 
 /// Asks for the live actor inspection.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "ActorView")]
 pub struct Inspect;
 
 /// Asks the actor to accept no more intents and to answer once no operation is in flight.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 

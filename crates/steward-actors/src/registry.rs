@@ -54,6 +54,11 @@ pub struct RegistryOptions {
     pub arbiters: usize,
 }
 
+/// How long a request waits for a crashed actor's successor before answering 503.
+const RESPAWN_WAIT: Duration = Duration::from_secs(5);
+/// How often it looks for the successor meanwhile.
+const RESPAWN_POLL: Duration = Duration::from_millis(10);
+
 #[derive(Clone)]
 struct Entry {
     addr: Addr<WorkspaceActor>,
@@ -202,19 +207,37 @@ impl Registry {
             .map_err(|_| ActorError::Restarting)
     }
 
+    /// Sends `msg` to the workspace's actor. If that actor stopped (it crashed and is being
+    /// restarted from the store), the message was never handled, so it is sent again to the
+    /// successor: an actor restart is invisible to callers unless it takes longer than
+    /// [`RESPAWN_WAIT`].
     async fn ask<M>(&self, id: WorkspaceId, msg: M) -> Result<M::Result, ActorError>
     where
-        M: Message + Send + 'static,
+        M: Message + Clone + Send + 'static,
         M::Result: Send,
         WorkspaceActor: Handler<M>,
     {
-        let entry = self
-            .inner
-            .actors
-            .get(&id)
-            .map(|e| e.clone())
-            .ok_or(ActorError::NotFound(id))?;
-        self.ask_entry(&entry, msg).await
+        let deadline = tokio::time::Instant::now() + RESPAWN_WAIT;
+        loop {
+            let entry = self
+                .inner
+                .actors
+                .get(&id)
+                .map(|e| e.clone())
+                .ok_or(ActorError::NotFound(id))?;
+            if entry.addr.connected() {
+                match self.ask_entry(&entry, msg.clone()).await {
+                    Err(ActorError::Restarting) => {}
+                    answer => return answer,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline
+                || self.inner.shutting_down.load(Ordering::Acquire)
+            {
+                return Err(ActorError::Restarting);
+            }
+            tokio::time::sleep(RESPAWN_POLL).await;
+        }
     }
 
     /// Creates a workspace; answers once the creation is committed. With an idempotency
