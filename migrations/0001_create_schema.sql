@@ -27,7 +27,9 @@ CREATE TABLE workspaces (
     recent_failures         TEXT NOT NULL,  -- JSON array of Unix millis
     last_cycle_started_at   BIGINT,
     last_cycle_ended_at     BIGINT,
-    healthy_since           BIGINT,
+        healthy_since           BIGINT,
+    retry_at                BIGINT,         -- scheduled retry after a failure, if any
+    retry_causes            TEXT NOT NULL,  -- its causes, comma-separated
     -- agent channel
     agent_generation        BIGINT NOT NULL,
     agent_token_hash        TEXT,

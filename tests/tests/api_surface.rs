@@ -186,8 +186,9 @@ async fn events_are_listed_paged_and_streamed_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_inspection_shows_the_cycle_and_counters() {
-    // Cycles long enough to inspect the actor while one runs.
-    let daemon = Daemon::start(&sim_config(400)).await;
+    // Cycles long enough to inspect the actor while one runs, with a wide margin for a slow
+    // fsync on a loaded machine (the second restart must land inside the first cycle).
+    let daemon = Daemon::start(&sim_config(1500)).await;
     let api = daemon.client();
     let id = api.create_named("inspect").await;
     api.wait_settled(&id).await;
@@ -345,7 +346,8 @@ async fn stop_start_delete_and_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reflect_traffic_and_phases() {
-    let daemon = Daemon::start(&sim_config(200)).await;
+    // Long enough cycles that the second restart always lands inside the first.
+    let daemon = Daemon::start(&sim_config(1500)).await;
     let api = daemon.client();
     let id = api.create_named("metered").await;
     api.wait_settled(&id).await;
@@ -360,6 +362,7 @@ async fn metrics_reflect_traffic_and_phases() {
         "steward_restart_coalesced_total",
         "steward_workspaces{",
         "steward_http_requests_total",
+        "steward_cycle_duration_seconds_count",
     ] {
         assert!(
             metrics.text.contains(name),
@@ -367,6 +370,14 @@ async fn metrics_reflect_traffic_and_phases() {
             metrics.text
         );
     }
+    // Cycle durations are measured: three cycles of a 1.5 s start took well over a second.
+    let sum: f64 = metrics
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("steward_cycle_duration_seconds_sum "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("cycle duration sum");
+    assert!(sum > 1.0, "cycle durations not measured: sum {sum}");
     // The gauge follows phase changes: with the one workspace settled, it counts it running.
     eventually(
         Duration::from_secs(5),

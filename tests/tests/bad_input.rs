@@ -58,6 +58,46 @@ async fn bad_requests_are_rejected_and_change_nothing() {
         .await
         .expect_error(422, "INVALID_FIELD");
 
+    // Until agents can register, a workspace that waits for one could never become ready.
+    api.post(
+        "/v1/workspaces",
+        &json!({ "name": "x", "ready_when": "agent" }),
+    )
+    .await
+    .expect_error(422, "INVALID_FIELD");
+
+    // A rejected value is never echoed back: it may be a secret.
+    let canary = 918_273_645_u64;
+    let reply = api
+        .post(
+            "/v1/workspaces",
+            &json!({ "name": "x", "secrets": { "K": canary } }),
+        )
+        .await;
+    reply.expect_error(422, "INVALID_FIELD");
+    assert!(
+        !reply.text.contains(&canary.to_string()),
+        "secret echoed: {}",
+        reply.text
+    );
+    let reply = api
+        .put(&format!("{ws}/secrets/KEY"), &json!({ "value": [canary] }))
+        .await;
+    reply.expect_error(422, "INVALID_FIELD");
+    assert!(
+        !reply.text.contains(&canary.to_string()),
+        "secret echoed: {}",
+        reply.text
+    );
+
+    // A known route with the wrong method.
+    api.raw(Method::PUT, &ws, "{}")
+        .await
+        .expect_error(405, "METHOD_NOT_ALLOWED");
+    api.raw(Method::POST, &format!("{ws}/events"), "")
+        .await
+        .expect_error(405, "METHOD_NOT_ALLOWED");
+
     // Too large.
     let huge = json!({ "name": "x".repeat(70_000) });
     api.post("/v1/workspaces", &huge)

@@ -21,7 +21,7 @@ use std::time::Duration;
 use steward_domain::{Generation, MachineState, Policy, WorkspaceId};
 use steward_provider::{Provider, Providers};
 use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::{broadcast, watch, OnceCell};
 
 use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
 use crate::workspace::{live_generation, Origin};
@@ -75,6 +75,8 @@ struct Inner {
     /// Creates in progress per idempotency key (removed once settled: the store has it).
     creating: DashMap<String, Arc<OnceCell<IdempotentCreate>>>,
     shutting_down: AtomicBool,
+    /// Flips to `true` when shutdown begins, so long-lived streams can end.
+    closing: watch::Sender<bool>,
 }
 
 /// Handle to the registry. Cheap to clone.
@@ -107,6 +109,7 @@ impl Registry {
                 arbiters,
                 creating: DashMap::new(),
                 shutting_down: AtomicBool::new(false),
+                closing: watch::channel(false).0,
             }),
         };
         let records = registry
@@ -293,7 +296,7 @@ impl Registry {
             .ready_when
             .unwrap_or_else(|| provider.default_ready_when());
         let record = WorkspaceRecord {
-            id: WorkspaceId::random(),
+            id: WorkspaceId::from(uuid::Uuid::new_v4()),
             spec: new.spec,
             state: MachineState::new(ready_when),
             secrets: new.secrets,
@@ -420,7 +423,7 @@ impl Registry {
     /// and every commit has settled. Cycles still running after `grace` are recovered at
     /// the next start from what was committed.
     pub async fn shutdown(&self, grace: Duration) {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        self.begin_shutdown();
         let entries: Vec<Entry> = self
             .inner
             .actors
@@ -431,6 +434,18 @@ impl Registry {
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(?grace, "shutdown grace elapsed with operations in flight; they will be recovered at the next start");
         }
+    }
+
+    /// Refuses new creates and tells long-lived streams to end (first step of shutdown, so
+    /// that draining HTTP connections does not wait for event streams).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Becomes `true` once shutdown begins.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     fn ids(&self) -> Vec<WorkspaceId> {

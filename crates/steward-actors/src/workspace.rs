@@ -90,6 +90,9 @@ pub struct WorkspaceActor {
     restarts: u32,
     /// The phase this actor counts in `steward_workspaces{phase}` (None: not counted).
     counted_phase: Option<Phase>,
+    /// Start of the cycle that was in flight before the event being handled (for the
+    /// cycle-duration histogram, which is fed when that cycle ends).
+    cycle_started_at: Option<Timestamp>,
 }
 
 impl WorkspaceActor {
@@ -126,6 +129,7 @@ impl WorkspaceActor {
             crashed: false,
             restarts,
             counted_phase: None,
+            cycle_started_at: None,
         }
     }
 
@@ -146,6 +150,7 @@ impl WorkspaceActor {
             now: self.deps.clock.now(),
             jitter: rand::random::<f64>(),
         };
+        self.cycle_started_at = self.machine.cycle().map(|c| c.started_at);
         let mut candidate = self.machine.clone();
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
             let out = candidate.handle(event, tick);
@@ -182,7 +187,7 @@ impl WorkspaceActor {
         ctx: &mut Context<Self>,
     ) -> Commit {
         let now = self.deps.clock.now();
-        let cycle_started = self.machine.cycle().map(|c| c.started_at);
+        let cycle_started = self.cycle_started_at;
         let mut writes = extra;
         let mut events = Vec::new();
         let mut runs = Vec::new();
@@ -512,7 +517,13 @@ impl WorkspaceActor {
                 Event::Restart(Cause::Config)
             }
         };
-        let (outcome, effects) = self.decide(event)?;
+        let (outcome, effects) = match self.decide(event) {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.crash("lifecycle machine panicked".into(), ctx);
+                return Err(e);
+            }
+        };
         if let Outcome::Rejected(Rejection::Deleting) = outcome {
             return Err(ActorError::Deleting);
         }

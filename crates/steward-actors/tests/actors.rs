@@ -319,6 +319,12 @@ async fn a_config_change_reaches_the_next_cycle() {
         secrecy::ExposeSecret::expose_secret(&stored.secrets["TOKEN"]),
         "v4"
     );
+    let env = f.sim.instance_env(id).expect("an instance is up");
+    assert_eq!(
+        env.get("TOKEN").map(String::as_str),
+        Some("v4"),
+        "the last instance must hold the last value"
+    );
     let kinds = f.event_kinds(id).await;
     let last_request = kinds
         .iter()

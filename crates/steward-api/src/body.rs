@@ -27,8 +27,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::MalformedJson("a JSON body is required".into()));
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidField(e.to_string()),
-        _ => ApiError::MalformedJson(e.to_string()),
+        serde_json::error::Category::Data => ApiError::InvalidField(describe(&e)),
+        _ => ApiError::MalformedJson(format!(
+            "invalid JSON at line {} column {}",
+            e.line(),
+            e.column()
+        )),
     })
 }
 
@@ -39,4 +43,47 @@ pub async fn json<T: DeserializeOwned>(
 ) -> Result<(T, Bytes), ApiError> {
     let body = read(payload, limit).await?;
     Ok((parse(&body)?, body))
+}
+
+/// A data error, without the offending value: serde quotes values ("invalid type: string
+/// \"hunter2\"…"), and the value may be a secret. Unknown and missing field names are kept.
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let names_only = text.starts_with("unknown field") || text.starts_with("missing field");
+    if names_only {
+        text
+    } else {
+        format!(
+            "invalid value at line {} column {}: wrong type or out of range",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        value: String,
+    }
+
+    #[test]
+    fn errors_name_fields_but_never_echo_values() {
+        let wrong_type = parse::<Body>(br#"{"value": 987654321}"#).expect_err("rejected");
+        assert!(matches!(wrong_type, ApiError::InvalidField(_)));
+        assert!(
+            !wrong_type.to_string().contains("987654321"),
+            "{wrong_type}"
+        );
+        let unknown = parse::<Body>(br#"{"value": "x", "hunter2": 1}"#).expect_err("rejected");
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+        let syntax = parse::<Body>(br#"{"value": "sekrit"#).expect_err("rejected");
+        assert!(matches!(syntax, ApiError::MalformedJson(_)));
+        assert!(!syntax.to_string().contains("sekrit"));
+    }
 }

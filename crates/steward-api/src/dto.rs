@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 use steward_actors::{ActorView, IntentReply, WorkspaceView};
-use steward_domain::{DropReason, Outcome, ReadyWhen, Timestamp};
+use steward_domain::{Cause, DropReason, Outcome, ReadyWhen, Timestamp};
 use steward_store::EventRecord;
 use utoipa::ToSchema;
 
@@ -328,8 +328,8 @@ pub struct CountersDto {
     pub cycles_failed: u64,
     /// Restarts coalesced.
     pub coalesced: u64,
-    /// Health restarts dropped, by reason.
-    pub dropped: BTreeMap<&'static str, u64>,
+    /// Restarts dropped, by cause then reason (only `health` restarts are ever dropped).
+    pub dropped: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     /// Stale results ignored.
     pub stale_results: u64,
 }
@@ -376,11 +376,14 @@ impl From<ActorView> for ActorDto {
                 cycles: v.counters.cycles,
                 cycles_failed: v.counters.cycles_failed,
                 coalesced: v.counters.coalesced,
-                dropped: DropReason::ALL
-                    .iter()
-                    .map(|r| r.as_str())
-                    .zip(v.counters.dropped)
-                    .collect(),
+                dropped: BTreeMap::from([(
+                    Cause::Health.as_str(),
+                    DropReason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .zip(v.counters.dropped)
+                        .collect(),
+                )]),
                 stale_results: v.counters.stale_results,
             },
             mailbox_len: v.mailbox_len,

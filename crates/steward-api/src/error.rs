@@ -27,6 +27,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, the method does not.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The workspace is being deleted.
     #[error("workspace is being deleted")]
     Deleting,
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::InvalidId(_) => "INVALID_ID",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Deleting => "WORKSPACE_DELETING",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_KEY_REUSED",
             ApiError::Overloaded(_) => "OVERLOADED",
@@ -81,6 +85,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Deleting => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,

@@ -82,35 +82,52 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
             .service(
                 web::scope("/v1/workspaces")
                     .wrap(from_fn(auth::require_admin))
-                    .route("", web::post().to(workspaces::create))
-                    .route("", web::get().to(workspaces::list))
-                    .route("/{id}", web::get().to(workspaces::get))
-                    .route("/{id}", web::delete().to(workspaces::delete))
-                    .route("/{id}/restart", web::post().to(workspaces::restart))
-                    .route("/{id}/stop", web::post().to(workspaces::stop))
-                    .route("/{id}/start", web::post().to(workspaces::start))
-                    .route("/{id}/secrets", web::get().to(workspaces::secret_keys))
-                    .route("/{id}/secrets/{key}", web::put().to(workspaces::set_secret))
-                    .route(
-                        "/{id}/secrets/{key}",
-                        web::delete().to(workspaces::remove_secret),
+                    .service(
+                        resource("")
+                            .route(web::post().to(workspaces::create))
+                            .route(web::get().to(workspaces::list)),
                     )
-                    .route("/{id}/model", web::put().to(workspaces::set_model))
-                    .route("/{id}/events", web::get().to(events::events)),
+                    .service(
+                        resource("/{id}")
+                            .route(web::get().to(workspaces::get))
+                            .route(web::delete().to(workspaces::delete)),
+                    )
+                    .service(resource("/{id}/restart").route(web::post().to(workspaces::restart)))
+                    .service(resource("/{id}/stop").route(web::post().to(workspaces::stop)))
+                    .service(resource("/{id}/start").route(web::post().to(workspaces::start)))
+                    .service(
+                        resource("/{id}/secrets").route(web::get().to(workspaces::secret_keys)),
+                    )
+                    .service(
+                        resource("/{id}/secrets/{key}")
+                            .route(web::put().to(workspaces::set_secret))
+                            .route(web::delete().to(workspaces::remove_secret)),
+                    )
+                    .service(resource("/{id}/model").route(web::put().to(workspaces::set_model)))
+                    .service(resource("/{id}/events").route(web::get().to(events::events))),
             )
             .service(
                 web::scope("/v1/admin")
                     .wrap(from_fn(auth::require_admin))
-                    .route("/actors", web::get().to(admin::actors))
-                    .route("/actors/{id}", web::get().to(admin::actor))
-                    .route("/workspaces/{id}/kill", web::post().to(admin::kill)),
+                    .service(resource("/actors").route(web::get().to(admin::actors)))
+                    .service(resource("/actors/{id}").route(web::get().to(admin::actor)))
+                    .service(resource("/workspaces/{id}/kill").route(web::post().to(admin::kill))),
             )
-            .route("/healthz", web::get().to(system::healthz))
-            .route("/readyz", web::get().to(system::readyz))
-            .route("/metrics", web::get().to(system::metrics))
-            .route("/openapi.json", web::get().to(system::openapi))
+            .service(resource("/healthz").route(web::get().to(system::healthz)))
+            .service(resource("/readyz").route(web::get().to(system::readyz)))
+            .service(resource("/metrics").route(web::get().to(system::metrics)))
+            .service(resource("/openapi.json").route(web::get().to(system::openapi)))
             .default_service(web::to(not_found));
     }
+}
+
+/// A route whose other methods answer 405 in the API's JSON error shape.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
 }
 
 async fn not_found() -> actix_web::HttpResponse {

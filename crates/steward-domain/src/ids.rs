@@ -8,11 +8,6 @@ use std::str::FromStr;
 pub struct WorkspaceId(uuid::Uuid);
 
 impl WorkspaceId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4())
-    }
-
     /// The underlying UUID.
     pub fn as_uuid(&self) -> uuid::Uuid {
         self.0

@@ -394,6 +394,18 @@ pub struct MachineState {
     pub last_cycle_ended_at: Option<Timestamp>,
     /// Since when the workspace has been `running` (backoff reset).
     pub healthy_since: Option<Timestamp>,
+    /// The retry scheduled after a failure, if any. Persisted, so that a restored machine
+    /// re-arms it instead of scheduling (and counting) another one.
+    pub retry: Option<ScheduledRetry>,
+}
+
+/// A retry scheduled after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduledRetry {
+    /// When it fires.
+    pub at: Timestamp,
+    /// The causes it serves.
+    pub causes: CauseSet,
 }
 
 impl MachineState {
@@ -412,16 +424,9 @@ impl MachineState {
             last_cycle_started_at: None,
             last_cycle_ended_at: None,
             healthy_since: None,
+            retry: None,
         }
     }
-}
-
-/// A scheduled retry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Retry {
-    token: u64,
-    at: Timestamp,
-    causes: CauseSet,
 }
 
 /// The lifecycle state machine of one workspace.
@@ -434,8 +439,8 @@ pub struct Machine {
     cycle: Option<Cycle>,
     op: Option<Op>,
     next_op: u64,
-    retry: Option<Retry>,
-    next_retry: u64,
+    /// Token of the armed retry timer; older timers are stale.
+    retry_token: u64,
     health_failures: u32,
     counters: Counters,
     transitions: VecDeque<Transition>,
@@ -452,8 +457,7 @@ impl Machine {
             cycle: None,
             op: None,
             next_op: 1,
-            retry: None,
-            next_retry: 1,
+            retry_token: 0,
             health_failures: 0,
             counters: Counters::default(),
             transitions: VecDeque::new(),
@@ -497,7 +501,7 @@ impl Machine {
 
     /// When the scheduled retry fires, if one is scheduled.
     pub fn retry_at(&self) -> Option<Timestamp> {
-        self.retry.map(|r| r.at)
+        self.state.retry.map(|r| r.at)
     }
 
     /// End of the debounce window, if inside one at `now`.
@@ -584,6 +588,15 @@ impl Machine {
             return Outcome::Deferred;
         }
         self.state.desired = Desired::Running;
+        if cause.is_intent() && self.state.phase == Phase::Failed {
+            // A user revives a parked workspace: it gets a fresh failure budget.
+            self.state.recent_failures.clear();
+            self.state.backoff_attempt = 0;
+        }
+        if self.cycle.is_some() && self.state.phase == Phase::Stopping {
+            // A stop was overruled while the cycle still runs: it is provisioning again.
+            self.set_phase(Phase::Provisioning, now);
+        }
         if self.op.is_some() {
             self.state.pending.insert(cause);
             self.counters.coalesced += 1;
@@ -619,7 +632,7 @@ impl Machine {
         }
         self.state.desired = Desired::Stopped;
         self.state.pending = CauseSet::EMPTY;
-        self.retry = None;
+        self.state.retry = None;
         self.record(fx, RecordKind::StopStarted);
         self.set_phase(Phase::Stopping, now);
         if self.op.is_none() {
@@ -634,7 +647,7 @@ impl Machine {
         }
         self.state.desired = Desired::Deleted;
         self.state.pending = CauseSet::EMPTY;
-        self.retry = None;
+        self.state.retry = None;
         self.record(fx, RecordKind::DeleteStarted);
         self.set_phase(Phase::Deleting, now);
         if self.op.is_none() {
@@ -702,19 +715,23 @@ impl Machine {
         );
     }
 
+    /// Drops a health report: counted always, recorded as an event unless no instance is
+    /// meant to be up (a stopped workspace would otherwise log every probe tick).
     fn drop_health(&mut self, reason: DropReason, fx: &mut Vec<Effect>) {
         let idx = DropReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.counters.dropped[idx] += 1;
-        self.record(
-            fx,
-            RecordKind::RestartDropped {
-                cause: Cause::Health,
-                reason,
-            },
-        );
+        if reason != DropReason::NotRunning {
+            self.record(
+                fx,
+                RecordKind::RestartDropped {
+                    cause: Cause::Health,
+                    reason,
+                },
+            );
+        }
     }
 
     // ---- completions ---------------------------------------------------------------------
@@ -734,7 +751,7 @@ impl Machine {
         let now = tick.now;
         match (op.step, result) {
             (Step::RemoveOld, Ok(())) => {
-                self.instance_up = false;
+                self.instance_gone();
                 if self.state.desired == Desired::Running {
                     self.run(Step::Start, op.generation, now, fx);
                 } else {
@@ -789,7 +806,7 @@ impl Machine {
                 }
             }
             (Step::Stop, Ok(())) => {
-                self.instance_up = false;
+                self.instance_gone();
                 self.converge_after_stop(now, fx);
             }
             (Step::Stop, Err(reason)) => {
@@ -800,7 +817,7 @@ impl Machine {
                 }
             }
             (Step::Remove, Ok(())) => {
-                self.instance_up = false;
+                self.instance_gone();
                 self.record(fx, RecordKind::Deleted);
                 self.set_phase(Phase::Deleted, now);
                 fx.push(Effect::Purge);
@@ -882,10 +899,12 @@ impl Machine {
                 }
             }
             Timer::Retry(token) => {
-                let Some(retry) = self.retry.filter(|r| r.token == token) else {
+                if token != self.retry_token {
                     return; // superseded by a later intent or retry
+                }
+                let Some(retry) = self.state.retry.take() else {
+                    return;
                 };
-                self.retry = None;
                 match self.state.desired {
                     Desired::Running => {
                         let causes = retry.causes.union(self.state.pending.take());
@@ -915,34 +934,52 @@ impl Machine {
             },
             Desired::Running if self.state.phase == Phase::Failed => {}
             Desired::Running => {
-                let adoptable = live == Some(self.state.generation)
-                    && self.state.observed_generation == self.state.generation
-                    && matches!(self.state.phase, Phase::Running | Phase::Starting);
-                if adoptable && self.state.pending.is_empty() {
-                    self.instance_up = true;
-                    if self.state.phase == Phase::Starting {
-                        self.schedule_boot_deadline(now, fx);
-                    }
-                    return;
+                let current = live.is_some() && live == Some(self.state.generation);
+                if current && self.state.pending.is_empty() && self.state.retry.is_none() {
+                    return self.adopt(now, fx);
+                }
+                if let Some(retry) = self.state.retry {
+                    // A retry was due before the restart: keep its time and causes.
+                    let causes = retry.causes.union(self.state.pending.take());
+                    self.set_phase(Phase::Provisioning, now);
+                    return self.arm_retry(
+                        ScheduledRetry {
+                            at: retry.at.max(now),
+                            causes,
+                        },
+                        fx,
+                    );
                 }
                 let causes = self
                     .state
                     .pending
                     .take()
                     .union(CauseSet::of(Cause::Recovery));
-                if self.state.failure.is_some() && self.state.backoff_attempt > 0 {
-                    self.set_phase(Phase::Provisioning, now);
-                    self.schedule_retry(causes, tick, fx);
-                } else {
-                    self.record(
-                        fx,
-                        RecordKind::RestartRequested {
-                            cause: Cause::Recovery,
-                        },
-                    );
-                    self.start_cycle(causes, now, fx);
-                }
+                self.record(
+                    fx,
+                    RecordKind::RestartRequested {
+                        cause: Cause::Recovery,
+                    },
+                );
+                self.start_cycle(causes, now, fx);
             }
+        }
+    }
+
+    /// Takes the live instance of the latest generation as this machine's: a start that
+    /// finished but whose completion was never committed counts as succeeded.
+    fn adopt(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+        let generation = self.state.generation;
+        self.instance_up = true;
+        if self.state.observed_generation != generation {
+            self.state.observed_generation = generation;
+            self.state.last_cycle_ended_at = Some(now);
+            self.record(fx, RecordKind::ProvisionSucceeded);
+        }
+        match self.state.phase {
+            Phase::Running => {}
+            Phase::Starting => self.schedule_boot_deadline(now, fx),
+            _ => self.instance_ready_or_booting(now, fx),
         }
     }
 
@@ -964,7 +1001,7 @@ impl Machine {
         self.state.generation = generation;
         self.state.pending = CauseSet::EMPTY;
         self.state.last_cycle_started_at = Some(now);
-        self.retry = None;
+        self.state.retry = None;
         self.health_failures = 0;
         self.cycle = Some(Cycle {
             generation,
@@ -1056,21 +1093,25 @@ impl Machine {
         let attempt = self.state.backoff_attempt;
         let delay = self.policy.backoff.delay(attempt, tick.jitter);
         self.state.backoff_attempt = attempt.saturating_add(1);
-        let token = self.next_retry;
-        self.next_retry += 1;
         let at = tick.now.plus(delay);
-        let causes = causes.union(self.retry.map(|r| r.causes).unwrap_or_default());
-        self.retry = Some(Retry { token, at, causes });
+        let causes = causes.union(self.state.retry.map(|r| r.causes).unwrap_or_default());
         self.record(fx, RecordKind::BackoffScheduled { delay, attempt });
+        self.arm_retry(ScheduledRetry { at, causes }, fx);
+    }
+
+    /// Arms the timer of `retry` (a fresh token makes any older retry timer stale).
+    fn arm_retry(&mut self, retry: ScheduledRetry, fx: &mut Vec<Effect>) {
+        self.retry_token += 1;
+        self.state.retry = Some(retry);
         fx.push(Effect::Schedule {
-            at,
-            timer: Timer::Retry(token),
+            at: retry.at,
+            timer: Timer::Retry(self.retry_token),
         });
     }
 
     /// Parks the workspace in `failed`; only a user intent moves it on.
     fn park(&mut self, reason: String, now: Timestamp, fx: &mut Vec<Effect>) {
-        self.retry = None;
+        self.state.retry = None;
         self.state.pending = CauseSet::EMPTY;
         self.state.failure = Some(Failure {
             reason: reason.clone(),
@@ -1078,6 +1119,12 @@ impl Machine {
         });
         self.record(fx, RecordKind::Failed { reason });
         self.set_phase(Phase::Failed, now);
+    }
+
+    /// The instance was stopped or removed: nothing is up.
+    fn instance_gone(&mut self) {
+        self.instance_up = false;
+        self.state.observed_generation = Generation(0);
     }
 
     fn instance_ready_or_booting(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
@@ -1104,7 +1151,11 @@ impl Machine {
     }
 
     fn take_retry_causes(&mut self) -> CauseSet {
-        self.retry.take().map(|r| r.causes).unwrap_or_default()
+        self.state
+            .retry
+            .take()
+            .map(|r| r.causes)
+            .unwrap_or_default()
     }
 
     /// Generation the next cycle will have.

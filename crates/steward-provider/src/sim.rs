@@ -12,7 +12,9 @@ use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use rand::Rng;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -23,6 +25,8 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
+    /// Whether the provider is offered at all.
+    pub enabled: bool,
     /// How long a start takes.
     pub start_delay_ms: u64,
     /// How long a stop or remove of an existing instance takes.
@@ -38,6 +42,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             start_delay_ms: 200,
             stop_delay_ms: 50,
             boot_pending_ms: 0,
@@ -47,11 +52,14 @@ impl Default for SimConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Instance {
     generation: Generation,
     started_at: Instant,
     dead: bool,
+    /// The environment the instance was started with, secrets included (for drills and
+    /// tests: a real instance would see exactly this).
+    env: BTreeMap<String, String>,
 }
 
 /// Simulated instances.
@@ -113,6 +121,11 @@ impl SimProvider {
     /// Starts attempted.
     pub fn starts(&self) -> u64 {
         self.starts.load(Ordering::Relaxed)
+    }
+
+    /// The environment the workspace's instance was started with, if it has one.
+    pub fn instance_env(&self, id: WorkspaceId) -> Option<BTreeMap<String, String>> {
+        self.instances.get(&id).map(|i| i.env.clone())
     }
 
     /// Number of instances that exist (alive, booting or dead).
@@ -187,12 +200,19 @@ impl Provider for SimProvider {
         if let Some(existing) = self.instances.get(&spec.workspace_id) {
             return Err(ProviderError::AlreadyExists(existing.generation.0));
         }
+        let mut env = spec.env.clone();
+        env.extend(
+            spec.secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
+        );
         self.instances.insert(
             spec.workspace_id,
             Instance {
                 generation: spec.generation,
                 started_at: Instant::now(),
                 dead: false,
+                env,
             },
         );
         Ok(())
@@ -239,7 +259,6 @@ impl Provider for SimProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn spec(id: WorkspaceId, generation: u64) -> InstanceSpec {
         InstanceSpec {
@@ -262,7 +281,7 @@ mod tests {
             boot_pending_ms: 1000,
             ..SimConfig::default()
         });
-        let id = WorkspaceId::random();
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
         p.start(&spec(id, 1)).await.expect("start");
         assert_eq!(
             p.liveness(id).await.ok(),
@@ -285,7 +304,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn starting_over_an_existing_instance_fails_like_a_name_conflict() {
         let p = sim(SimConfig::default());
-        let id = WorkspaceId::random();
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
         p.start(&spec(id, 1)).await.expect("start");
         assert!(matches!(
             p.start(&spec(id, 2)).await,
@@ -296,7 +315,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn overlapping_operations_on_one_workspace_are_counted() {
         let p = sim(SimConfig::default());
-        let id = WorkspaceId::random();
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
         let first = spec(id, 1);
         let (a, b) = tokio::join!(p.start(&first), p.remove(id));
         assert!(a.is_ok() && b.is_ok());
@@ -309,7 +328,10 @@ mod tests {
             fail_rate: 1.0,
             ..SimConfig::default()
         });
-        assert!(p.start(&spec(WorkspaceId::random(), 1)).await.is_err());
+        assert!(p
+            .start(&spec(WorkspaceId::from(uuid::Uuid::new_v4()), 1))
+            .await
+            .is_err());
         assert_eq!(p.list().await.map(|l| l.len()).ok(), Some(0));
     }
 }

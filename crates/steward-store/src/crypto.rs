@@ -166,7 +166,10 @@ mod tests {
     fn a_value_round_trips_only_in_its_own_row() {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = SecretKey::load_or_create(&dir.path().join("key")).expect("key");
-        let (a, b) = (WorkspaceId::random(), WorkspaceId::random());
+        let (a, b) = (
+            WorkspaceId::from(uuid::Uuid::new_v4()),
+            WorkspaceId::from(uuid::Uuid::new_v4()),
+        );
         let sealed = key.encrypt(a, "TOKEN", "s3cr3t").expect("encrypt");
         assert!(!sealed.contains("s3cr3t"));
         let opened = key.decrypt(a, "TOKEN", &sealed).expect("decrypt");
@@ -195,7 +198,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let id = WorkspaceId::random();
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
         let sealed = first.encrypt(id, "K", "v").expect("encrypt");
         let again = SecretKey::load_or_create(&path).expect("reused");
         assert_eq!(

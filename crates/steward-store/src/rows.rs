@@ -14,8 +14,8 @@ use sqlx::query::Query;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use steward_domain::{
-    Cause, CauseSet, Desired, Failure, Generation, MachineState, Phase, ReadyWhen, Timestamp,
-    WorkspaceId, WorkspaceSpec,
+    Cause, CauseSet, Desired, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry,
+    Timestamp, WorkspaceId, WorkspaceSpec,
 };
 
 /// A query on the Any driver, with its arguments.
@@ -83,6 +83,8 @@ pub(crate) struct StateColumns {
     last_cycle_started_at: Option<i64>,
     last_cycle_ended_at: Option<i64>,
     healthy_since: Option<i64>,
+    retry_at: Option<i64>,
+    retry_causes: String,
 }
 
 impl StateColumns {
@@ -94,12 +96,7 @@ impl StateColumns {
             desired: state.desired.as_str().to_owned(),
             generation: generation_column(state.generation)?,
             observed_generation: generation_column(state.observed_generation)?,
-            pending: state
-                .pending
-                .iter()
-                .map(Cause::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
+            pending: join_causes(state.pending),
             failure_reason: state.failure.as_ref().map(|f| f.reason.clone()),
             failure_generation: state
                 .failure
@@ -111,12 +108,17 @@ impl StateColumns {
             last_cycle_started_at: state.last_cycle_started_at.map(|t| t.0),
             last_cycle_ended_at: state.last_cycle_ended_at.map(|t| t.0),
             healthy_since: state.healthy_since.map(|t| t.0),
+            retry_at: state.retry.map(|r| r.at.0),
+            retry_causes: state
+                .retry
+                .map(|r| join_causes(r.causes))
+                .unwrap_or_default(),
         })
     }
 
     /// Binds, in order: ready_when, phase, desired, generation, observed_generation, pending,
     /// failure_reason, failure_generation, backoff_attempt, recent_failures,
-    /// last_cycle_started_at, last_cycle_ended_at, healthy_since.
+    /// last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
         query
             .bind(self.ready_when)
@@ -132,6 +134,8 @@ impl StateColumns {
             .bind(self.last_cycle_started_at)
             .bind(self.last_cycle_ended_at)
             .bind(self.healthy_since)
+            .bind(self.retry_at)
+            .bind(self.retry_causes)
     }
 
     fn parse(self) -> Result<MachineState, StoreError> {
@@ -160,6 +164,13 @@ impl StateColumns {
             last_cycle_started_at: self.last_cycle_started_at.map(Timestamp),
             last_cycle_ended_at: self.last_cycle_ended_at.map(Timestamp),
             healthy_since: self.healthy_since.map(Timestamp),
+            retry: match self.retry_at {
+                Some(at) => Some(ScheduledRetry {
+                    at: Timestamp(at),
+                    causes: parse_causes(&self.retry_causes)?,
+                }),
+                None => None,
+            },
         })
     }
 }
@@ -427,4 +438,13 @@ fn unknown(what: &str, value: &str) -> StoreError {
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
+}
+
+/// The stored form of a set of causes: comma-separated names, `''` for none.
+fn join_causes(causes: CauseSet) -> String {
+    causes
+        .iter()
+        .map(Cause::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use steward_domain::{
-    Cause, Failure, Generation, MachineState, Phase, ReadyWhen, Timestamp, WorkspaceId,
-    WorkspaceSpec,
+    Cause, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Timestamp,
+    WorkspaceId, WorkspaceSpec,
 };
 use tempfile::TempDir;
 
@@ -91,7 +91,7 @@ async fn a_workspace_round_trips(db: &TestDb) {
     );
     assert_eq!(store.idempotency("key-2").await.expect("idempotency"), None);
     assert!(store
-        .load(WorkspaceId::random())
+        .load(WorkspaceId::from(uuid::Uuid::new_v4()))
         .await
         .expect("load")
         .is_none());
@@ -484,7 +484,10 @@ impl TestDb {
             eprintln!("notice: STEWARD_TEST_DATABASE_URL is unset; PostgreSQL run skipped");
             return None;
         };
-        let name = format!("steward_test_{}", WorkspaceId::random().as_uuid().simple());
+        let name = format!(
+            "steward_test_{}",
+            WorkspaceId::from(uuid::Uuid::new_v4()).as_uuid().simple()
+        );
         admin(&server, &format!("CREATE DATABASE {name}")).await;
         Some(TestDb {
             dir: TempDir::new().expect("temp dir"),
@@ -558,8 +561,12 @@ fn workspace() -> WorkspaceRecord {
     state.last_cycle_started_at = Some(Timestamp(3_000));
     state.last_cycle_ended_at = Some(Timestamp(4_000));
     state.healthy_since = Some(Timestamp(5_000));
+    state.retry = Some(ScheduledRetry {
+        at: Timestamp(6_000),
+        causes: [Cause::Config, Cause::Health].into_iter().collect(),
+    });
     WorkspaceRecord {
-        id: WorkspaceId::random(),
+        id: WorkspaceId::from(uuid::Uuid::new_v4()),
         spec: WorkspaceSpec {
             name: "demo".into(),
             provider: "docker".into(),
@@ -589,7 +596,7 @@ fn workspace() -> WorkspaceRecord {
 /// A new workspace with every optional field empty.
 fn bare_workspace() -> WorkspaceRecord {
     WorkspaceRecord {
-        id: WorkspaceId::random(),
+        id: WorkspaceId::from(uuid::Uuid::new_v4()),
         spec: WorkspaceSpec {
             name: "bare".into(),
             provider: "sim".into(),

@@ -280,12 +280,13 @@ impl Writer {
                      ready_when, phase, desired, generation, observed_generation, pending, \
                      failure_reason, failure_generation, backoff_attempt, recent_failures, \
                      last_cycle_started_at, last_cycle_ended_at, healthy_since, \
+                     retry_at, retry_causes, \
                      agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at, \
                      created_at, updated_at) VALUES ($1, \
                      $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-                     $21, $22, $23, $24, \
-                     $25, $26)",
+                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+                     $23, $24, $25, $26, \
+                     $27, $28)",
                 )
                 .bind(&id);
                 let query = SpecColumns::new(&record.spec)?.bind(query);
@@ -326,8 +327,9 @@ impl Writer {
                      generation = $4, observed_generation = $5, pending = $6, \
                      failure_reason = $7, failure_generation = $8, backoff_attempt = $9, \
                      recent_failures = $10, last_cycle_started_at = $11, \
-                     last_cycle_ended_at = $12, healthy_since = $13, updated_at = $14 \
-                     WHERE id = $15 AND generation = $16",
+                     last_cycle_ended_at = $12, healthy_since = $13, retry_at = $14, \
+                     retry_causes = $15, updated_at = $16 \
+                     WHERE id = $17 AND generation = $18",
                 );
                 let done = StateColumns::new(state)?
                     .bind(query)

@@ -8,13 +8,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Creates the data directory (owner-only) if missing.
+/// Creates the data directory if missing and makes it owner-only: it holds the database,
+/// the admin token and the secrets key.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict data dir {} to its owner", dir.display()))?;
     Ok(())
 }
 

@@ -67,7 +67,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 
 fn providers(config: &Config) -> Providers {
     let mut providers = Providers::default();
-    if let Some(sim) = &config.providers.sim {
+    if let Some(sim) = config.providers.sim.as_ref().filter(|s| s.enabled) {
         providers.insert(Arc::new(SimProvider::new("sim", sim.clone())));
     }
     providers
@@ -161,9 +161,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let server = server.run();
     let handle = server.handle();
+    let closing = registry.clone();
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: draining HTTP requests");
+        closing.begin_shutdown(); // event streams end now instead of holding the drain
         handle.stop(true).await;
     });
     server.await.context("HTTP server failed")?;

@@ -20,7 +20,7 @@ pub async fn actors(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 /// One workspace actor, inspected live.
-#[utoipa::path(get, path = "/v1/admin/actors/{id}", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/actors/{id}", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "admin",
     responses((status = 200, body = ActorDto), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn actor(
     state: web::Data<ApiState>,
@@ -31,7 +31,7 @@ pub async fn actor(
 }
 
 /// Fault drill: kill the current instance through its provider, as a crash would.
-#[utoipa::path(post, path = "/v1/admin/workspaces/{id}/kill", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/workspaces/{id}/kill", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "admin",
     responses((status = 202), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn kill(
     state: web::Data<ApiState>,

@@ -13,6 +13,7 @@ use steward_actors::Registry;
 use steward_domain::WorkspaceId;
 use steward_store::EventRecord;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 
 use crate::dto::{event_json, EventList};
 use crate::{workspace_id, ApiError, ApiState};
@@ -26,6 +27,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Query of the events route.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events with `seq` greater than this.
     #[serde(default)]
@@ -35,7 +37,7 @@ pub struct EventsQuery {
 }
 
 /// Lifecycle events of a workspace, oldest first.
-#[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(EventsQuery),
+#[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(("id" = String, Path, description = "Workspace id (UUID)"), EventsQuery),
     responses((status = 200, body = EventList, description = "JSON, or text/event-stream when asked by Accept"),
         (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn events(
@@ -64,8 +66,13 @@ pub async fn events(
 struct Feed {
     registry: Registry,
     id: WorkspaceId,
+    /// Stored events not yet sent.
     backlog: VecDeque<EventRecord>,
+    /// Whether the store has nothing newer than `backlog` (else page on before going live).
+    caught_up: bool,
     live: broadcast::Receiver<Arc<EventRecord>>,
+    /// Ends the stream when the daemon shuts down.
+    closing: watch::Receiver<bool>,
     last: i64,
     keepalive: tokio::time::Interval,
     done: bool,
@@ -83,14 +90,18 @@ fn frame(e: &EventRecord) -> Bytes {
 async fn stream(registry: Registry, id: WorkspaceId, after: i64) -> Result<HttpResponse, ApiError> {
     // Subscribe before reading history so nothing committed in between is missed.
     let live = registry.subscribe();
+    let closing = registry.closing();
     let backlog: VecDeque<EventRecord> = registry.events(id, after, PAGE_MAX).await?.into();
+    let caught_up = backlog.len() < page_len();
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset();
     let feed = Feed {
         registry,
         id,
         backlog,
+        caught_up,
         live,
+        closing,
         last: after,
         keepalive,
         done: false,
@@ -112,8 +123,12 @@ fn mime_event_stream() -> actix_web::mime::Mime {
         .unwrap_or(actix_web::mime::TEXT_PLAIN)
 }
 
+fn page_len() -> usize {
+    usize::try_from(PAGE_MAX).unwrap_or(usize::MAX)
+}
+
 async fn next_frame(feed: &mut Feed) -> Option<Bytes> {
-    if feed.done {
+    if feed.done || *feed.closing.borrow() {
         return None;
     }
     loop {
@@ -124,6 +139,16 @@ async fn next_frame(feed: &mut Feed) -> Option<Bytes> {
             }
             continue;
         }
+        if !feed.caught_up {
+            let page = feed
+                .registry
+                .events(feed.id, feed.last, PAGE_MAX)
+                .await
+                .ok()?;
+            feed.caught_up = page.len() < page_len();
+            feed.backlog = page.into();
+            continue;
+        }
         tokio::select! {
             received = feed.live.recv() => match received {
                 Ok(event) if event.workspace_id == feed.id && event.seq > feed.last => {
@@ -132,12 +157,10 @@ async fn next_frame(feed: &mut Feed) -> Option<Bytes> {
                     return Some(frame(&event));
                 }
                 Ok(_) => {}
-                Err(RecvError::Lagged(_)) => {
-                    let missed = feed.registry.events(feed.id, feed.last, PAGE_MAX).await.ok()?;
-                    feed.backlog = missed.into();
-                }
+                                Err(RecvError::Lagged(_)) => feed.caught_up = false,
                 Err(RecvError::Closed) => return None,
             },
+                        _ = feed.closing.changed() => return None,
             _ = feed.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
         }
     }

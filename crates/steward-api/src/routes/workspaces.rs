@@ -52,6 +52,13 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
     if let Some(command) = &req.command {
         validate::command(command)?;
     }
+    if matches!(req.ready_when, Some(crate::dto::ReadyWhenDto::Agent)) {
+        // Until agents can register (agent channel), an "agent" workspace could never become
+        // ready: refuse it rather than let it time out in a loop.
+        return Err(ApiError::InvalidField(
+            "ready_when \"agent\" is not available: this daemon has no agent channel yet".into(),
+        ));
+    }
     Ok(NewWorkspace {
         spec: WorkspaceSpec {
             name: req.name,
@@ -83,7 +90,7 @@ pub async fn create(
     let key = idempotency_key(req.headers())?;
     let (request, raw) = body::json::<CreateWorkspace>(payload, state.max_body_bytes).await?;
     let mut new = validated(&state, request)?;
-    new.idempotency = key.map(|k| (k, hex(&Sha256::digest(&raw))));
+    new.idempotency = key.map(|k| (k, body_hash(&raw)));
     let (view, created) = state.registry.create(new).await?;
     let mut response = if created {
         HttpResponse::Created()
@@ -93,8 +100,16 @@ pub async fn create(
     Ok(response.json(Workspace::from(view)))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of the body's canonical JSON (object keys sorted, no insignificant whitespace),
+/// so a retried request that differs only in formatting is the same request.
+fn body_hash(raw: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(raw)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_else(|_| raw.to_vec());
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// List workspaces.
@@ -112,7 +127,7 @@ pub async fn list(state: State) -> HttpResponse {
 }
 
 /// One workspace.
-#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces",
+#[utoipa::path(get, path = "/v1/workspaces/{id}", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "workspaces",
     responses((status = 200, body = Workspace), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let view = state.registry.get(workspace_id(&id)?).await?;
@@ -125,7 +140,7 @@ async fn intent(state: &ApiState, id: &str, intent: Intent) -> Result<HttpRespon
 }
 
 /// Restart: a new cycle now, or folded into the pending one.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/restart", tag = "lifecycle",
+#[utoipa::path(post, path = "/v1/workspaces/{id}/restart", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 409, body = crate::ErrorBody),
         (status = 503, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn restart(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -133,28 +148,28 @@ pub async fn restart(state: State, id: web::Path<String>) -> Result<HttpResponse
 }
 
 /// Stop: wins over any pending restart.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/stop", tag = "lifecycle",
+#[utoipa::path(post, path = "/v1/workspaces/{id}/stop", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn stop(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     intent(&state, &id, Intent::Stop).await
 }
 
 /// Start a stopped or failed workspace (no-op if running).
-#[utoipa::path(post, path = "/v1/workspaces/{id}/start", tag = "lifecycle",
+#[utoipa::path(post, path = "/v1/workspaces/{id}/start", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn start(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     intent(&state, &id, Intent::Start).await
 }
 
 /// Delete: the workspace, its instance and secrets are gone when done.
-#[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "lifecycle",
+#[utoipa::path(delete, path = "/v1/workspaces/{id}", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn delete(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     intent(&state, &id, Intent::Delete).await
 }
 
 /// Secret keys (never values).
-#[utoipa::path(get, path = "/v1/workspaces/{id}/secrets", tag = "config",
+#[utoipa::path(get, path = "/v1/workspaces/{id}/secrets", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "config",
     responses((status = 200, body = SecretKeys), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn secret_keys(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let view = state.registry.get(workspace_id(&id)?).await?;
@@ -164,7 +179,7 @@ pub async fn secret_keys(state: State, id: web::Path<String>) -> Result<HttpResp
 }
 
 /// Set a secret: a config restart.
-#[utoipa::path(put, path = "/v1/workspaces/{id}/secrets/{key}", tag = "config", request_body = SetSecret,
+#[utoipa::path(put, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key")), tag = "config", request_body = SetSecret,
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn set_secret(
@@ -192,7 +207,7 @@ pub async fn set_secret(
 }
 
 /// Remove a secret: a config restart.
-#[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", tag = "config",
+#[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key")), tag = "config",
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn remove_secret(
     state: State,
@@ -203,7 +218,7 @@ pub async fn remove_secret(
 }
 
 /// Set the model: a config restart.
-#[utoipa::path(put, path = "/v1/workspaces/{id}/model", tag = "config", request_body = SetModel,
+#[utoipa::path(put, path = "/v1/workspaces/{id}/model", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "config", request_body = SetModel,
     responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn set_model(

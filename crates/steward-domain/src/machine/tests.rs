@@ -495,6 +495,102 @@ fn recovery_honours_a_pending_intent_committed_before_the_crash() {
     assert!(m.cycle().is_some_and(|c| c.causes.contains(Cause::Config)));
 }
 
+#[test]
+fn a_restored_machine_re_arms_the_persisted_retry_instead_of_backing_off_again() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Config));
+    h.finish(Err("boom".into()));
+    let retry = h.m.state().retry.expect("retry scheduled");
+    assert!(retry.causes.contains(Cause::Config));
+    let attempt = h.m.state().backoff_attempt;
+
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    let (_, fx) = m.handle(Event::Recover { live: None }, Tick::at(h.now));
+    assert_eq!(m.state().backoff_attempt, attempt, "no second backoff step");
+    assert!(!fx
+        .iter()
+        .any(|f| matches!(f, Effect::Record(r) if r.kind.name() == "backoff_scheduled")));
+    assert!(fx
+        .iter()
+        .any(|f| matches!(f, Effect::Schedule { at, timer: Timer::Retry(_) } if *at == retry.at)));
+    assert_eq!(m.retry_at(), Some(retry.at));
+}
+
+#[test]
+fn recovery_adopts_an_instance_whose_start_completed_but_was_never_recorded() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(())); // remove old; the start of generation 2 is in flight when we "crash"
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    let (_, fx) = m.handle(
+        Event::Recover {
+            live: Some(Generation(2)),
+        },
+        Tick::at(h.now),
+    );
+    assert!(
+        !fx.iter().any(|f| matches!(f, Effect::Run { .. })),
+        "nothing to re-provision"
+    );
+    assert_eq!(m.phase(), Phase::Running);
+    assert_eq!(m.state().observed_generation, Generation(2));
+}
+
+#[test]
+fn a_start_that_overrules_a_stop_during_a_cycle_shows_provisioning() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Stop);
+    assert_eq!(h.m.phase(), Phase::Stopping);
+    h.send(Event::Start);
+    assert_eq!(h.m.phase(), Phase::Provisioning);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+}
+
+#[test]
+fn a_revived_failed_workspace_gets_a_fresh_failure_budget() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    while h.m.phase() != Phase::Failed {
+        h.finish(Err("boom".into()));
+        if let Some(at) = h.m.retry_at() {
+            h.advance(at.since(h.now));
+        }
+    }
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Err("still broken".into()));
+    assert_eq!(
+        h.m.phase(),
+        Phase::Provisioning,
+        "backs off again instead of parking at once"
+    );
+    assert!(h.m.retry_at().is_some());
+}
+
+#[test]
+fn nothing_is_observed_once_the_instance_is_stopped() {
+    let mut h = Harness::running();
+    h.send(Event::Stop);
+    h.finish_all_ok();
+    assert_eq!(h.m.state().observed_generation, Generation(0));
+    assert_eq!(h.m.state().generation, Generation(1));
+}
+
+#[test]
+fn reports_about_a_workspace_that_is_not_meant_to_run_are_counted_but_not_recorded() {
+    let mut h = Harness::running();
+    h.send(Event::Stop);
+    h.finish_all_ok();
+    let events = h.records.len();
+    h.send(Event::Health {
+        generation: Generation(1),
+        report: HealthReport::Dead,
+    });
+    assert_eq!(h.records.len(), events);
+    assert_eq!(dropped(&h, DropReason::NotRunning), 1);
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
