@@ -29,7 +29,10 @@ CREATE TABLE workspaces (
     last_cycle_ended_at     BIGINT,
         healthy_since           BIGINT,
     retry_at                BIGINT,         -- scheduled retry after a failure, if any
-    retry_causes            TEXT NOT NULL,  -- its causes, comma-separated
+        retry_causes            TEXT NOT NULL,  -- its causes, comma-separated
+    cycle_generation        BIGINT,         -- the cycle in flight, if any
+    cycle_causes            TEXT NOT NULL,
+    cycle_started_at        BIGINT,
     -- agent channel
     agent_generation        BIGINT NOT NULL,
     agent_token_hash        TEXT,

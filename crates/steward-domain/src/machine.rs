@@ -21,6 +21,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Failure reason of a cycle cut short by a daemon or actor restart.
+const INTERRUPTED: &str = "interrupted: the daemon restarted during the cycle";
+
 /// How many phase transitions the machine remembers for inspection.
 const TRANSITIONS_KEPT: usize = 8;
 
@@ -397,6 +400,9 @@ pub struct MachineState {
     /// The retry scheduled after a failure, if any. Persisted, so that a restored machine
     /// re-arms it instead of scheduling (and counting) another one.
     pub retry: Option<ScheduledRetry>,
+    /// The cycle in flight. Persisted, so that a restored machine knows which cycle a crash
+    /// interrupted: it adopts its instance or closes it and serves its causes again.
+    pub cycle: Option<Cycle>,
 }
 
 /// A retry scheduled after a failure.
@@ -425,6 +431,7 @@ impl MachineState {
             last_cycle_ended_at: None,
             healthy_since: None,
             retry: None,
+            cycle: None,
         }
     }
 }
@@ -436,7 +443,6 @@ pub struct Machine {
     state: MachineState,
     /// Whether an instance of `observed_generation` is believed up.
     instance_up: bool,
-    cycle: Option<Cycle>,
     op: Option<Op>,
     next_op: u64,
     /// Token of the armed retry timer; older timers are stale.
@@ -454,7 +460,6 @@ impl Machine {
             policy,
             state,
             instance_up: false,
-            cycle: None,
             op: None,
             next_op: 1,
             retry_token: 0,
@@ -476,7 +481,7 @@ impl Machine {
 
     /// The cycle in flight.
     pub fn cycle(&self) -> Option<&Cycle> {
-        self.cycle.as_ref()
+        self.state.cycle.as_ref()
     }
 
     /// The operation in flight.
@@ -593,7 +598,7 @@ impl Machine {
             self.state.recent_failures.clear();
             self.state.backoff_attempt = 0;
         }
-        if self.cycle.is_some() && self.state.phase == Phase::Stopping {
+        if self.state.cycle.is_some() && self.state.phase == Phase::Stopping {
             // A stop was overruled while the cycle still runs: it is provisioning again.
             self.set_phase(Phase::Provisioning, now);
         }
@@ -613,7 +618,7 @@ impl Machine {
             return Outcome::Rejected(Rejection::Deleting);
         }
         let already_running = self.state.desired == Desired::Running
-            && (self.cycle.is_some()
+            && (self.state.cycle.is_some()
                 || matches!(self.state.phase, Phase::Running | Phase::Starting));
         if already_running {
             return Outcome::Accepted;
@@ -756,7 +761,7 @@ impl Machine {
                     self.run(Step::Start, op.generation, now, fx);
                 } else {
                     // Stop or delete arrived during the cycle: nothing is up any more.
-                    self.cycle = None;
+                    self.state.cycle = None;
                     self.state.last_cycle_ended_at = Some(now);
                     self.record(
                         fx,
@@ -768,7 +773,7 @@ impl Machine {
                 }
             }
             (Step::Start, Ok(())) => {
-                self.cycle = None;
+                self.state.cycle = None;
                 self.instance_up = true;
                 self.state.observed_generation = op.generation;
                 self.state.last_cycle_ended_at = Some(now);
@@ -786,7 +791,12 @@ impl Machine {
                 }
             }
             (Step::RemoveOld | Step::Start, Err(reason)) => {
-                let op_cycle_causes = self.cycle.take().map(|c| c.causes).unwrap_or_default();
+                let op_cycle_causes = self
+                    .state
+                    .cycle
+                    .take()
+                    .map(|c| c.causes)
+                    .unwrap_or_default();
                 self.state.last_cycle_ended_at = Some(now);
                 self.counters.cycles_failed += 1;
                 self.record(
@@ -923,6 +933,27 @@ impl Machine {
 
     fn on_recover(&mut self, live: Option<Generation>, tick: Tick, fx: &mut Vec<Effect>) {
         let now = tick.now;
+        if let Some(cycle) = self.state.cycle.take() {
+            // Close the cycle the restart cut short, in the record as in the state.
+            self.state.last_cycle_ended_at = Some(now);
+            if live == Some(cycle.generation) {
+                // Its start completed before the restart: the instance is up.
+                self.state.observed_generation = cycle.generation;
+                self.instance_up = true;
+                self.record(fx, RecordKind::ProvisionSucceeded);
+            } else {
+                self.record(
+                    fx,
+                    RecordKind::ProvisionFailed {
+                        reason: INTERRUPTED.into(),
+                    },
+                );
+                if self.state.desired == Desired::Running {
+                    // Its causes were acknowledged: serve them in the recovery cycle.
+                    self.state.pending = self.state.pending.union(cycle.causes);
+                }
+            }
+        }
         match self.state.desired {
             Desired::Deleted => self.run(Step::Remove, self.state.observed_generation, now, fx),
             Desired::Stopped => match live {
@@ -966,16 +997,10 @@ impl Machine {
         }
     }
 
-    /// Takes the live instance of the latest generation as this machine's: a start that
-    /// finished but whose completion was never committed counts as succeeded.
+    /// Takes the live instance of the latest generation as this machine's.
     fn adopt(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
-        let generation = self.state.generation;
+        self.state.observed_generation = self.state.generation;
         self.instance_up = true;
-        if self.state.observed_generation != generation {
-            self.state.observed_generation = generation;
-            self.state.last_cycle_ended_at = Some(now);
-            self.record(fx, RecordKind::ProvisionSucceeded);
-        }
         match self.state.phase {
             Phase::Running => {}
             Phase::Starting => self.schedule_boot_deadline(now, fx),
@@ -1003,7 +1028,7 @@ impl Machine {
         self.state.last_cycle_started_at = Some(now);
         self.state.retry = None;
         self.health_failures = 0;
-        self.cycle = Some(Cycle {
+        self.state.cycle = Some(Cycle {
             generation,
             causes,
             started_at: now,

@@ -14,8 +14,8 @@ use sqlx::query::Query;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use steward_domain::{
-    Cause, CauseSet, Desired, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry,
-    Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, CauseSet, Cycle, Desired, Failure, Generation, MachineState, Phase, ReadyWhen,
+    ScheduledRetry, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 
 /// A query on the Any driver, with its arguments.
@@ -85,6 +85,9 @@ pub(crate) struct StateColumns {
     healthy_since: Option<i64>,
     retry_at: Option<i64>,
     retry_causes: String,
+    cycle_generation: Option<i64>,
+    cycle_causes: String,
+    cycle_started_at: Option<i64>,
 }
 
 impl StateColumns {
@@ -113,12 +116,22 @@ impl StateColumns {
                 .retry
                 .map(|r| join_causes(r.causes))
                 .unwrap_or_default(),
+            cycle_generation: state
+                .cycle
+                .map(|c| generation_column(c.generation))
+                .transpose()?,
+            cycle_causes: state
+                .cycle
+                .map(|c| join_causes(c.causes))
+                .unwrap_or_default(),
+            cycle_started_at: state.cycle.map(|c| c.started_at.0),
         })
     }
 
     /// Binds, in order: ready_when, phase, desired, generation, observed_generation, pending,
     /// failure_reason, failure_generation, backoff_attempt, recent_failures,
-    /// last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes.
+    /// last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes,
+    /// cycle_generation, cycle_causes, cycle_started_at.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
         query
             .bind(self.ready_when)
@@ -136,6 +149,9 @@ impl StateColumns {
             .bind(self.healthy_since)
             .bind(self.retry_at)
             .bind(self.retry_causes)
+            .bind(self.cycle_generation)
+            .bind(self.cycle_causes)
+            .bind(self.cycle_started_at)
     }
 
     fn parse(self) -> Result<MachineState, StoreError> {
@@ -170,6 +186,15 @@ impl StateColumns {
                     causes: parse_causes(&self.retry_causes)?,
                 }),
                 None => None,
+            },
+            cycle: match (self.cycle_generation, self.cycle_started_at) {
+                (Some(generation), Some(started_at)) => Some(Cycle {
+                    generation: generation_value(generation)?,
+                    causes: parse_causes(&self.cycle_causes)?,
+                    started_at: Timestamp(started_at),
+                }),
+                (None, None) => None,
+                _ => return Err(corrupt("cycle_generation and cycle_started_at disagree")),
             },
         })
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use steward_domain::{
-    Cause, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Timestamp,
+    Cause, Cycle, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Timestamp,
     WorkspaceId, WorkspaceSpec,
 };
 use tempfile::TempDir;
@@ -564,6 +564,11 @@ fn workspace() -> WorkspaceRecord {
     state.retry = Some(ScheduledRetry {
         at: Timestamp(6_000),
         causes: [Cause::Config, Cause::Health].into_iter().collect(),
+    });
+    state.cycle = Some(Cycle {
+        generation: Generation(3),
+        causes: [Cause::Manual].into_iter().collect(),
+        started_at: Timestamp(7_000),
     });
     WorkspaceRecord {
         id: WorkspaceId::from(uuid::Uuid::new_v4()),

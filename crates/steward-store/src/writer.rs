@@ -280,13 +280,14 @@ impl Writer {
                      ready_when, phase, desired, generation, observed_generation, pending, \
                      failure_reason, failure_generation, backoff_attempt, recent_failures, \
                      last_cycle_started_at, last_cycle_ended_at, healthy_since, \
-                     retry_at, retry_causes, \
+                                          retry_at, retry_causes, cycle_generation, cycle_causes, cycle_started_at, \
                      agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at, \
                      created_at, updated_at) VALUES ($1, \
                      $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-                     $23, $24, $25, $26, \
-                     $27, $28)",
+                                          $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+                     $23, $24, $25, \
+                     $26, $27, $28, $29, \
+                     $30, $31)",
                 )
                 .bind(&id);
                 let query = SpecColumns::new(&record.spec)?.bind(query);
@@ -328,8 +329,9 @@ impl Writer {
                      failure_reason = $7, failure_generation = $8, backoff_attempt = $9, \
                      recent_failures = $10, last_cycle_started_at = $11, \
                      last_cycle_ended_at = $12, healthy_since = $13, retry_at = $14, \
-                     retry_causes = $15, updated_at = $16 \
-                     WHERE id = $17 AND generation = $18",
+                                          retry_causes = $15, cycle_generation = $16, cycle_causes = $17, \
+                     cycle_started_at = $18, updated_at = $19 \
+                     WHERE id = $20 AND generation = $21",
                 );
                 let done = StateColumns::new(state)?
                     .bind(query)

@@ -591,6 +591,25 @@ fn reports_about_a_workspace_that_is_not_meant_to_run_are_counted_but_not_record
     assert_eq!(dropped(&h, DropReason::NotRunning), 1);
 }
 
+#[test]
+fn a_cycle_cut_short_by_a_crash_is_closed_and_its_causes_served_again() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Config)); // acknowledged, then the daemon dies mid-cycle
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    let (_, fx) = m.handle(Event::Recover { live: None }, Tick::at(h.now));
+    let kinds: Vec<&str> = fx
+        .iter()
+        .filter_map(|f| match f {
+            Effect::Record(r) => Some(r.kind.name()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds[0], "provision_failed", "{kinds:?}");
+    let cycle = m.cycle().expect("recovery cycle");
+    assert!(cycle.causes.contains(Cause::Config) && cycle.causes.contains(Cause::Recovery));
+    assert_eq!(cycle.generation, Generation(3));
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -604,6 +623,10 @@ enum Action {
     FinishStale(u64),
     Register(u64),
     Advance(u64),
+    /// The daemon dies and comes back: in-flight work and timers are lost, the machine is
+    /// restored from its persisted state; `true` if the provider still has the instance of
+    /// the latest generation.
+    Crash(bool),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -626,7 +649,8 @@ fn action() -> impl Strategy<Value = Action> {
         8 => any::<bool>().prop_map(Action::Finish),
         1 => (0u64..50).prop_map(Action::FinishStale),
         1 => (0u64..5).prop_map(Action::Register),
-        3 => (0u64..120_000).prop_map(Action::Advance),
+                3 => (0u64..120_000).prop_map(Action::Advance),
+        1 => any::<bool>().prop_map(Action::Crash),
     ]
 }
 
@@ -661,6 +685,14 @@ impl Harness {
                 });
             }
             Action::Advance(ms) => self.advance(Duration::from_millis(*ms)),
+            Action::Crash(live) => {
+                let state = self.m.state().clone();
+                let live = live.then_some(state.generation);
+                self.m = Machine::restore(Arc::new(policy()), state);
+                self.running.clear();
+                self.timers.clear();
+                self.send(Event::Recover { live });
+            }
         }
         None
     }
@@ -695,6 +727,34 @@ proptest! {
                 _ => open,
             });
             prop_assert!((0..=1).contains(&cycles_open));
+        }
+    }
+
+    #[test]
+    fn crashes_never_leave_a_cycle_open_in_the_record(actions in prop::collection::vec(action(), 0..200)) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+            let mut open: Option<u64> = None;
+            for r in &h.records {
+                match r.kind {
+                    RecordKind::ProvisionStarted { .. } => {
+                        prop_assert!(open.is_none(), "cycle {:?} still open when {} started", open, r.generation);
+                        open = Some(r.generation.0);
+                    }
+                    RecordKind::ProvisionSucceeded | RecordKind::ProvisionFailed { .. } => {
+                        prop_assert_eq!(open.take(), Some(r.generation.0), "a result closes the open cycle");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        h.settle();
+        let phase = h.m.phase();
+        match h.m.state().desired {
+            Desired::Running => prop_assert!(matches!(phase, Phase::Running | Phase::Starting | Phase::Failed), "{:?}", phase),
+            Desired::Stopped => prop_assert!(matches!(phase, Phase::Stopped | Phase::Failed), "{:?}", phase),
+            Desired::Deleted => prop_assert!(h.purged),
         }
     }
 
