@@ -13,6 +13,7 @@ mod bus;
 mod clock;
 mod error;
 mod messages;
+mod probes;
 mod records;
 mod registry;
 mod telemetry;

@@ -4,8 +4,8 @@ use actix::Message;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use steward_domain::{
-    CauseSet, Counters, Cycle, Failure, Generation, Op, Outcome, Phase, ReadyWhen, Timestamp,
-    Transition, WorkspaceId, WorkspaceSpec,
+    CauseSet, Counters, Cycle, Failure, Generation, HealthReport, Op, Outcome, Phase, ReadyWhen,
+    Timestamp, Transition, WorkspaceId, WorkspaceSpec,
 };
 use steward_store::AgentRecord;
 
@@ -65,6 +65,11 @@ pub struct IntentReply {
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Kill;
+
+/// What a probe saw of the workspace's instance. The actor decides what it means.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Probe(pub steward_provider::Liveness);
 
 /// Asks for the workspace document.
 #[derive(Clone, Debug, Message)]
@@ -135,6 +140,8 @@ pub struct ActorView {
     pub settle_until: Option<Timestamp>,
     /// Consecutive dead reports.
     pub health_failures: u32,
+    /// The last probe report: generation, what it said, when.
+    pub last_probe: Option<(Generation, HealthReport, Timestamp)>,
     /// Next backoff retry number.
     pub backoff_attempt: u32,
     /// When the scheduled retry fires.

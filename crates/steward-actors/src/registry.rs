@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{Generation, MachineState, Policy, WorkspaceId};
-use steward_provider::{Provider, Providers};
+use steward_provider::{Liveness, Provider, Providers};
 use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
 use tokio::sync::{broadcast, watch, OnceCell};
 
-use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
+use crate::messages::{Get, Inspect, Kill, Probe, Shutdown, Submit};
+use crate::probes::Prober;
 use crate::workspace::{live_generation, Origin};
 use crate::{
     ActorError, ActorView, Clock, EventBus, Intent, IntentReply, NewWorkspace, WorkspaceActor,
@@ -63,6 +64,8 @@ const RESPAWN_POLL: Duration = Duration::from_millis(10);
 struct Entry {
     addr: Addr<WorkspaceActor>,
     mailbox: Arc<AtomicUsize>,
+    /// The provider the workspace runs on (what its prober asks).
+    provider: Arc<str>,
 }
 
 /// The outcome of an idempotent create, shared by concurrent requests with the same key.
@@ -162,6 +165,7 @@ impl Registry {
 
     fn spawn(&self, record: WorkspaceRecord, origin: Origin, restarts: u32) -> Entry {
         let id = record.id;
+        let provider: Arc<str> = record.spec.provider.as_str().into();
         let mailbox = Arc::new(AtomicUsize::new(0));
         let actor = WorkspaceActor::new(
             record,
@@ -175,7 +179,11 @@ impl Registry {
             Some(arbiter) => WorkspaceActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
         };
-        let entry = Entry { addr, mailbox };
+        let entry = Entry {
+            addr,
+            mailbox,
+            provider,
+        };
         self.inner.actors.insert(id, entry.clone());
         entry
     }
@@ -446,6 +454,56 @@ impl Registry {
     /// Becomes `true` once shutdown begins.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
+    }
+
+    /// Starts one probe actor per provider, probing every `interval`.
+    pub fn start_probes(&self, interval: Duration) {
+        for provider in self.inner.deps.providers.iter() {
+            let prober = Prober {
+                registry: self.clone(),
+                provider: provider.clone(),
+                interval,
+                busy: false,
+            };
+            match self.inner.arbiters.first() {
+                Some(arbiter) => {
+                    Prober::start_in_arbiter(arbiter, move |_| prober);
+                }
+                None => {
+                    prober.start();
+                }
+            }
+        }
+    }
+
+    /// One probe round for `provider`: one `list` call, then a report to each of its
+    /// workspaces' actors. Reports are best effort: a full mailbox skips one.
+    pub(crate) async fn probe(&self, provider: &dyn Provider) {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let instances = match provider.list().await {
+            Ok(instances) => instances,
+            Err(e) => {
+                metrics::counter!("steward_probe_errors_total", "provider" => provider.name().to_owned())
+                    .increment(1);
+                tracing::warn!(provider = provider.name(), error = %e, "probe round failed");
+                return;
+            }
+        };
+        let seen: HashMap<WorkspaceId, Liveness> = instances
+            .into_iter()
+            .map(|i| (i.workspace_id, i.liveness))
+            .collect();
+        for entry in self.inner.actors.iter() {
+            if &*entry.provider != provider.name() {
+                continue;
+            }
+            let liveness = seen.get(entry.key()).copied().unwrap_or(Liveness::Absent);
+            if entry.addr.try_send(Probe(liveness)).is_err() {
+                metrics::counter!("steward_probe_reports_skipped_total").increment(1);
+            }
+        }
     }
 
     fn ids(&self) -> Vec<WorkspaceId> {

@@ -23,14 +23,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, Machine, OpId, Outcome, Phase, Rejection, Step, Tick, Timer,
-    Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, Rejection, Step,
+    Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
 use tokio::sync::oneshot;
 
-use crate::messages::{Get, Inspect, Kill, Shutdown, Submit};
+use crate::messages::{Get, Inspect, Kill, Probe, Shutdown, Submit};
 use crate::registry::Deps;
 use crate::{
     records, telemetry, ActorError, ActorView, Intent, IntentReply, Registry, WorkspaceView,
@@ -480,6 +480,7 @@ impl WorkspaceActor {
             debounce_until: self.machine.debounce_until(now),
             settle_until: self.machine.settle_until(now),
             health_failures: self.machine.health_failures(),
+            last_probe: self.machine.last_report(),
             backoff_attempt: state.backoff_attempt,
             retry_at: self.machine.retry_at(),
             counters: self.machine.counters().clone(),
@@ -619,6 +620,25 @@ impl Handler<Submit> for WorkspaceActor {
                 generation,
             })
         })
+    }
+}
+
+impl Handler<Probe> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, Probe(liveness): Probe, ctx: &mut Self::Context) {
+        if self.shutting_down {
+            return;
+        }
+        // An instance the provider does not have is dead, whichever generation we think is up.
+        let observed = self.machine.state().observed_generation;
+        let (generation, report) = match liveness {
+            Liveness::Alive(g) => (g, HealthReport::Alive),
+            Liveness::Booting(g) => (g, HealthReport::Pending),
+            Liveness::Dead(g) => (g, HealthReport::Dead),
+            Liveness::Absent => (observed, HealthReport::Dead),
+        };
+        self.react(Event::Health { generation, report }, ctx);
     }
 }
 

@@ -272,6 +272,8 @@ pub struct ActorDto {
     pub settle_until: Option<String>,
     /// Consecutive dead health reports.
     pub health_failures: u32,
+    /// What the last probe saw.
+    pub last_probe: Option<ProbeDto>,
     /// Backoff state.
     pub backoff: BackoffDto,
     /// Counters.
@@ -284,6 +286,17 @@ pub struct ActorDto {
     pub restarts: u32,
     /// Recent phase transitions, oldest first.
     pub transitions: Vec<TransitionDto>,
+}
+
+/// A probe report.
+#[derive(Serialize, ToSchema)]
+pub struct ProbeDto {
+    /// Generation the probe saw.
+    pub generation: u64,
+    /// alive, pending (booting) or dead (including "no instance" and a silent agent).
+    pub report: &'static str,
+    /// When.
+    pub at: String,
 }
 
 /// The cycle in flight.
@@ -368,6 +381,11 @@ impl From<ActorView> for ActorDto {
             debounce_until: v.debounce_until.map(rfc3339),
             settle_until: v.settle_until.map(rfc3339),
             health_failures: v.health_failures,
+            last_probe: v.last_probe.map(|(generation, report, at)| ProbeDto {
+                generation: generation.0,
+                report: report.as_str(),
+                at: rfc3339(at),
+            }),
             backoff: BackoffDto {
                 attempt: v.backoff_attempt,
                 retry_at: v.retry_at.map(rfc3339),

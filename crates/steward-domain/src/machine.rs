@@ -59,6 +59,11 @@ pub enum Event {
         /// The generation of the token it used.
         generation: Generation,
     },
+    /// The agent of `generation` sent a heartbeat.
+    AgentHeartbeat {
+        /// The generation of the token it used.
+        generation: Generation,
+    },
     /// A timer the machine scheduled fired.
     Timer(Timer),
     /// The machine was just restored from storage (daemon start or actor restart):
@@ -102,6 +107,17 @@ pub enum Step {
     Stop,
     /// Remove the instance for good (delete).
     Remove,
+}
+
+impl HealthReport {
+    /// The snake_case name used at the edges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthReport::Alive => "alive",
+            HealthReport::Pending => "pending",
+            HealthReport::Dead => "dead",
+        }
+    }
 }
 
 impl Step {
@@ -448,6 +464,11 @@ pub struct Machine {
     /// Token of the armed retry timer; older timers are stale.
     retry_token: u64,
     health_failures: u32,
+    /// The agent of the instance up: the generation it registered for and its last sign of
+    /// life. Not persisted: after a restart the agent proves itself again.
+    agent: Option<(Generation, Timestamp)>,
+    /// The last probe report (after heartbeat staleness is applied), for inspection.
+    last_report: Option<(Generation, HealthReport, Timestamp)>,
     counters: Counters,
     transitions: VecDeque<Transition>,
 }
@@ -464,6 +485,8 @@ impl Machine {
             next_op: 1,
             retry_token: 0,
             health_failures: 0,
+            agent: None,
+            last_report: None,
             counters: Counters::default(),
             transitions: VecDeque::new(),
         }
@@ -497,6 +520,11 @@ impl Machine {
     /// Recent phase transitions, oldest first.
     pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
         self.transitions.iter()
+    }
+
+    /// The last probe report: generation, what it said, when.
+    pub fn last_report(&self) -> Option<(Generation, HealthReport, Timestamp)> {
+        self.last_report
     }
 
     /// Consecutive dead reports counted towards a health restart.
@@ -564,6 +592,16 @@ impl Machine {
             }
             Event::AgentRegistered { generation } => {
                 self.on_agent_registered(generation, tick.now, fx);
+                Outcome::Accepted
+            }
+            Event::AgentHeartbeat { generation } => {
+                if let Some((registered, last)) = self.agent.as_mut() {
+                    if *registered == generation {
+                        *last = tick.now;
+                        return Outcome::Accepted;
+                    }
+                }
+                self.stale(format!("heartbeat of generation {generation}"), fx);
                 Outcome::Accepted
             }
             Event::Timer(timer) => {
@@ -671,6 +709,16 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let now = tick.now;
+        // An agent that registered and then fell silent is as dead as its instance.
+        let report = match (report, self.agent) {
+            (HealthReport::Alive, Some((registered, last)))
+                if registered == generation && now.since(last) > self.policy.heartbeat_timeout =>
+            {
+                HealthReport::Dead
+            }
+            _ => report,
+        };
+        self.last_report = Some((generation, report, now));
         let up = self.state.desired == Desired::Running
             && self.instance_up
             && matches!(self.state.phase, Phase::Running | Phase::Starting);
@@ -870,6 +918,7 @@ impl Machine {
             self.stale(format!("agent registration of generation {generation}"), fx);
             return;
         }
+        self.agent = Some((generation, now));
         self.record(fx, RecordKind::AgentRegistered);
         if self.state.phase == Phase::Starting {
             self.become_running(now);
@@ -1149,6 +1198,7 @@ impl Machine {
     /// The instance was stopped or removed: nothing is up.
     fn instance_gone(&mut self) {
         self.instance_up = false;
+        self.agent = None;
         self.state.observed_generation = Generation(0);
     }
 

@@ -19,6 +19,8 @@ pub struct Policy {
     pub boot_timeout: Duration,
     /// Consecutive dead reports needed for a health restart.
     pub failure_threshold: u32,
+    /// An agent that registered but has not sent a heartbeat for this long counts as dead.
+    pub heartbeat_timeout: Duration,
     /// Retry and breaker policy.
     pub backoff: BackoffPolicy,
 }
@@ -32,6 +34,7 @@ impl Default for Policy {
             stop_timeout: Duration::from_secs(60),
             boot_timeout: Duration::from_secs(120),
             failure_threshold: 2,
+            heartbeat_timeout: Duration::from_secs(30),
             backoff: BackoffPolicy::default(),
         }
     }

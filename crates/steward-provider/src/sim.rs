@@ -37,6 +37,8 @@ pub struct SimConfig {
     pub fail_rate: f64,
     /// Probability in `[0, 1]` that a start panics (fault drill for the actor supervisor).
     pub panic_rate: f64,
+    /// An instance dies this long after it started (0: never) — a crash-looping workload.
+    pub crash_after_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -48,6 +50,7 @@ impl Default for SimConfig {
             boot_pending_ms: 0,
             fail_rate: 0.0,
             panic_rate: 0.0,
+            crash_after_ms: 0,
         }
     }
 }
@@ -147,11 +150,13 @@ impl SimProvider {
     }
 
     fn liveness_of(&self, instance: &Instance) -> Liveness {
-        if instance.dead {
+        let config = self.config();
+        let age = instance.started_at.elapsed();
+        let crashed =
+            config.crash_after_ms > 0 && age >= Duration::from_millis(config.crash_after_ms);
+        if instance.dead || crashed {
             Liveness::Dead(instance.generation)
-        } else if instance.started_at.elapsed()
-            < Duration::from_millis(self.config().boot_pending_ms)
-        {
+        } else if age < Duration::from_millis(config.boot_pending_ms) {
             Liveness::Booting(instance.generation)
         } else {
             Liveness::Alive(instance.generation)
@@ -299,6 +304,25 @@ mod tests {
         );
         p.remove(id).await.expect("remove");
         assert_eq!(p.liveness(id).await.ok(), Some(Liveness::Absent));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_crash_after_an_instance_dies_on_its_own() {
+        let p = sim(SimConfig {
+            crash_after_ms: 500,
+            ..SimConfig::default()
+        });
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
+        p.start(&spec(id, 1)).await.expect("start");
+        assert_eq!(
+            p.liveness(id).await.ok(),
+            Some(Liveness::Alive(Generation(1)))
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(
+            p.liveness(id).await.ok(),
+            Some(Liveness::Dead(Generation(1)))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -163,6 +163,9 @@ pub struct HealthConfig {
     pub interval: Duration,
     /// Consecutive dead reports for a health restart.
     pub failure_threshold: u32,
+    /// Silence after which a registered agent counts as dead.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
 }
 
 /// `[providers.*]`.
@@ -230,6 +233,9 @@ impl Config {
         if self.health.failure_threshold == 0 {
             bail!("health.failure_threshold must be at least 1");
         }
+        if self.health.interval.is_zero() {
+            bail!("health.interval must be greater than zero");
+        }
         let probing = self
             .health
             .interval
@@ -271,6 +277,7 @@ impl Config {
             stop_timeout: self.restart.stop_timeout,
             boot_timeout: self.restart.boot_timeout,
             failure_threshold: self.health.failure_threshold,
+            heartbeat_timeout: self.health.heartbeat_timeout,
             backoff: BackoffPolicy {
                 initial: self.backoff.initial,
                 max: self.backoff.max,

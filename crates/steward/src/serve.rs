@@ -120,6 +120,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Registry::boot(deps, RegistryOptions { arbiters })
         .await
         .context("cannot load workspaces")?;
+    registry.start_probes(config.health.interval);
 
     let state = web::Data::new(ApiState {
         registry: registry.clone(),

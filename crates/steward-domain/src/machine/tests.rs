@@ -29,6 +29,7 @@ fn policy() -> Policy {
         stop_timeout: 10 * SEC,
         boot_timeout: 20 * SEC,
         failure_threshold: 2,
+        heartbeat_timeout: 30 * SEC,
         backoff: BackoffPolicy {
             jitter: 0.0,
             ..BackoffPolicy::default()
@@ -608,6 +609,44 @@ fn a_cycle_cut_short_by_a_crash_is_closed_and_its_causes_served_again() {
     let cycle = m.cycle().expect("recovery cycle");
     assert!(cycle.causes.contains(Cause::Config) && cycle.causes.contains(Cause::Recovery));
     assert_eq!(cycle.generation, Generation(3));
+}
+
+#[test]
+fn an_agent_that_stops_heartbeating_counts_as_dead() {
+    let mut h = Harness::running();
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
+    h.advance(61 * SEC); // past debounce; the instance itself still looks alive
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(1),
+    });
+    let alive = Event::Health {
+        generation: Generation(1),
+        report: HealthReport::Alive,
+    };
+    h.send(alive.clone());
+    assert_eq!(h.m.health_failures(), 0, "a fresh heartbeat keeps it alive");
+    h.advance(31 * SEC);
+    h.send(alive.clone());
+    h.send(alive);
+    assert!(h.m.retry_at().is_some(), "two silent reports restart it");
+    assert!(h.records.iter().any(|r| r.kind
+        == RecordKind::RestartRequested {
+            cause: Cause::Health
+        }));
+}
+
+#[test]
+fn a_heartbeat_of_another_generation_is_stale() {
+    let mut h = Harness::running();
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(9),
+    });
+    assert_eq!(h.m.counters().stale_results, 1);
 }
 
 // ---- properties ----------------------------------------------------------------------------
