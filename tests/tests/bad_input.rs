@@ -58,14 +58,6 @@ async fn bad_requests_are_rejected_and_change_nothing() {
         .await
         .expect_error(422, "INVALID_FIELD");
 
-    // Until agents can register, a workspace that waits for one could never become ready.
-    api.post(
-        "/v1/workspaces",
-        &json!({ "name": "x", "ready_when": "agent" }),
-    )
-    .await
-    .expect_error(422, "INVALID_FIELD");
-
     // A rejected value is never echoed back: it may be a secret.
     let canary = 918_273_645_u64;
     let reply = api

@@ -11,6 +11,9 @@ pub enum ActorError {
     /// No such secret.
     #[error("secret {0:?} not found")]
     SecretNotFound(String),
+    /// An agent token that is not the current one of its workspace (or no such workspace).
+    #[error("agent token rejected")]
+    Unauthorized,
     /// The workspace is being deleted.
     #[error("workspace is being deleted")]
     Deleting,

@@ -9,6 +9,7 @@
 //! This crate decides nothing about lifecycles (the domain does) and knows nothing of HTTP
 //! (the API crate maps its views to DTOs). It never awaits a reply from itself.
 
+mod agent;
 mod bus;
 mod clock;
 mod error;
@@ -19,9 +20,10 @@ mod registry;
 mod telemetry;
 mod workspace;
 
+pub use agent::token_claims;
 pub use bus::EventBus;
 pub use clock::Clock;
 pub use error::ActorError;
-pub use messages::{ActorView, Intent, IntentReply, NewWorkspace, WorkspaceView};
+pub use messages::{ActorView, AgentCall, Intent, IntentReply, NewWorkspace, WorkspaceView};
 pub use registry::{Deps, Registry, RegistryOptions};
 pub use workspace::WorkspaceActor;

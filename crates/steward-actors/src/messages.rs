@@ -71,6 +71,28 @@ pub struct Kill;
 #[rtype(result = "()")]
 pub struct Probe(pub steward_provider::Liveness);
 
+/// A call of the agent inside an instance, authenticated by its generation's token.
+#[derive(Clone, Debug)]
+pub enum AgentCall {
+    /// The agent is up and reachable at `url`.
+    Register {
+        /// Where the daemon can reach the agent.
+        url: String,
+    },
+    /// The agent is alive.
+    Heartbeat,
+}
+
+/// Sends an agent call; answered with the token's generation once accepted.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Generation, ActorError>")]
+pub struct FromAgent {
+    /// The bearer token presented.
+    pub token: SecretString,
+    /// What the agent says.
+    pub call: AgentCall,
+}
+
 /// Asks for the workspace document.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "WorkspaceView")]

@@ -45,6 +45,9 @@ fn details(kind: &RecordKind) -> Value {
         | RecordKind::Stopped
         | RecordKind::DeleteStarted
         | RecordKind::AgentRegistered
+        | RecordKind::BootTimedOut
+        | RecordKind::ContextDelivered
+        | RecordKind::ContextTimeout
         | RecordKind::Deleted => Value::Object(Map::new()),
     }
 }

@@ -13,6 +13,7 @@
 use actix::prelude::*;
 use dashmap::DashMap;
 use futures::future::join_all;
+use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,12 +24,12 @@ use steward_provider::{Liveness, Provider, Providers};
 use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
 use tokio::sync::{broadcast, watch, OnceCell};
 
-use crate::messages::{Get, Inspect, Kill, Probe, Shutdown, Submit};
+use crate::messages::{FromAgent, Get, Inspect, Kill, Probe, Shutdown, Submit};
 use crate::probes::Prober;
 use crate::workspace::{live_generation, Origin};
 use crate::{
-    ActorError, ActorView, Clock, EventBus, Intent, IntentReply, NewWorkspace, WorkspaceActor,
-    WorkspaceView,
+    ActorError, ActorView, AgentCall, Clock, EventBus, Intent, IntentReply, NewWorkspace,
+    WorkspaceActor, WorkspaceView,
 };
 
 /// What every workspace actor shares.
@@ -45,6 +46,12 @@ pub struct Deps {
     pub bus: EventBus,
     /// Most messages waiting for one actor.
     pub mailbox_capacity: usize,
+    /// The URL agents call back (`STEWARD_CONTROL_URL`).
+    pub control_url: String,
+    /// HTTP client for calls to agents (restart contexts).
+    pub http: reqwest::Client,
+    /// How long a restart context delivery may take before `context_timeout`.
+    pub context_timeout: Duration,
 }
 
 /// How the registry runs its actors.
@@ -327,6 +334,22 @@ impl Registry {
     /// Sends an intent to a workspace; answers once it is committed.
     pub async fn submit(&self, id: WorkspaceId, intent: Intent) -> Result<IntentReply, ActorError> {
         self.ask(id, Submit(intent)).await?
+    }
+
+    /// An agent's call, routed by the workspace its token names and verified by that
+    /// workspace's actor. Any mismatch (unknown workspace, other generation, wrong secret) is
+    /// the same `Unauthorized`, so a token reveals nothing.
+    pub async fn from_agent(
+        &self,
+        token: SecretString,
+        call: AgentCall,
+    ) -> Result<Generation, ActorError> {
+        let (id, _) = crate::agent::token_claims(secrecy::ExposeSecret::expose_secret(&token))
+            .ok_or(ActorError::Unauthorized)?;
+        match self.ask(id, FromAgent { token, call }).await {
+            Err(ActorError::NotFound(_)) => Err(ActorError::Unauthorized),
+            other => other?,
+        }
     }
 
     /// Kills a workspace's instance through its provider (fault drill).

@@ -23,17 +23,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, Rejection, Step,
-    Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, Rejection,
+    RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
 use tokio::sync::oneshot;
 
-use crate::messages::{Get, Inspect, Kill, Probe, Shutdown, Submit};
+use crate::messages::{FromAgent, Get, Inspect, Kill, Probe, Shutdown, Submit};
 use crate::registry::Deps;
 use crate::{
-    records, telemetry, ActorError, ActorView, Intent, IntentReply, Registry, WorkspaceView,
+    records, telemetry, ActorError, ActorView, AgentCall, Intent, IntentReply, Registry,
+    WorkspaceView,
 };
 
 /// A commit in flight, awaitable by several parties (the caller, the operations it gates,
@@ -93,6 +94,9 @@ pub struct WorkspaceActor {
     /// Start of the cycle that was in flight before the event being handled (for the
     /// cycle-duration histogram, which is fed when that cycle ends).
     cycle_started_at: Option<Timestamp>,
+    /// The plaintext agent token of the instance being started or up (memory only): used to
+    /// authenticate restart-context deliveries to that agent.
+    agent_token: Option<(Generation, SecretString)>,
 }
 
 impl WorkspaceActor {
@@ -105,7 +109,10 @@ impl WorkspaceActor {
         restarts: u32,
     ) -> Self {
         let inserted = matches!(origin, Origin::Restored { .. });
-        let machine = Machine::restore(deps.policy.clone(), record.state);
+        let mut machine = Machine::restore(deps.policy.clone(), record.state);
+        if record.agent.url.is_some() {
+            machine.agent_known(record.agent.generation, deps.clock.now());
+        }
         Self {
             id: record.id,
             persisted_generation: machine.state().generation,
@@ -130,6 +137,7 @@ impl WorkspaceActor {
             restarts,
             counted_phase: None,
             cycle_started_at: None,
+            agent_token: None,
         }
     }
 
@@ -212,6 +220,16 @@ impl WorkspaceActor {
                 Effect::Abort(op) => self.abort(op, ctx),
                 Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
                 Effect::Purge => purge = true,
+                Effect::DeliverContext(context) => self.deliver_context(context, ctx),
+            }
+        }
+        for (_, step, generation) in &runs {
+            if *step == Step::Start {
+                // A fresh credential for the generation about to start, durable before it runs.
+                writes.push(Write::SaveAgent {
+                    id: self.id,
+                    agent: self.issue_agent_token(*generation),
+                });
             }
         }
         if purge {
@@ -421,8 +439,15 @@ impl WorkspaceActor {
         let mut env = self.spec.env.clone();
         env.insert("STEWARD_WORKSPACE_ID".into(), self.id.to_string());
         env.insert("STEWARD_GENERATION".into(), generation.to_string());
+        env.insert("STEWARD_CONTROL_URL".into(), self.deps.control_url.clone());
         if let Some(model) = &self.spec.model {
             env.insert("STEWARD_MODEL".into(), model.clone());
+        }
+        let mut secrets = self.secrets.clone();
+        if let Some((token_generation, token)) = &self.agent_token {
+            if *token_generation == generation {
+                secrets.insert("STEWARD_AGENT_TOKEN".into(), token.clone());
+            }
         }
         InstanceSpec {
             workspace_id: self.id,
@@ -430,7 +455,75 @@ impl WorkspaceActor {
             image: self.spec.image.clone(),
             command: self.spec.command.clone(),
             env,
-            secrets: self.secrets.clone(),
+            secrets,
+        }
+    }
+
+    /// Issues the agent token of `generation`; returns the agent record to persist (hash only).
+    fn issue_agent_token(&mut self, generation: Generation) -> AgentRecord {
+        let (token, hash) = crate::agent::issue_token(self.id, generation);
+        self.agent_token = Some((generation, token));
+        self.agent = AgentRecord {
+            generation,
+            token_hash: Some(hash),
+            url: None,
+            last_heartbeat_at: None,
+        };
+        self.agent.clone()
+    }
+
+    /// Delivers a restart context to the registered agent in the background; the result
+    /// re-enters the machine as `ContextDelivery`.
+    fn deliver_context(&mut self, context: RestartContext, ctx: &mut Context<Self>) {
+        let url = self.agent.url.clone();
+        let token = self
+            .agent_token
+            .as_ref()
+            .filter(|(g, _)| *g == context.generation)
+            .map(|(_, t)| t.clone());
+        let (Some(url), Some(token)) = (url, token) else {
+            self.react(
+                Event::ContextDelivery {
+                    generation: context.generation,
+                    delivered: false,
+                },
+                ctx,
+            );
+            return;
+        };
+        let delivery = crate::agent::deliver_context(
+            self.deps.http.clone(),
+            url,
+            token,
+            context,
+            self.deps.context_timeout,
+        );
+        ctx.spawn(delivery.into_actor(self).map(move |delivered, act, ctx| {
+            act.react(
+                Event::ContextDelivery {
+                    generation: context.generation,
+                    delivered,
+                },
+                ctx,
+            );
+        }));
+    }
+
+    /// Checks an agent's token against the current generation's credential.
+    fn authenticate(&self, token: &SecretString) -> Result<Generation, ActorError> {
+        let token = secrecy::ExposeSecret::expose_secret(token);
+        let (_, generation) = crate::agent::token_claims(token).ok_or(ActorError::Unauthorized)?;
+        let current = generation == self.agent.generation
+            && generation == self.machine.state().observed_generation
+            && self
+                .agent
+                .token_hash
+                .as_deref()
+                .is_some_and(|h| crate::agent::verify(token, h));
+        if current {
+            Ok(generation)
+        } else {
+            Err(ActorError::Unauthorized)
         }
     }
 
@@ -619,6 +712,48 @@ impl Handler<Submit> for WorkspaceActor {
                 outcome,
                 generation,
             })
+        })
+    }
+}
+
+impl Handler<FromAgent> for WorkspaceActor {
+    type Result = ResponseFuture<Result<Generation, ActorError>>;
+
+    fn handle(
+        &mut self,
+        FromAgent { token, call }: FromAgent,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let generation = match self.authenticate(&token) {
+            Ok(generation) => generation,
+            Err(e) => {
+                metrics::counter!("steward_agent_rejected_total").increment(1);
+                return Box::pin(async move { Err(e) });
+            }
+        };
+        let now = self.deps.clock.now();
+        self.agent.last_heartbeat_at = Some(now);
+        let (event, extra) = match call {
+            AgentCall::Register { url } => {
+                self.agent.url = Some(url);
+                let save = Write::SaveAgent {
+                    id: self.id,
+                    agent: self.agent.clone(),
+                };
+                (Event::AgentRegistered { generation }, vec![save])
+            }
+            AgentCall::Heartbeat => (Event::AgentHeartbeat { generation }, Vec::new()),
+        };
+        let commit = match self.decide(event) {
+            Ok((_, effects)) => self.execute(effects, extra, ctx),
+            Err(e) => {
+                self.crash("lifecycle machine panicked".into(), ctx);
+                return Box::pin(async move { Err(e) });
+            }
+        };
+        Box::pin(async move {
+            commit.await.map_err(ActorError::Store)?;
+            Ok(generation)
         })
     }
 }

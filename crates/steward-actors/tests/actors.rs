@@ -58,6 +58,9 @@ impl Fixture {
             clock: Clock::system(),
             bus: EventBus::new(1024),
             mailbox_capacity,
+            control_url: "http://127.0.0.1:9".into(),
+            http: reqwest::Client::new(),
+            context_timeout: Duration::from_secs(5),
         };
         let registry = Registry::boot(deps, RegistryOptions { arbiters: 0 })
             .await

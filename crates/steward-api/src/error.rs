@@ -115,6 +115,7 @@ impl From<ActorError> for ApiError {
                 ApiError::NotFound(format!("secret {key:?} not found"))
             }
             ActorError::Deleting => ApiError::Deleting,
+            ActorError::Unauthorized => ApiError::Unauthorized,
             ActorError::UnknownProvider(p) => {
                 ApiError::InvalidField(format!("unknown provider {p:?}"))
             }

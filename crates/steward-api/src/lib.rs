@@ -25,7 +25,7 @@ use steward_actors::Registry;
 use steward_domain::WorkspaceId;
 use utoipa::OpenApi;
 
-use routes::{admin, events, system, workspaces};
+use routes::{admin, agent, events, system, workspaces};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -49,7 +49,7 @@ pub struct ApiState {
         workspaces::create, workspaces::list, workspaces::get, workspaces::restart,
         workspaces::stop, workspaces::start, workspaces::delete, workspaces::secret_keys,
         workspaces::set_secret, workspaces::remove_secret, workspaces::set_model,
-        events::events, admin::actors, admin::actor, admin::kill,
+                events::events, admin::actors, admin::actor, admin::kill, agent::register, agent::heartbeat,
         system::healthz, system::readyz, system::metrics, system::openapi,
     ),
     modifiers(&BearerAuth)
@@ -64,6 +64,10 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "agent",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
@@ -113,6 +117,8 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(resource("/actors/{id}").route(web::get().to(admin::actor)))
                     .service(resource("/workspaces/{id}/kill").route(web::post().to(admin::kill))),
             )
+            .service(resource("/v1/agent/register").route(web::post().to(agent::register)))
+            .service(resource("/v1/agent/heartbeat").route(web::post().to(agent::heartbeat)))
             .service(resource("/healthz").route(web::get().to(system::healthz)))
             .service(resource("/readyz").route(web::get().to(system::readyz)))
             .service(resource("/metrics").route(web::get().to(system::metrics)))

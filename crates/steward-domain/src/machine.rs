@@ -64,6 +64,13 @@ pub enum Event {
         /// The generation of the token it used.
         generation: Generation,
     },
+    /// The shell finished delivering the restart context of `generation`.
+    ContextDelivery {
+        /// Generation the context was for.
+        generation: Generation,
+        /// Whether the agent accepted it before the deadline.
+        delivered: bool,
+    },
     /// A timer the machine scheduled fired.
     Timer(Timer),
     /// The machine was just restored from storage (daemon start or actor restart):
@@ -157,6 +164,20 @@ pub enum Effect {
     },
     /// The workspace is gone: remove it from storage and stop its actor.
     Purge,
+    /// POST the restart context to the agent of `generation` (which has registered and sent
+    /// a heartbeat newer than the cycle start), then report [`Event::ContextDelivery`].
+    DeliverContext(RestartContext),
+}
+
+/// What the agent of a new generation is told about the restart that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartContext {
+    /// The new generation.
+    pub generation: Generation,
+    /// The generation it replaced.
+    pub previous_generation: Generation,
+    /// Why the restart happened.
+    pub causes: CauseSet,
 }
 
 /// A lifecycle event, as recorded.
@@ -222,6 +243,12 @@ pub enum RecordKind {
     DeleteStarted,
     /// The agent of the current generation registered.
     AgentRegistered,
+    /// The agent of the instance up did not register within the boot timeout.
+    BootTimedOut,
+    /// The restart context reached the agent of the new generation.
+    ContextDelivered,
+    /// The restart context could not be delivered in time.
+    ContextTimeout,
     /// A retry was scheduled.
     BackoffScheduled {
         /// Delay before it.
@@ -255,6 +282,9 @@ impl RecordKind {
             RecordKind::Stopped => "stopped",
             RecordKind::DeleteStarted => "delete_started",
             RecordKind::AgentRegistered => "agent_registered",
+            RecordKind::BootTimedOut => "boot_timeout",
+            RecordKind::ContextDelivered => "context_delivered",
+            RecordKind::ContextTimeout => "context_timeout",
             RecordKind::BackoffScheduled { .. } => "backoff_scheduled",
             RecordKind::Failed { .. } => "failed",
             RecordKind::Deleted => "deleted",
@@ -469,6 +499,9 @@ pub struct Machine {
     agent: Option<(Generation, Timestamp)>,
     /// The last probe report (after heartbeat staleness is applied), for inspection.
     last_report: Option<(Generation, HealthReport, Timestamp)>,
+    /// The restart context owed to the agent of the cycle's generation, until delivered.
+    /// Not persisted: a cycle cut short by a restart is replaced, with its own context.
+    context_due: Option<RestartContext>,
     counters: Counters,
     transitions: VecDeque<Transition>,
 }
@@ -487,6 +520,7 @@ impl Machine {
             health_failures: 0,
             agent: None,
             last_report: None,
+            context_due: None,
             counters: Counters::default(),
             transitions: VecDeque::new(),
         }
@@ -520,6 +554,15 @@ impl Machine {
     /// Recent phase transitions, oldest first.
     pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
         self.transitions.iter()
+    }
+
+    /// A restored machine learns, without an event, that the agent of `generation` had
+    /// registered before the restart; it gets a full heartbeat timeout from `now` to be heard
+    /// from again. Ignored unless `generation` is the one up.
+    pub fn agent_known(&mut self, generation: Generation, now: Timestamp) {
+        if generation == self.state.observed_generation && generation.0 > 0 {
+            self.agent = Some((generation, now));
+        }
     }
 
     /// The last probe report: generation, what it said, when.
@@ -598,10 +641,29 @@ impl Machine {
                 if let Some((registered, last)) = self.agent.as_mut() {
                     if *registered == generation {
                         *last = tick.now;
+                        // Registered and heard from after the cycle started: it is fresh.
+                        if let Some(context) =
+                            self.context_due.filter(|c| c.generation == generation)
+                        {
+                            self.context_due = None;
+                            fx.push(Effect::DeliverContext(context));
+                        }
                         return Outcome::Accepted;
                     }
                 }
                 self.stale(format!("heartbeat of generation {generation}"), fx);
+                Outcome::Accepted
+            }
+            Event::ContextDelivery {
+                generation,
+                delivered,
+            } => {
+                let kind = if delivered {
+                    RecordKind::ContextDelivered
+                } else {
+                    RecordKind::ContextTimeout
+                };
+                fx.push(Effect::Record(Record { generation, kind }));
                 Outcome::Accepted
             }
             Event::Timer(timer) => {
@@ -863,6 +925,12 @@ impl Machine {
                     Desired::Deleted => self.run(Step::Remove, op.generation, now, fx),
                 }
             }
+            (Step::Stop, result) if self.parked_without_intent() => {
+                // The stop of a parked workspace's leftover instance: it stays parked.
+                if result.is_ok() {
+                    self.instance_gone();
+                }
+            }
             (Step::Stop, Ok(())) => {
                 self.instance_gone();
                 self.converge_after_stop(now, fx);
@@ -947,14 +1015,13 @@ impl Machine {
                 if booting {
                     self.instance_up = false;
                     self.counters.cycles_failed += 1;
-                    self.record(
-                        fx,
-                        RecordKind::ProvisionFailed {
-                            reason: "boot_timeout".into(),
-                        },
-                    );
+                    self.record(fx, RecordKind::BootTimedOut);
                     let causes = CauseSet::of(Cause::Recovery);
                     self.fail("boot_timeout".into(), "boot_timeout", causes, tick, fx);
+                    if self.state.phase == Phase::Failed && self.op.is_none() {
+                        // Parked: the instance whose agent never came must not linger.
+                        self.run(Step::Stop, generation, tick.now, fx);
+                    }
                 }
             }
             Timer::Retry(token) => {
@@ -1082,6 +1149,15 @@ impl Machine {
             causes,
             started_at: now,
         });
+        // Only a restart (not the first provision) owes the new agent a context; a context
+        // still owed by a cycle that failed carries over to the one that replaces it.
+        let owed = self.context_due.take();
+        let replaced = owed.map_or(previous_generation, |c| c.previous_generation);
+        self.context_due = (replaced.0 > 0).then_some(RestartContext {
+            generation,
+            previous_generation: replaced,
+            causes: owed.map_or(causes, |c| c.causes.union(causes)),
+        });
         self.counters.cycles += 1;
         self.set_phase(Phase::Provisioning, now);
         self.record(
@@ -1193,6 +1269,13 @@ impl Machine {
         });
         self.record(fx, RecordKind::Failed { reason });
         self.set_phase(Phase::Failed, now);
+    }
+
+    /// Parked in `failed`, still meant to run, and no user intent waiting.
+    fn parked_without_intent(&self) -> bool {
+        self.state.phase == Phase::Failed
+            && self.state.desired == Desired::Running
+            && self.state.pending.is_empty()
     }
 
     /// The instance was stopped or removed: nothing is up.

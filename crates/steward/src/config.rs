@@ -21,6 +21,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "admin_token",
+    "control_url",
     "default_provider",
     "log_format",
     "shutdown_grace",
@@ -45,6 +46,8 @@ pub struct Config {
     pub database_url: String,
     /// Admin token; when absent, read from (or generated into) `data_dir/admin.token`.
     pub admin_token: Option<SecretString>,
+    /// URL agents call back (`STEWARD_CONTROL_URL`); empty: `http://<bound address>`.
+    pub control_url: String,
     /// Provider of workspaces created without one.
     pub default_provider: String,
     /// `text` or `json`.
@@ -130,6 +133,9 @@ pub struct RestartConfig {
     /// Longest wait for the agent to register.
     #[serde(with = "humantime_serde")]
     pub boot_timeout: Duration,
+    /// Longest attempt to deliver a restart context to the new agent.
+    #[serde(with = "humantime_serde")]
+    pub context_timeout: Duration,
 }
 
 /// `[backoff]`.

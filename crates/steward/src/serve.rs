@@ -104,6 +104,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("cannot open the store")?;
+    // Bind first: agents started by recovery cycles at boot need the control URL.
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("bound address")?.to_string();
+    let control_url = if config.control_url.is_empty() {
+        format!("http://{addr}")
+    } else {
+        config.control_url.clone()
+    };
     let deps = Deps {
         store: store.clone(),
         providers,
@@ -111,6 +120,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         clock: Clock::system(),
         bus: EventBus::new(4096),
         mailbox_capacity: config.actors.mailbox_capacity,
+        control_url,
+        http: reqwest::Client::new(),
+        context_timeout: config.restart.context_timeout,
     };
     let arbiters = if config.actors.arbiters == 0 {
         cores()
@@ -142,13 +154,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
-    .bind(&config.listen)
-    .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = server
-        .addrs()
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    .listen(listener)
+    .with_context(|| format!("cannot serve on {addr}"))?;
     files::write_listen_addr(&config.data_dir, &addr)?;
     let token_source = match config.admin_token {
         Some(_) => "given by flag, environment or config".to_owned(),

@@ -1,6 +1,7 @@
 //! Route handlers, one module per area.
 
 pub mod admin;
+pub mod agent;
 pub mod events;
 pub mod system;
 pub mod workspaces;

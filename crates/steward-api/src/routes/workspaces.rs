@@ -52,13 +52,7 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
     if let Some(command) = &req.command {
         validate::command(command)?;
     }
-    if matches!(req.ready_when, Some(crate::dto::ReadyWhenDto::Agent)) {
-        // Until agents can register (agent channel), an "agent" workspace could never become
-        // ready: refuse it rather than let it time out in a loop.
-        return Err(ApiError::InvalidField(
-            "ready_when \"agent\" is not available: this daemon has no agent channel yet".into(),
-        ));
-    }
+
     Ok(NewWorkspace {
         spec: WorkspaceSpec {
             name: req.name,

@@ -17,6 +17,8 @@ struct Harness {
     /// Every record, in order.
     records: Vec<Record>,
     purged: bool,
+    /// Restart contexts the machine asked to deliver.
+    contexts: Vec<RestartContext>,
     /// Greatest number of operations ever in flight at once.
     max_running: usize,
 }
@@ -47,6 +49,7 @@ impl Harness {
             timers: vec![],
             records: vec![],
             purged: false,
+            contexts: vec![],
             max_running: 0,
         }
     }
@@ -73,6 +76,7 @@ impl Harness {
                 Effect::Abort(op) => self.running.retain(|(id, _, _)| *id != op),
                 Effect::Schedule { at, timer } => self.timers.push((at, timer)),
                 Effect::Purge => self.purged = true,
+                Effect::DeliverContext(c) => self.contexts.push(c),
             }
         }
         self.max_running = self.max_running.max(self.running.len());
@@ -344,10 +348,16 @@ fn agent_readiness_waits_for_registration_under_the_boot_deadline() {
         h.records.last().map(|r| r.kind.name()),
         Some("backoff_scheduled")
     );
-    assert!(h.records.iter().any(|r| r.kind
-        == RecordKind::ProvisionFailed {
-            reason: "boot_timeout".into()
-        }));
+    assert_eq!(
+        h.count("boot_timeout"),
+        1,
+        "a boot timeout is its own event"
+    );
+    assert_eq!(
+        h.count("provision_failed"),
+        0,
+        "the cycle itself had succeeded"
+    );
 }
 
 #[test]
@@ -647,6 +657,112 @@ fn a_heartbeat_of_another_generation_is_stale() {
         generation: Generation(9),
     });
     assert_eq!(h.m.counters().stale_results, 1);
+}
+
+#[test]
+fn the_new_agent_gets_exactly_one_restart_context_after_it_proves_fresh() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish_all_ok();
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(1),
+    });
+    assert!(
+        h.contexts.is_empty(),
+        "the first provision is not a restart"
+    );
+
+    h.send(Event::Restart(Cause::Config));
+    h.finish_all_ok();
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(1),
+    }); // the old agent: stale
+    assert!(
+        h.contexts.is_empty(),
+        "never to an instance that has not proven fresh"
+    );
+    h.send(Event::AgentRegistered {
+        generation: Generation(2),
+    });
+    assert!(
+        h.contexts.is_empty(),
+        "registration alone is not enough: wait for a heartbeat"
+    );
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(2),
+    });
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(2),
+    });
+    assert_eq!(
+        h.contexts,
+        [RestartContext {
+            generation: Generation(2),
+            previous_generation: Generation(1),
+            causes: CauseSet::of(Cause::Config),
+        }]
+    );
+    h.send(Event::ContextDelivery {
+        generation: Generation(2),
+        delivered: true,
+    });
+    assert_eq!(h.count("context_delivered"), 1);
+}
+
+#[test]
+fn a_context_owed_by_a_failed_cycle_carries_over_to_its_retry() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish_all_ok();
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(())); // old instance removed
+    h.finish(Err("boom".into()));
+    h.advance(2 * SEC); // retry: generation 3
+    h.finish_all_ok();
+    h.send(Event::AgentRegistered {
+        generation: Generation(3),
+    });
+    h.send(Event::AgentHeartbeat {
+        generation: Generation(3),
+    });
+    assert_eq!(h.contexts.len(), 1);
+    assert_eq!(h.contexts[0].previous_generation, Generation(1));
+    assert!(h.contexts[0].causes.contains(Cause::Manual));
+}
+
+#[test]
+fn a_workspace_parked_after_boot_timeouts_stops_the_unregistered_instance() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    while h.m.phase() != Phase::Failed {
+        h.finish_all_ok();
+        h.advance(20 * SEC); // boot deadline
+        if let Some(at) = h.m.retry_at() {
+            h.advance(at.since(h.now));
+        }
+    }
+    assert_eq!(
+        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
+        Some("boot_timeout")
+    );
+    assert!(h.count("boot_timeout") >= 1);
+    assert_eq!(
+        h.running.first().map(|(_, step, _)| *step),
+        Some(Step::Stop)
+    );
+    h.finish(Ok(()));
+    assert_eq!(
+        h.m.phase(),
+        Phase::Failed,
+        "still parked after the leftover is stopped"
+    );
+    assert!(h.running.is_empty());
 }
 
 // ---- properties ----------------------------------------------------------------------------

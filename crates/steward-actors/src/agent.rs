@@ -1,0 +1,108 @@
+//! The agent channel's credentials and the restart-context delivery.
+//!
+//! Each generation gets a fresh token `<workspace id>.<generation>.<256 random bits>`: the
+//! prefix routes an agent call to its workspace's actor without any global index, the random
+//! part is the secret. Only its SHA-256 is stored; comparison is constant-time. The plaintext
+//! lives in the instance's environment and in the actor's memory (to authenticate the
+//! restart-context POST to the agent), nowhere else.
+
+use base64::Engine;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use steward_domain::{Generation, RestartContext, WorkspaceId};
+use subtle::ConstantTimeEq;
+
+/// A new token for `generation` of `id`, with the hash to store.
+pub(crate) fn issue_token(id: WorkspaceId, generation: Generation) -> (SecretString, String) {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let token = format!("{id}.{generation}.{secret}");
+    let hash = hash(&token);
+    (SecretString::from(token), hash)
+}
+
+/// SHA-256 hex of a token.
+pub(crate) fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The workspace and generation a token claims (unverified).
+pub fn token_claims(token: &str) -> Option<(WorkspaceId, Generation)> {
+    let mut parts = token.splitn(3, '.');
+    let id = parts.next()?.parse().ok()?;
+    let generation = parts.next()?.parse().ok()?;
+    parts.next().filter(|s| !s.is_empty())?;
+    Some((id, Generation(generation)))
+}
+
+/// Whether `token` hashes to `stored_hash` (constant-time).
+pub(crate) fn verify(token: &str, stored_hash: &str) -> bool {
+    bool::from(hash(token).as_bytes().ct_eq(stored_hash.as_bytes()))
+}
+
+/// POSTs `context` to the agent at `url` (authenticated with the agent's own token), retrying
+/// until it is accepted or `deadline` passes. Returns whether it was delivered.
+pub(crate) async fn deliver_context(
+    http: reqwest::Client,
+    url: String,
+    token: SecretString,
+    context: RestartContext,
+    deadline: Duration,
+) -> bool {
+    let body = serde_json::json!({
+        "generation": context.generation.0,
+        "previous_generation": context.previous_generation.0,
+        "causes": context.causes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+    });
+    let endpoint = format!("{}/context", url.trim_end_matches('/'));
+    let attempts = async {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let sent = http
+                .post(&endpoint)
+                .bearer_auth(token.expose_secret())
+                .json(&body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => {
+                    tracing::debug!(status = %response.status(), "restart context refused; retrying")
+                }
+                Err(e) => tracing::debug!(error = %e, "restart context not delivered; retrying"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    };
+    tokio::time::timeout(deadline, attempts).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_its_workspace_and_generation_and_verifies_only_itself() {
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
+        let (token, stored) = issue_token(id, Generation(7));
+        let token = token.expose_secret();
+        assert_eq!(token_claims(token), Some((id, Generation(7))));
+        assert!(verify(token, &stored));
+        let (other, _) = issue_token(id, Generation(7));
+        assert!(
+            !verify(other.expose_secret(), &stored),
+            "same claims, other secret"
+        );
+        assert!(token.len() > 43 + 36, "at least 256 random bits");
+        assert_eq!(token_claims("garbage"), None);
+        assert_eq!(token_claims(&format!("{id}.7.")), None);
+    }
+}
