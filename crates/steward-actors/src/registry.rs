@@ -52,6 +52,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// How long a restart context delivery may take before `context_timeout`.
     pub context_timeout: Duration,
+    /// How often agents heartbeat (`STEWARD_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval: Duration,
 }
 
 /// How the registry runs its actors.

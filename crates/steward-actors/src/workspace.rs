@@ -440,6 +440,8 @@ impl WorkspaceActor {
         env.insert("STEWARD_WORKSPACE_ID".into(), self.id.to_string());
         env.insert("STEWARD_GENERATION".into(), generation.to_string());
         env.insert("STEWARD_CONTROL_URL".into(), self.deps.control_url.clone());
+        let interval = format!("{}ms", self.deps.heartbeat_interval.as_millis());
+        env.insert("STEWARD_HEARTBEAT_INTERVAL".into(), interval);
         if let Some(model) = &self.spec.model {
             env.insert("STEWARD_MODEL".into(), model.clone());
         }

@@ -61,6 +61,7 @@ impl Fixture {
             control_url: "http://127.0.0.1:9".into(),
             http: reqwest::Client::new(),
             context_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
         };
         let registry = Registry::boot(deps, RegistryOptions { arbiters: 0 })
             .await

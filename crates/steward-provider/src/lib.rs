@@ -9,6 +9,7 @@
 //! that is already gone succeeds.
 
 mod error;
+pub mod process;
 pub mod sim;
 
 pub use error::ProviderError;
@@ -86,6 +87,9 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Every instance this provider has that belongs to Steward, in one call.
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError>;
+
+    /// The daemon is exiting: release or stop what the provider owns. Called once, at exit.
+    async fn shutdown(&self) {}
 }
 
 /// The configured providers, by name.

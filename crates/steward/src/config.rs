@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use steward_domain::{BackoffPolicy, Policy};
+use steward_provider::process::ProcessConfig;
 use steward_provider::sim::SimConfig;
 
 /// The built-in defaults, the same file users read.
@@ -172,6 +173,9 @@ pub struct HealthConfig {
     /// Silence after which a registered agent counts as dead.
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
+    /// How often agents are told to heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub agent_heartbeat_interval: Duration,
 }
 
 /// `[providers.*]`.
@@ -180,6 +184,8 @@ pub struct HealthConfig {
 pub struct ProvidersConfig {
     /// The simulated provider (absent: not offered).
     pub sim: Option<SimConfig>,
+    /// Local child processes (absent: not offered).
+    pub process: Option<ProcessConfig>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -241,6 +247,12 @@ impl Config {
         }
         if self.health.interval.is_zero() {
             bail!("health.interval must be greater than zero");
+        }
+        if self.health.agent_heartbeat_interval.is_zero()
+            || self.health.agent_heartbeat_interval.saturating_mul(2)
+                > self.health.heartbeat_timeout
+        {
+            bail!("health.agent_heartbeat_interval must be > 0 and at most half of health.heartbeat_timeout");
         }
         let probing = self
             .health

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use steward_actors::{Clock, Deps, EventBus, Registry, RegistryOptions};
 use steward_api::ApiState;
+use steward_provider::process::ProcessProvider;
 use steward_provider::sim::SimProvider;
 use steward_provider::Providers;
 use steward_store::{Store, StoreOptions};
@@ -70,6 +71,22 @@ fn providers(config: &Config) -> Providers {
     if let Some(sim) = config.providers.sim.as_ref().filter(|s| s.enabled) {
         providers.insert(Arc::new(SimProvider::new("sim", sim.clone())));
     }
+    if let Some(process) = config.providers.process.as_ref().filter(|p| p.enabled) {
+        let mut process = process.clone();
+        if process.log_dir.as_os_str().is_empty() {
+            process.log_dir = config.data_dir.join("logs");
+        }
+        if process.default_command.is_empty() {
+            // The reference agent, when it is installed next to this binary.
+            let agent = std::env::current_exe()
+                .ok()
+                .map(|exe| exe.with_file_name("steward-agent"));
+            if let Some(agent) = agent.filter(|a| a.is_file()) {
+                process.default_command = vec![agent.display().to_string()];
+            }
+        }
+        providers.insert(Arc::new(ProcessProvider::new("process", process)));
+    }
     providers
 }
 
@@ -87,6 +104,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => files::load_or_create_admin_token(&config.data_dir)?,
     };
     let providers = providers(&config);
+    let owned_providers = providers.clone();
     anyhow::ensure!(
         providers.get(&config.default_provider).is_some(),
         "default_provider {:?} is not configured (configured: {:?})",
@@ -123,6 +141,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         control_url,
         http: reqwest::Client::new(),
         context_timeout: config.restart.context_timeout,
+        heartbeat_interval: config.health.agent_heartbeat_interval,
     };
     let arbiters = if config.actors.arbiters == 0 {
         cores()
@@ -180,6 +199,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(grace = ?config.shutdown_grace, "waiting for operations in flight");
     registry.shutdown(config.shutdown_grace).await;
+    for provider in owned_providers.iter() {
+        provider.shutdown().await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

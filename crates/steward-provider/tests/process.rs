@@ -1,0 +1,501 @@
+//! The `process` provider against real child processes.
+//!
+//! Every wait is on a condition, with a bound; nothing sleeps a fixed time in place of one.
+//! `/proc` is read to see whether a process runs: a zombie counts as gone, since orphans
+//! are reparented to a PID 1 that may never reap them.
+
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use steward_domain::{Generation, WorkspaceId};
+use steward_provider::process::{ProcessConfig, ProcessProvider};
+use steward_provider::{InstanceSpec, Liveness, Provider, ProviderError};
+use tempfile::TempDir;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A provider logging into a fresh temporary directory.
+struct Fixture {
+    provider: ProcessProvider,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(ProcessConfig::default())
+    }
+
+    fn with(config: ProcessConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = ProcessConfig {
+            log_dir: dir.path().join("logs"),
+            ..config
+        };
+        Self {
+            provider: ProcessProvider::new("process", config),
+            _dir: dir,
+        }
+    }
+
+    fn grace_ms(stop_grace_ms: u64) -> Self {
+        Self::with(ProcessConfig {
+            stop_grace_ms,
+            ..ProcessConfig::default()
+        })
+    }
+
+    fn pid(&self, id: WorkspaceId) -> u32 {
+        self.provider.pid(id).expect("a tracked child")
+    }
+
+    fn log(&self, id: WorkspaceId) -> String {
+        std::fs::read_to_string(self.provider.log_path(id)).unwrap_or_default()
+    }
+
+    /// The lines the child wrote (the daemon's own `=== steward:` lines left out).
+    fn output(&self, id: WorkspaceId) -> Vec<String> {
+        self.log(id)
+            .lines()
+            .filter(|l| !l.starts_with("=== steward:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn liveness(&self, id: WorkspaceId) -> Liveness {
+        self.provider.liveness(id).await.expect("liveness")
+    }
+
+    async fn wait_dead(&self, id: WorkspaceId, generation: u64) {
+        let deadline = Instant::now() + BOUND;
+        while self.liveness(id).await != Liveness::Dead(Generation(generation)) {
+            assert!(Instant::now() < deadline, "workspace {id} never died");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Test builder of instance specs.
+struct Spec(InstanceSpec);
+
+impl Spec {
+    fn new(argv: &[&str]) -> Self {
+        Self(InstanceSpec {
+            workspace_id: WorkspaceId::from(uuid::Uuid::new_v4()),
+            generation: Generation(1),
+            image: None,
+            command: Some(argv.iter().map(|a| (*a).to_owned()).collect()),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        })
+    }
+
+    fn sh(script: &str) -> Self {
+        Self::new(&["sh", "-c", script])
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.0.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    fn secret(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .secrets
+            .insert(key.to_owned(), SecretString::from(value.to_owned()));
+        self
+    }
+
+    fn generation(mut self, generation: u64) -> Self {
+        self.0.generation = Generation(generation);
+        self
+    }
+
+    fn id(&self) -> WorkspaceId {
+        self.0.workspace_id
+    }
+}
+
+/// Waits for `condition`, at most [`BOUND`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `(state, pgrp)` of a process, from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn runs(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Live members of process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat(*pid).is_some_and(|(s, g)| g == pgid && s != 'Z' && s != 'X'))
+        .collect()
+}
+
+fn no_proc_entry(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn a_started_process_is_alive_and_stop_ends_it_promptly() {
+    let f = Fixture::new();
+    let spec = Spec::new(&["sleep", "30"]);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    assert_eq!(f.liveness(id).await, Liveness::Alive(Generation(1)));
+    let pid = f.pid(id);
+    assert!(runs(pid));
+    assert_eq!(stat(pid).map(|(_, g)| g), Some(pid), "a group of its own");
+
+    let began = Instant::now();
+    f.provider.stop(id).await.expect("stop");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "sleep dies of SIGTERM, long before the 5 s grace: {:?}",
+        began.elapsed()
+    );
+    assert!(no_proc_entry(pid), "the child is gone and reaped");
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+    assert!(f.provider.list().await.expect("list").is_empty());
+
+    // Idempotent.
+    f.provider.stop(id).await.expect("second stop");
+    f.provider.remove(id).await.expect("remove after stop");
+}
+
+#[tokio::test]
+async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let f = Fixture::grace_ms(300);
+    let spec = Spec::sh(r#"trap "" TERM; echo ready; sleep 30"#);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    let pid = f.pid(id);
+    eventually("the trap to be set", || f.output(id) == ["ready"]).await;
+
+    let began = Instant::now();
+    f.provider.remove(id).await.expect("remove");
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "SIGKILL only after the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "and soon after it: {took:?}");
+    assert!(no_proc_entry(pid));
+    assert!(group_members(pid).is_empty(), "its sleep is gone too");
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+    assert!(
+        f.log(id).contains("exited (signal: 9"),
+        "the log records the kill: {}",
+        f.log(id)
+    );
+}
+
+#[tokio::test]
+async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
+    let f = Fixture::new();
+    let spec = Spec::sh(r#"echo "FOO=$FOO SECRET=$SECRET HOME=$HOME""#)
+        .env("FOO", "bar")
+        .secret("SECRET", "canary-3f9a");
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    f.wait_dead(id, 1).await;
+    assert_eq!(f.output(id), ["FOO=bar SECRET=canary-3f9a HOME="]);
+    assert!(f.provider.exit_status(id).is_some_and(|s| s.success()));
+    assert!(!format!("{:?}", f.provider).contains("canary"));
+    assert!(!format!("{:?}", spec.0).contains("canary"));
+
+    let log = std::fs::metadata(f.provider.log_path(id)).expect("log file");
+    assert_eq!(log.permissions().mode() & 0o777, 0o600);
+
+    // The whole environment, without a shell adding its own variables.
+    let spec = Spec::new(&["env"])
+        .env("FOO", "bar")
+        .secret("SECRET", "canary-3f9a");
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start env");
+    f.wait_dead(id, 1).await;
+    let output = f.output(id);
+    let names: HashSet<&str> = output
+        .iter()
+        .filter_map(|line| line.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from(["PATH", "FOO", "SECRET"]),
+        "{output:?}"
+    );
+    assert!(output.contains(&"SECRET=canary-3f9a".to_owned()));
+}
+
+#[tokio::test]
+async fn arguments_are_passed_literally_never_interpolated() {
+    let f = Fixture::new();
+    let marker = PathBuf::from(format!("/tmp/should-not-exist-{}", uuid::Uuid::new_v4()));
+    let substitution = format!("$(touch {})", marker.display());
+    let backticks = format!("`touch {}`", marker.display());
+    let chained = format!("; touch {}", marker.display());
+    let spec = Spec::new(&["/bin/echo", &substitution, &backticks, &chained]);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    f.wait_dead(id, 1).await;
+    assert_eq!(
+        f.output(id),
+        [format!("{substitution} {backticks} {chained}")]
+    );
+    assert!(!marker.exists(), "nothing ran the substitution");
+}
+
+#[tokio::test]
+async fn kill_leaves_a_dead_instance_that_remove_clears_and_list_reports_both() {
+    let f = Fixture::new();
+    let doomed = Spec::new(&["sleep", "30"]);
+    let other = Spec::new(&["sleep", "30"]).generation(4);
+    f.provider.start(&doomed.0).await.expect("start");
+    f.provider.start(&other.0).await.expect("start other");
+    let pid = f.pid(doomed.id());
+
+    f.provider.kill(doomed.id()).await.expect("kill");
+    assert_eq!(f.liveness(doomed.id()).await, Liveness::Dead(Generation(1)));
+    assert!(!runs(pid));
+    let status = f.provider.exit_status(doomed.id()).expect("exit status");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+
+    let mut listed: Vec<(WorkspaceId, Liveness)> = f
+        .provider
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| (s.workspace_id, s.liveness))
+        .collect();
+    listed.sort_unstable_by_key(|(id, _)| *id);
+    let mut expected = vec![
+        (doomed.id(), Liveness::Dead(Generation(1))),
+        (other.id(), Liveness::Alive(Generation(4))),
+    ];
+    expected.sort_unstable_by_key(|(id, _)| *id);
+    assert_eq!(listed, expected);
+
+    f.provider.kill(doomed.id()).await.expect("kill again");
+    f.provider.remove(doomed.id()).await.expect("remove");
+    assert_eq!(f.liveness(doomed.id()).await, Liveness::Absent);
+    f.provider.remove(doomed.id()).await.expect("remove again");
+    f.provider.stop(other.id()).await.expect("stop other");
+    assert!(f.provider.list().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn stop_takes_the_descendants_of_the_child_along() {
+    let f = Fixture::new();
+    let spec = Spec::sh("sleep 30 & wait");
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    let pid = f.pid(id);
+    eventually("the background sleep", || group_members(pid).len() == 2).await;
+    let descendant = group_members(pid)
+        .into_iter()
+        .find(|p| *p != pid)
+        .expect("a descendant");
+
+    f.provider.stop(id).await.expect("stop");
+    assert!(no_proc_entry(pid));
+    assert!(!runs(descendant), "the descendant is gone (or a zombie)");
+    assert!(group_members(pid).is_empty());
+}
+
+#[tokio::test]
+async fn a_descendant_that_ignores_sigterm_gets_the_grace_period_then_sigkill() {
+    let f = Fixture::grace_ms(300);
+    let spec = Spec::sh(r#"(trap "" TERM; echo ready; sleep 30) & wait"#);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    let pid = f.pid(id);
+    eventually("the trap to be set", || f.output(id) == ["ready"]).await;
+
+    let began = Instant::now();
+    f.provider.stop(id).await.expect("stop");
+    let took = began.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(group_members(pid).is_empty(), "the straggler got SIGKILL");
+}
+
+#[tokio::test]
+async fn when_the_child_exits_on_its_own_what_it_left_in_its_group_is_killed() {
+    let f = Fixture::new();
+    let spec = Spec::sh("sleep 30 & echo $!");
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    f.wait_dead(id, 1).await;
+    let mut straggler = None;
+    eventually("the straggler's pid in the log", || {
+        straggler = f.output(id).first().and_then(|l| l.parse::<u32>().ok());
+        straggler.is_some()
+    })
+    .await;
+    let straggler = straggler.expect("pid");
+    eventually("the straggler to be killed", || !runs(straggler)).await;
+    assert!(f.provider.exit_status(id).is_some_and(|s| s.success()));
+    f.provider.remove(id).await.expect("remove");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_clear_error_and_leaves_nothing() {
+    let f = Fixture::new();
+    for program in [
+        format!("/nonexistent/program-{}", uuid::Uuid::new_v4()),
+        format!("no-such-program-{}", uuid::Uuid::new_v4()),
+    ] {
+        let spec = Spec::new(&[&program, "arg"]);
+        let began = Instant::now();
+        match f.provider.start(&spec.0).await {
+            Err(ProviderError::InvalidSpec(message)) => {
+                assert!(
+                    message.contains(&program) && message.contains("not found"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+        assert!(began.elapsed() < Duration::from_secs(2));
+        assert_eq!(f.liveness(spec.id()).await, Liveness::Absent);
+    }
+    assert!(f.provider.list().await.expect("list").is_empty());
+
+    // A file that is not executable.
+    let file = tempfile::NamedTempFile::new().expect("file");
+    let path = file.path().to_str().expect("utf-8 path");
+    assert!(matches!(
+        f.provider.start(&Spec::new(&[path]).0).await,
+        Err(ProviderError::InvalidSpec(m)) if m.contains("permission denied")
+    ));
+}
+
+#[tokio::test]
+async fn the_command_falls_back_to_the_default_and_without_one_is_required() {
+    let f = Fixture::new();
+    let mut spec = Spec::new(&[]);
+    spec.0.command = None;
+    assert!(matches!(
+        f.provider.start(&spec.0).await,
+        Err(ProviderError::InvalidSpec(m)) if m.contains("default_command")
+    ));
+    assert_eq!(f.liveness(spec.id()).await, Liveness::Absent);
+
+    let f = Fixture::with(ProcessConfig {
+        default_command: vec!["/bin/echo".to_owned(), "from-default".to_owned()],
+        ..ProcessConfig::default()
+    });
+    f.provider
+        .start(&spec.0)
+        .await
+        .expect("start with the default");
+    f.wait_dead(spec.id(), 1).await;
+    assert_eq!(f.output(spec.id()), ["from-default"]);
+}
+
+#[tokio::test]
+async fn starting_a_running_workspace_again_fails_and_a_dead_one_is_replaced() {
+    let f = Fixture::new();
+    let spec = Spec::new(&["sleep", "30"]);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    let first = f.pid(id);
+    let again = Spec(InstanceSpec {
+        generation: Generation(2),
+        ..spec.0.clone()
+    });
+    assert!(matches!(
+        f.provider.start(&again.0).await,
+        Err(ProviderError::AlreadyExists(1))
+    ));
+    assert_eq!(f.pid(id), first, "the running child is untouched");
+    assert!(runs(first));
+
+    f.provider.kill(id).await.expect("kill");
+    f.provider
+        .start(&again.0)
+        .await
+        .expect("start over a dead child");
+    assert_eq!(f.liveness(id).await, Liveness::Alive(Generation(2)));
+    assert_ne!(f.pid(id), first);
+    let log = f.log(id);
+    assert!(log.contains("generation 1 starting") && log.contains("generation 2 starting"));
+    f.provider.stop(id).await.expect("stop");
+}
+
+#[tokio::test]
+async fn shutdown_stops_every_child_and_refuses_new_ones() {
+    let f = Fixture::grace_ms(300);
+    let specs = [
+        Spec::new(&["sleep", "30"]),
+        Spec::sh(r#"trap "" TERM; echo ready; sleep 30"#),
+    ];
+    for spec in &specs {
+        f.provider.start(&spec.0).await.expect("start");
+    }
+    eventually("the trap to be set", || {
+        f.output(specs[1].id()) == ["ready"]
+    })
+    .await;
+    let pids: Vec<u32> = specs.iter().map(|s| f.pid(s.id())).collect();
+
+    let began = Instant::now();
+    f.provider.shutdown().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "in parallel, each within its grace: {:?}",
+        began.elapsed()
+    );
+    for pid in pids {
+        assert!(no_proc_entry(pid) && group_members(pid).is_empty());
+    }
+    assert!(f.provider.list().await.expect("list").is_empty());
+    assert!(matches!(
+        f.provider.start(&Spec::new(&["sleep", "30"]).0).await,
+        Err(ProviderError::Engine(_))
+    ));
+}
+
+#[tokio::test]
+async fn with_leave_running_shutdown_leaves_the_children_alone() {
+    let f = Fixture::with(ProcessConfig {
+        leave_running: true,
+        ..ProcessConfig::default()
+    });
+    let specs = [Spec::new(&["sleep", "30"]), Spec::new(&["sleep", "30"])];
+    for spec in &specs {
+        f.provider.start(&spec.0).await.expect("start");
+    }
+    f.provider.shutdown().await;
+    for spec in &specs {
+        assert!(runs(f.pid(spec.id())));
+        assert_eq!(f.liveness(spec.id()).await, Liveness::Alive(Generation(1)));
+    }
+    for spec in &specs {
+        let pid = f.pid(spec.id());
+        f.provider.stop(spec.id()).await.expect("clean up");
+        assert!(no_proc_entry(pid));
+    }
+}
