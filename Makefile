@@ -5,8 +5,9 @@
 help: ## List targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-run: ## Run the daemon on 127.0.0.1:7878 (SQLite under ./data, sim provider)
-	cargo run --release -p steward -- serve
+run: ## Run the daemon on 127.0.0.1:7878 (SQLite under ./data; workspaces run steward-agent as local processes)
+	cargo build --release -p steward -p steward-agent
+	STEWARD_DEFAULT_PROVIDER=process target/release/steward serve
 
 test: ## Run every test (starts PostgreSQL for the store tests)
 	scripts/test.sh

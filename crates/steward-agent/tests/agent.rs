@@ -224,7 +224,7 @@ async fn binary_exits_0_promptly_on_sigterm_and_never_logs_the_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
 
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
-    assert!(took < Duration::from_secs(1), "took {took:?} to exit");
+    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
     assert!(
         stderr.contains("registered with the control plane"),
         "{stderr}"
