@@ -93,7 +93,7 @@ async fn each_generation_gets_fresh_credentials_and_exactly_one_restart_context(
         .expect("agent token")
         .clone();
     assert!(
-        old_env.get("HOME").is_none(),
+        !old_env.contains_key("HOME"),
         "the daemon's own environment does not leak"
     );
 

@@ -1,12 +1,14 @@
-//! `steward`: the daemon (`steward serve`) and, later, its CLI client. A thin shell: the
-//! library crates do the work; this crate parses flags, layers configuration, wires the
-//! pieces and handles signals. `anyhow` lives here and nowhere else.
+//! `steward`: the daemon (`steward serve`) and its CLI client (`steward ws ...`,
+//! `steward admin ...`, in `cli`). A thin shell: the library crates do the work; this crate
+//! parses flags, layers configuration, wires the pieces and handles signals. `anyhow` lives
+//! here and nowhere else.
 
+mod cli;
 mod config;
 mod files;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +16,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "steward", version, about)]
 struct Cli {
+    /// Options of the client commands; also accepted after them.
+    #[command(flatten)]
+    client: cli::ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +27,10 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Manage workspaces through the daemon's HTTP API.
+    Ws(cli::WsArgs),
+    /// Inspect the daemon's live workspace actors.
+    Admin(cli::AdminArgs),
 }
 
 /// Flags override STEWARD_* variables, which override the config file, which overrides the
@@ -46,7 +55,13 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(message) = cli::reject_client_options_for_serve(&matches) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(args) => {
             let overrides = config::Overrides {
@@ -57,6 +72,8 @@ fn main() -> ExitCode {
             };
             config::Config::load(args.config.as_deref(), overrides).and_then(serve::run)
         }
+        Command::Ws(args) => return cli::run_ws(args),
+        Command::Admin(args) => return cli::run_admin(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
