@@ -237,10 +237,19 @@ async fn no_secret_value_appears_in_any_log_line() {
     .await
     .expect(202);
     registered(&api, &id, 2).await;
+    // A second workspace still running when the daemon stops: its process must go with it.
+    let other = api.create(&json!({ "name": "survivor?" })).await;
+    let other = other["id"].as_str().expect("id").to_owned();
+    let (_, health) = registered(&api, &other, 1).await;
+    let pid = health["pid"].as_u64().expect("pid");
     api.delete(&format!("/v1/workspaces/{id}"))
         .await
         .expect(202);
     daemon.stop_gracefully().await;
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the daemon stops its children on exit"
+    );
 
     let mut logs = daemon.logs();
     for entry in std::fs::read_dir(daemon.data_dir().join("logs")).expect("workspace logs") {

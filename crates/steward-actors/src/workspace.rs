@@ -812,11 +812,18 @@ impl Handler<Get> for WorkspaceActor {
     }
 }
 
+/// Like `Get`: the snapshot is taken now and answered once the last commit has settled, so
+/// counters never run ahead of the events that record them.
 impl Handler<Inspect> for WorkspaceActor {
-    type Result = MessageResult<Inspect>;
+    type Result = ResponseFuture<ActorView>;
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.inspect())
+        let view = self.inspect();
+        let settled = self.last_commit.clone();
+        Box::pin(async move {
+            let _ = settled.await;
+            view
+        })
     }
 }
 

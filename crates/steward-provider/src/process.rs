@@ -724,7 +724,10 @@ mod tests {
         let config: ProcessConfig = toml::from_str("").expect("empty config");
         assert_eq!(config, ProcessConfig::default());
         assert_eq!(config.stop_grace_ms, 5000);
-        assert!(config.log_dir.as_os_str().is_empty(), "empty: the daemon puts logs under its data dir");
+        assert!(
+            config.log_dir.as_os_str().is_empty(),
+            "empty: the daemon puts logs under its data dir"
+        );
         assert!(config.enabled && !config.leave_running && config.default_command.is_empty());
 
         let config: ProcessConfig =

@@ -215,11 +215,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("STEWARD_").split("__").filter(|key| {
-            ENV_KEYS
-                .iter()
-                .any(|k| key.as_str().split('.').next() == Some(*k))
-        });
+        // Only variables naming a configuration key (STEWARD_BIN and the like are not ours).
+        // The filter sees the raw name after the prefix, e.g. `RESTART__DEBOUNCE_WINDOW`.
+        let env = Env::prefixed("STEWARD_")
+            .filter(|key| {
+                let section = key.as_str().split("__").next().unwrap_or_default();
+                ENV_KEYS.iter().any(|k| section.eq_ignore_ascii_case(k))
+            })
+            .split("__");
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
@@ -310,46 +313,84 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    // figment::Jail's closures return figment::Error, which is large; that is its API.
+    #![allow(clippy::result_large_err)]
     use super::*;
+
+    // Every test that loads configuration runs in a figment `Jail`: it serializes them and
+    // gives each a clean environment (one of them sets STEWARD_* variables).
 
     #[test]
     fn the_default_file_is_a_complete_valid_configuration() {
-        let config = Config::load(None, Overrides::default()).expect("defaults load");
-        assert_eq!(config.listen, "127.0.0.1:7878");
-        assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(config.restart.debounce_window, Duration::from_secs(60));
-        assert!(config.providers.sim.is_some());
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(None, Overrides::default()).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.listen, "127.0.0.1:7878");
+            assert_eq!(config.data_dir, PathBuf::from("./data"));
+            assert_eq!(config.restart.debounce_window, Duration::from_secs(60));
+            assert!(config.providers.sim.is_some() && config.providers.process.is_some());
+            Ok(())
+        });
     }
 
     #[test]
     fn a_debounce_window_shorter_than_the_probe_detection_time_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("c.toml");
-        let toml = "[restart]\ndebounce_window = \"5s\"\n[health]\ninterval = \"3s\"\nfailure_threshold = 2\n";
-        std::fs::write(&file, toml).expect("write");
-        let err = Config::load(Some(&file), Overrides::default()).expect_err("refused");
-        assert!(format!("{err:#}").contains("debounce_window"), "{err:#}");
+        figment::Jail::expect_with(|jail| {
+            let toml = "[restart]\ndebounce_window = \"5s\"\n[health]\ninterval = \"3s\"\nfailure_threshold = 2\n";
+            jail.create_file("c.toml", toml)?;
+            let file = jail.directory().join("c.toml");
+            let err = Config::load(Some(&file), Overrides::default()).expect_err("refused");
+            assert!(format!("{err:#}").contains("debounce_window"), "{err:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_flags_override_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "default_provider = \"sim\"\n[restart]\ndebounce_window = \"30s\"\n",
+            )?;
+            jail.set_env("STEWARD_DEFAULT_PROVIDER", "process");
+            jail.set_env("STEWARD_RESTART__DEBOUNCE_WINDOW", "45s");
+            jail.set_env("STEWARD_LISTEN", "127.0.0.1:9");
+            jail.set_env("STEWARD_BIN", "/not/a/config/key");
+            let file = jail.directory().join("c.toml");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:10".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(&file), overrides).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.default_provider, "process");
+            assert_eq!(config.restart.debounce_window, Duration::from_secs(45));
+            assert_eq!(
+                config.listen, "127.0.0.1:10",
+                "flags win over the environment"
+            );
+            Ok(())
+        });
     }
 
     #[test]
     fn flags_override_the_file_and_unknown_keys_are_rejected() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"25s\"\n",
-        )
-        .expect("write");
-        let overrides = Overrides {
-            listen: Some("127.0.0.1:2".into()),
-            ..Overrides::default()
-        };
-        let config = Config::load(Some(&file), overrides).expect("loads");
-        assert_eq!(config.listen, "127.0.0.1:2");
-        assert_eq!(config.restart.debounce_window, Duration::from_secs(25));
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:1\"\n[restart]\ndebounce_window = \"25s\"\n",
+            )?;
+            let file = jail.directory().join("c.toml");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(&file), overrides).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.listen, "127.0.0.1:2");
+            assert_eq!(config.restart.debounce_window, Duration::from_secs(25));
 
-        std::fs::write(&file, "[restart]\ndebounce_windw = \"1s\"\n").expect("write");
-        let err = Config::load(Some(&file), Overrides::default()).expect_err("typo rejected");
-        assert!(format!("{err:#}").contains("debounce_windw"), "{err:#}");
+            jail.create_file("c.toml", "[restart]\ndebounce_windw = \"1s\"\n")?;
+            let err = Config::load(Some(&file), Overrides::default()).expect_err("typo rejected");
+            assert!(format!("{err:#}").contains("debounce_windw"), "{err:#}");
+            Ok(())
+        });
     }
 }

@@ -710,6 +710,15 @@ fn the_new_agent_gets_exactly_one_restart_context_after_it_proves_fresh() {
         delivered: true,
     });
     assert_eq!(h.count("context_delivered"), 1);
+    h.send(Event::ContextDelivery {
+        generation: Generation(2),
+        delivered: false,
+    });
+    assert_eq!(
+        h.count("context_timeout"),
+        1,
+        "a delivery that gave up is recorded"
+    );
 }
 
 #[test]
