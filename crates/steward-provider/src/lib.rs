@@ -51,6 +51,16 @@ pub enum Liveness {
     Absent,
 }
 
+/// An instance death the provider learned of as it happened (e.g. from the engine's event
+/// stream). Turned into a dead health report at once; probes remain the fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceDeath {
+    /// Workspace whose instance died.
+    pub workspace_id: WorkspaceId,
+    /// Generation of the instance that died.
+    pub generation: Generation,
+}
+
 /// An instance the provider has, as found by [`Provider::list`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstanceSummary {
@@ -87,6 +97,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Every instance this provider has that belongs to Steward, in one call.
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError>;
+
+    /// Deaths the provider learns of as they happen, if it can (a fresh subscription).
+    /// `None`: only probes find dead instances.
+    fn deaths(&self) -> Option<tokio::sync::broadcast::Receiver<InstanceDeath>> {
+        None
+    }
 
     /// The daemon is exiting: release or stop what the provider owns. Called once, at exit.
     async fn shutdown(&self) {}
