@@ -1,6 +1,6 @@
 # Thin entry points; the scripts they call do the work.
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench
+.PHONY: help run test lint fmt bench image
 
 help: ## List targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 
 fmt: ## Format the code
 	cargo fmt --all
+
+image: ## Build the local image steward-agent:dev (static agent, FROM scratch; no registry)
+	scripts/image.sh
 
 bench: ## Run the benchmarks (release build, loopback only); see docs/PERFORMANCE.md
 	scripts/bench.sh

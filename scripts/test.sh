@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, property, store (SQLite and PostgreSQL), actor and
-# end-to-end tests. Installs and starts what it needs (PostgreSQL via with-postgres.sh).
+# The whole test suite: unit, property, store (SQLite and PostgreSQL), actor, Docker and
+# end-to-end tests. Installs and starts what it needs (PostgreSQL via with-postgres.sh) and
+# builds the local agent image the Docker tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# End-to-end tests drive the real binary: build it first.
+# Docker tests must run: under CI a missing engine is a failure, never a silent skip.
+if ! docker info >/dev/null 2>&1; then
+    if [ "${CI:-}" = "true" ]; then
+        echo "error: the Docker engine is not reachable; the Docker tests need it (CI=true)" >&2
+        exit 1
+    fi
+    echo "warning: no Docker engine: the Docker tests will report themselves skipped" >&2
+else
+    scripts/image.sh
+fi
+
+# End-to-end tests drive the real binaries: build them first.
 cargo build --workspace --bins
 exec scripts/with-postgres.sh cargo test --workspace --no-fail-fast
