@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{Generation, MachineState, Policy, WorkspaceId};
-use steward_provider::{Liveness, Provider, Providers};
+use steward_provider::{InstanceDeath, Liveness, Provider, Providers};
 use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
 use tokio::sync::{broadcast, watch, OnceCell};
 
@@ -165,7 +165,7 @@ impl Registry {
                     Some(name) if *name == provider.name() => {
                         live.insert(instance.workspace_id, live_generation(instance.liveness));
                     }
-                    _ => remove_orphan(provider.clone(), instance.workspace_id),
+                                        _ => remove_orphan(Some(provider.clone()), instance.workspace_id),
                 }
             }
         }
@@ -481,9 +481,13 @@ impl Registry {
         self.inner.closing.subscribe()
     }
 
-    /// Starts one probe actor per provider, probing every `interval`.
+        /// Starts one probe actor per provider, probing every `interval`, and, for providers that
+    /// report deaths as they happen, a listener that turns each into a dead report at once.
     pub fn start_probes(&self, interval: Duration) {
         for provider in self.inner.deps.providers.iter() {
+            if let Some(deaths) = provider.deaths() {
+                actix::spawn(self.clone().follow_deaths(deaths));
+            }
             let prober = Prober {
                 registry: self.clone(),
                 provider: provider.clone(),
@@ -501,8 +505,27 @@ impl Registry {
         }
     }
 
+        /// Forwards engine-reported deaths to the workspaces' actors (as dead probe reports: the
+    /// machine still decides, with the same threshold and windows).
+    async fn follow_deaths(self, mut deaths: broadcast::Receiver<InstanceDeath>) {
+        loop {
+            match deaths.recv().await {
+                Ok(death) => {
+                    if let Some(entry) = self.inner.actors.get(&death.workspace_id) {
+                        let _ = entry.addr.try_send(Probe(Liveness::Dead(death.generation)));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed instance deaths; probes will catch up");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// One probe round for `provider`: one `list` call, then a report to each of its
-    /// workspaces' actors. Reports are best effort: a full mailbox skips one.
+    /// workspaces' actors, and removal of instances that belong to no workspace (orphans).
+    /// Reports are best effort: a full mailbox skips one.
     pub(crate) async fn probe(&self, provider: &dyn Provider) {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return;
@@ -516,10 +539,11 @@ impl Registry {
                 return;
             }
         };
-        let seen: HashMap<WorkspaceId, Liveness> = instances
-            .into_iter()
-            .map(|i| (i.workspace_id, i.liveness))
-            .collect();
+                let seen: HashMap<WorkspaceId, Liveness> =
+            instances.into_iter().map(|i| (i.workspace_id, i.liveness)).collect();
+        for orphan in seen.keys().filter(|id| !self.inner.actors.contains_key(id)) {
+            remove_orphan(self.inner.deps.providers.get(provider.name()).cloned(), *orphan);
+        }
         for entry in self.inner.actors.iter() {
             if &*entry.provider != provider.name() {
                 continue;
@@ -568,7 +592,8 @@ impl Registry {
     }
 }
 
-fn remove_orphan(provider: Arc<dyn Provider>, id: WorkspaceId) {
+fn remove_orphan(provider: Option<Arc<dyn Provider>>, id: WorkspaceId) {
+    let Some(provider) = provider else { return };
     tracing::info!(provider = provider.name(), workspace = %id, "removing orphan instance");
     actix::spawn(async move {
         if let Err(e) = provider.remove(id).await {
