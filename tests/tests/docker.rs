@@ -15,19 +15,32 @@ const IMAGE: &str = "steward-agent:dev";
 
 /// Runs `docker` with `args`; returns stdout.
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Whether the engine and the agent image are there; fails loudly under CI.
 fn engine_ready() -> bool {
-    let up = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let up = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let image = up && !docker(&["images", "-q", IMAGE]).is_empty();
     if up && image {
         return true;
     }
-    let why = if up { format!("image {IMAGE} missing: run `make image`") } else { "no Docker engine".to_owned() };
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "docker tests cannot run under CI: {why}");
+    let why = if up {
+        format!("image {IMAGE} missing: run `make image`")
+    } else {
+        "no Docker engine".to_owned()
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "docker tests cannot run under CI: {why}"
+    );
     eprintln!("skipping docker test: {why}");
     false
 }
@@ -37,7 +50,10 @@ struct Owner(String);
 
 impl Owner {
     fn new() -> Self {
-        Self(format!("steward-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        Self(format!(
+            "steward-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))
     }
 
     fn filter(&self) -> String {
@@ -47,7 +63,13 @@ impl Owner {
     /// Containers of ours as `name state` lines (`all`: stopped ones too).
     fn containers(&self, all: bool) -> Vec<String> {
         let filter = self.filter();
-        let mut args = vec!["ps", "--filter", &filter, "--format", "{{.Names}} {{.State}}"];
+        let mut args = vec![
+            "ps",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}} {{.State}}",
+        ];
         if all {
             args.push("-a");
         }
@@ -105,8 +127,9 @@ async fn registered(api: &Api, id: &str, generation: u64) -> Value {
     eventually(WAIT, "the containerised agent to register", || async {
         let doc = api.workspace(id).await;
         let events = api.events(id).await;
-        let registered =
-            events.iter().any(|e| e["type"] == "agent_registered" && generation_of(e) == generation);
+        let registered = events
+            .iter()
+            .any(|e| e["type"] == "agent_registered" && generation_of(e) == generation);
         if doc["phase"] == "running" && generation_of(&doc) == generation && registered {
             Ok(doc)
         } else {
@@ -118,7 +141,12 @@ async fn registered(api: &Api, id: &str, generation: u64) -> Value {
 
 /// The environment of the workspace's container.
 fn container_env(owner: &Owner, id: &str) -> Vec<String> {
-    let out = docker(&["inspect", "--format", "{{json .Config.Env}}", &format!("{}-{id}", owner.0)]);
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &format!("{}-{id}", owner.0),
+    ]);
     serde_json::from_str(&out).unwrap_or_default()
 }
 
@@ -130,29 +158,61 @@ async fn lifecycle_create_stop_start_delete() {
     let owner = Owner::new();
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     let api = daemon.client();
-    let created = api.create(&json!({ "name": "boxed", "image": IMAGE, "secrets": { "TOKEN": "s1" } })).await;
+    let created = api
+        .create(&json!({ "name": "boxed", "image": IMAGE, "secrets": { "TOKEN": "s1" } }))
+        .await;
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["provider"], "docker");
     registered(&api, &id, 1).await;
-    assert_eq!(owner.containers(false), [format!("{}-{id} running", owner.0)]);
+    assert_eq!(
+        owner.containers(false),
+        [format!("{}-{id} running", owner.0)]
+    );
     let env = container_env(&owner, &id);
-    assert!(env.contains(&"TOKEN=s1".to_owned()) && env.contains(&"STEWARD_GENERATION=1".to_owned()), "{env:?}");
-    let host = docker(&["inspect", "--format", "{{.HostConfig.Privileged}} {{json .HostConfig.Binds}}", &format!("{}-{id}", owner.0)]);
+    assert!(
+        env.contains(&"TOKEN=s1".to_owned()) && env.contains(&"STEWARD_GENERATION=1".to_owned()),
+        "{env:?}"
+    );
+    let host = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Privileged}} {{json .HostConfig.Binds}}",
+        &format!("{}-{id}", owner.0),
+    ]);
     assert_eq!(host, "false null", "no privilege, no host mounts");
 
-    api.post_empty(&format!("/v1/workspaces/{id}/stop")).await.expect(202);
+    api.post_empty(&format!("/v1/workspaces/{id}/stop"))
+        .await
+        .expect(202);
     api.wait_phase_within(&id, "stopped", WAIT).await;
-    assert_eq!(owner.containers(true), [format!("{}-{id} exited", owner.0)], "stopped, kept");
+    assert_eq!(
+        owner.containers(true),
+        [format!("{}-{id} exited", owner.0)],
+        "stopped, kept"
+    );
 
-    api.post_empty(&format!("/v1/workspaces/{id}/start")).await.expect(202);
+    api.post_empty(&format!("/v1/workspaces/{id}/start"))
+        .await
+        .expect(202);
     registered(&api, &id, 2).await;
     assert_eq!(owner.running(), 1);
 
-    api.delete(&format!("/v1/workspaces/{id}")).await.expect(202);
-    eventually(WAIT, "the workspace and its container to be gone", || async {
-        let gone = api.get(&format!("/v1/workspaces/{id}")).await.status == 404 && owner.containers(true).is_empty();
-        if gone { Ok(()) } else { Err(format!("{:?}", owner.containers(true))) }
-    })
+    api.delete(&format!("/v1/workspaces/{id}"))
+        .await
+        .expect(202);
+    eventually(
+        WAIT,
+        "the workspace and its container to be gone",
+        || async {
+            let gone = api.get(&format!("/v1/workspaces/{id}")).await.status == 404
+                && owner.containers(true).is_empty();
+            if gone {
+                Ok(())
+            } else {
+                Err(format!("{:?}", owner.containers(true)))
+            }
+        },
+    )
     .await;
 }
 
@@ -164,7 +224,12 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
     let owner = Owner::new();
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     let api = daemon.client();
-    let id = api.create(&json!({ "name": "storm", "image": IMAGE })).await["id"].as_str().expect("id").to_owned();
+    let id = api
+        .create(&json!({ "name": "storm", "image": IMAGE }))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     registered(&api, &id, 1).await;
     let before = api.events(&id).await.len();
 
@@ -182,21 +247,41 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
     });
     let path = format!("/v1/workspaces/{id}/restart");
     let restarts = join_all((0..30).map(|_| api.post_empty(&path)));
-    let secret = api.put(&format!("/v1/workspaces/{id}/secrets/LATEST"), &json!({ "value": "after-the-storm" }));
+    let secret = api.put(
+        &format!("/v1/workspaces/{id}/secrets/LATEST"),
+        &json!({ "value": "after-the-storm" }),
+    );
     let (replies, secret) = tokio::join!(restarts, secret);
-    assert!(replies.iter().all(|r| r.status == 202), "every restart accepted");
+    assert!(
+        replies.iter().all(|r| r.status == 202),
+        "every restart accepted"
+    );
     secret.expect(202);
     let final_generation = api.wait_settled(&id).await;
     let most_live = watch.await.expect("watcher");
-    assert!(most_live <= 1, "{most_live} live containers of one workspace at once");
+    assert!(
+        most_live <= 1,
+        "{most_live} live containers of one workspace at once"
+    );
 
     let events = api.events(&id).await;
     let storm = &events[before..];
-    assert!(of_type(storm, "provision_started").len() <= 2, "{}", summarize(storm));
-    assert!(of_type(storm, "provision_failed").is_empty(), "no name conflict surfaced: {}", summarize(storm));
+    assert!(
+        of_type(storm, "provision_started").len() <= 2,
+        "{}",
+        summarize(storm)
+    );
+    assert!(
+        of_type(storm, "provision_failed").is_empty(),
+        "no name conflict surfaced: {}",
+        summarize(storm)
+    );
     registered(&api, &id, generation_of(&final_generation)).await;
     let env = container_env(&owner, &id);
-    assert!(env.contains(&"LATEST=after-the-storm".to_owned()), "the last container has the latest secrets: {env:?}");
+    assert!(
+        env.contains(&"LATEST=after-the-storm".to_owned()),
+        "the last container has the latest secrets: {env:?}"
+    );
     assert_eq!(owner.running(), 1);
 }
 
@@ -208,14 +293,24 @@ async fn create_immediately_followed_by_restart_ends_running_with_the_latest_tok
     let owner = Owner::new();
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     let api = daemon.client();
-    let id = api.create(&json!({ "name": "race", "image": IMAGE })).await["id"].as_str().expect("id").to_owned();
+    let id = api.create(&json!({ "name": "race", "image": IMAGE })).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let restart = api.restart(&id).await;
     let generation = generation_of(&restart);
     registered(&api, &id, generation).await;
     let env = container_env(&owner, &id);
-    assert!(env.contains(&format!("STEWARD_GENERATION={generation}")), "{env:?}");
+    assert!(
+        env.contains(&format!("STEWARD_GENERATION={generation}")),
+        "{env:?}"
+    );
     let events = api.events(&id).await;
-    assert!(of_type(&events, "provision_failed").is_empty() && of_type(&events, "failed").is_empty(), "{}", summarize(&events));
+    assert!(
+        of_type(&events, "provision_failed").is_empty() && of_type(&events, "failed").is_empty(),
+        "{}",
+        summarize(&events)
+    );
     assert_eq!(owner.running(), 1);
 }
 
@@ -227,11 +322,20 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
     let owner = Owner::new();
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "5s", 5)).await;
     let api = daemon.client();
-    let id = api.create(&json!({ "name": "killed", "image": IMAGE })).await["id"].as_str().expect("id").to_owned();
+    let id = api
+        .create(&json!({ "name": "killed", "image": IMAGE }))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     registered(&api, &id, 1).await;
     eventually(WAIT, "the debounce window to pass", || async {
         let a = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
-        if a["debounce_until"].is_null() { Ok(()) } else { Err(a.to_string()) }
+        if a["debounce_until"].is_null() {
+            Ok(())
+        } else {
+            Err(a.to_string())
+        }
     })
     .await;
     let name = format!("{}-{id}", owner.0);
@@ -240,7 +344,11 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
     let health = |events: &[Value]| {
         of_type(events, "provision_started")
             .into_iter()
-            .filter(|e| e["causes"].as_array().is_some_and(|c| c.contains(&json!("health"))))
+            .filter(|e| {
+                e["causes"]
+                    .as_array()
+                    .is_some_and(|c| c.contains(&json!("health")))
+            })
             .count()
     };
     assert_eq!(health(&api.events(&id).await), 1);
@@ -249,11 +357,21 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
     docker(&["kill", &name]);
     eventually(WAIT, "a debounce drop", || async {
         let a = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
-        let n = a["counters"]["dropped"]["health"]["debounce"].as_u64().unwrap_or(0);
-        if n >= 1 { Ok(()) } else { Err(a.to_string()) }
+        let n = a["counters"]["dropped"]["health"]["debounce"]
+            .as_u64()
+            .unwrap_or(0);
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(a.to_string())
+        }
     })
     .await;
-    assert_eq!(health(&api.events(&id).await), 1, "the kill inside the window did not restart");
+    assert_eq!(
+        health(&api.events(&id).await),
+        1,
+        "the kill inside the window did not restart"
+    );
     let metrics = api.get("/metrics").await.text;
     assert!(metrics.contains(r#"steward_restart_dropped_total{cause="health",reason="debounce"}"#));
 }
@@ -268,18 +386,42 @@ async fn orphans_of_ours_are_swept_and_foreign_containers_are_never_touched() {
     let foreign = format!("{}-foreign", owner.0);
     let orphan_workspace = uuid::Uuid::new_v4().to_string();
     // Both exit at once (no agent env), which is fine: exited containers are listed too.
-    docker(&["create", "--name", &orphan, "--label", &format!("io.steward.owner={}", owner.0),
-        "--label", &format!("io.steward.workspace={orphan_workspace}"), "--label", "io.steward.generation=1", IMAGE]);
-    docker(&["create", "--name", &foreign, "--label", "someone.else=1", IMAGE]);
+    docker(&[
+        "create",
+        "--name",
+        &orphan,
+        "--label",
+        &format!("io.steward.owner={}", owner.0),
+        "--label",
+        &format!("io.steward.workspace={orphan_workspace}"),
+        "--label",
+        "io.steward.generation=1",
+        IMAGE,
+    ]);
+    docker(&[
+        "create",
+        "--name",
+        &foreign,
+        "--label",
+        "someone.else=1",
+        IMAGE,
+    ]);
     let _cleanup_foreign = scopeguard(foreign.clone());
 
     let _daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     eventually(WAIT, "the orphan to be removed", || async {
         let left = docker(&["ps", "-aq", "--filter", &format!("name={orphan}")]);
-        if left.is_empty() { Ok(()) } else { Err(left) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left)
+        }
     })
     .await;
-    assert!(!docker(&["ps", "-aq", "--filter", &format!("name={foreign}")]).is_empty(), "a foreign container was touched");
+    assert!(
+        !docker(&["ps", "-aq", "--filter", &format!("name={foreign}")]).is_empty(),
+        "a foreign container was touched"
+    );
 }
 
 /// Removes the named container when dropped.
@@ -305,15 +447,22 @@ impl EngineProxy {
         let listener = tokio::net::UnixListener::bind(&path).expect("bind proxy socket");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 tokio::spawn(async move {
-                    if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
                     }
                 });
             }
         });
-        Self { path, task: Some(task) }
+        Self {
+            path,
+            task: Some(task),
+        }
     }
 
     /// The engine goes away: no more connections (existing ones are cut as their tasks end).
@@ -342,7 +491,12 @@ async fn an_unreachable_engine_fails_cycles_clearly_backs_off_and_recovers() {
     let mut proxy = EngineProxy::start(socket.clone());
     let daemon = Daemon::start(&config(&owner, &socket, "60s", 100)).await;
     let api = daemon.client();
-    let id = api.create(&json!({ "name": "flaky-engine", "image": IMAGE })).await["id"].as_str().expect("id").to_owned();
+    let id = api
+        .create(&json!({ "name": "flaky-engine", "image": IMAGE }))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     registered(&api, &id, 1).await;
 
     proxy.stop();
@@ -351,17 +505,32 @@ async fn an_unreachable_engine_fails_cycles_clearly_backs_off_and_recovers() {
         let events = api.events(&id).await;
         let failed = of_type(&events, "provision_failed");
         let backoff = of_type(&events, "backoff_scheduled");
-        let clear = failed.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("unreachable")));
-        if clear && !backoff.is_empty() { Ok(events) } else { Err(summarize(&events)) }
+        let clear = failed.iter().any(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("unreachable"))
+        });
+        if clear && !backoff.is_empty() {
+            Ok(events)
+        } else {
+            Err(summarize(&events))
+        }
     })
     .await;
-    assert!(of_type(&failing, "failed").is_empty(), "not parked: a later success must not be contradicted");
+    assert!(
+        of_type(&failing, "failed").is_empty(),
+        "not parked: a later success must not be contradicted"
+    );
     assert_ne!(api.workspace(&id).await["phase"], "failed");
 
     let _proxy = EngineProxy::start(socket);
     eventually(WAIT, "recovery once the engine is back", || async {
         let doc = api.workspace(&id).await;
-        if doc["phase"] == "running" && generation_of(&doc) > 2 { Ok(()) } else { Err(doc.to_string()) }
+        if doc["phase"] == "running" && generation_of(&doc) > 2 {
+            Ok(())
+        } else {
+            Err(doc.to_string())
+        }
     })
     .await;
     assert_eq!(owner.running(), 1);

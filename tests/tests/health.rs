@@ -86,6 +86,34 @@ async fn health_cycle_count(api: &Api, id: &str) -> usize {
     health_cycles(&api.events(id).await)
 }
 
+async fn wait_debounce_passed(api: &Api, id: &str) {
+    eventually(
+        Duration::from_secs(20),
+        "the debounce window to pass",
+        || async {
+            let a = actor(api, id).await;
+            if a["debounce_until"].is_null() {
+                Ok(())
+            } else {
+                Err(a.to_string())
+            }
+        },
+    )
+    .await;
+}
+
+async fn wait_health_cycles(api: &Api, id: &str, expected: usize) {
+    eventually(Duration::from_secs(20), "the health restarts", || async {
+        let n = health_cycle_count(api, id).await;
+        if n == expected {
+            Ok(())
+        } else {
+            Err(format!("{n} health cycles, expected {expected}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_secret_write_on_a_booting_cloud_vm_gives_exactly_one_cycle() {
     // The incident: instances look "not running" for 1.5 s after each start, probes run every
@@ -165,33 +193,13 @@ async fn kill_drill_restarts_once_then_debounces_then_restarts_again() {
     let api = daemon.client();
     let id = api.create_named("drill").await;
     api.wait_settled(&id).await;
-    eventually(
-        Duration::from_secs(20),
-        "the debounce window to pass",
-        || async {
-            let a = actor(&api, &id).await;
-            if a["debounce_until"].is_null() {
-                Ok(())
-            } else {
-                Err(a.to_string())
-            }
-        },
-    )
-    .await;
+    wait_debounce_passed(&api, &id).await;
 
     // A death after the window: exactly one health restart, after the threshold.
     api.post_empty(&format!("/v1/admin/workspaces/{id}/kill"))
         .await
         .expect(202);
-    eventually(Duration::from_secs(20), "one health restart", || async {
-        let n = health_cycle_count(&api, &id).await;
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(format!("{n} health cycles"))
-        }
-    })
-    .await;
+    wait_health_cycles(&api, &id, 1).await;
     api.wait_settled(&id).await;
     wait_probed_alive(&api, &id).await;
 
@@ -248,35 +256,11 @@ async fn kill_drill_restarts_once_then_debounces_then_restarts_again() {
     );
 
     // After the window, a further death restarts again.
-    eventually(
-        Duration::from_secs(20),
-        "the debounce window to pass",
-        || async {
-            let a = actor(&api, &id).await;
-            if a["debounce_until"].is_null() {
-                Ok(())
-            } else {
-                Err(a.to_string())
-            }
-        },
-    )
-    .await;
+    wait_debounce_passed(&api, &id).await;
     api.post_empty(&format!("/v1/admin/workspaces/{id}/kill"))
         .await
         .expect(202);
-    eventually(
-        Duration::from_secs(20),
-        "a second health restart",
-        || async {
-            let n = health_cycle_count(&api, &id).await;
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("{n} health cycles"))
-            }
-        },
-    )
-    .await;
+    wait_health_cycles(&api, &id, 2).await;
     api.wait_settled(&id).await;
 }
 

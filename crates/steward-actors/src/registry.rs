@@ -165,7 +165,7 @@ impl Registry {
                     Some(name) if *name == provider.name() => {
                         live.insert(instance.workspace_id, live_generation(instance.liveness));
                     }
-                                        _ => remove_orphan(Some(provider.clone()), instance.workspace_id),
+                    _ => remove_orphan(Some(provider.clone()), instance.workspace_id),
                 }
             }
         }
@@ -481,7 +481,7 @@ impl Registry {
         self.inner.closing.subscribe()
     }
 
-        /// Starts one probe actor per provider, probing every `interval`, and, for providers that
+    /// Starts one probe actor per provider, probing every `interval`, and, for providers that
     /// report deaths as they happen, a listener that turns each into a dead report at once.
     pub fn start_probes(&self, interval: Duration) {
         for provider in self.inner.deps.providers.iter() {
@@ -505,7 +505,7 @@ impl Registry {
         }
     }
 
-        /// Forwards engine-reported deaths to the workspaces' actors (as dead probe reports: the
+    /// Forwards engine-reported deaths to the workspaces' actors (as dead probe reports: the
     /// machine still decides, with the same threshold and windows).
     async fn follow_deaths(self, mut deaths: broadcast::Receiver<InstanceDeath>) {
         loop {
@@ -539,10 +539,15 @@ impl Registry {
                 return;
             }
         };
-                let seen: HashMap<WorkspaceId, Liveness> =
-            instances.into_iter().map(|i| (i.workspace_id, i.liveness)).collect();
+        let seen: HashMap<WorkspaceId, Liveness> = instances
+            .into_iter()
+            .map(|i| (i.workspace_id, i.liveness))
+            .collect();
         for orphan in seen.keys().filter(|id| !self.inner.actors.contains_key(id)) {
-            remove_orphan(self.inner.deps.providers.get(provider.name()).cloned(), *orphan);
+            remove_orphan(
+                self.inner.deps.providers.get(provider.name()).cloned(),
+                *orphan,
+            );
         }
         for entry in self.inner.actors.iter() {
             if &*entry.provider != provider.name() {
