@@ -247,10 +247,9 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
     });
     let path = format!("/v1/workspaces/{id}/restart");
     let restarts = join_all((0..30).map(|_| api.post_empty(&path)));
-    let secret = api.put(
-        &format!("/v1/workspaces/{id}/secrets/LATEST"),
-        &json!({ "value": "after-the-storm" }),
-    );
+    let secret_path = format!("/v1/workspaces/{id}/secrets/LATEST");
+    let secret_body = json!({ "value": "after-the-storm" });
+    let secret = api.put(&secret_path, &secret_body);
     let (replies, secret) = tokio::join!(restarts, secret);
     assert!(
         replies.iter().all(|r| r.status == 202),
