@@ -511,12 +511,16 @@ impl WorkspaceActor {
         }));
     }
 
-    /// Checks an agent's token against the current generation's credential.
+    /// Checks an agent's token against the current generation's credential: the latest
+    /// generation, and only while it is the one up. Once a new cycle starts, the agent it
+    /// replaces is superseded (401) — its registration must not race the new generation.
     fn authenticate(&self, token: &SecretString) -> Result<Generation, ActorError> {
         let token = secrecy::ExposeSecret::expose_secret(token);
         let (_, generation) = crate::agent::token_claims(token).ok_or(ActorError::Unauthorized)?;
+        let state = self.machine.state();
         let current = generation == self.agent.generation
-            && generation == self.machine.state().observed_generation
+            && generation == state.generation
+            && generation == state.observed_generation
             && self
                 .agent
                 .token_hash

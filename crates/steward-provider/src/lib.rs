@@ -1,13 +1,15 @@
 //! Providers: the things that actually run a workspace's instance.
 //!
 //! One trait, [`Provider`], and its implementations: [`sim`] (simulated instances with
-//! configurable latency and faults) here; `docker` and `process` come next. The workspace
+//! configurable latency and faults), [`process`] (local child processes) and [`docker`]
+//! (containers through the engine's API). The workspace
 //! actor never knows which provider it drives; providers know nothing of actors, the store
 //! or the lifecycle rules — they do what they are told and report what they see.
 //!
 //! Every operation is idempotent where the engine allows: removing or stopping an instance
 //! that is already gone succeeds.
 
+pub mod docker;
 mod error;
 pub mod process;
 pub mod sim;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use steward_domain::{BackoffPolicy, Policy};
+use steward_provider::docker::DockerConfig;
 use steward_provider::process::ProcessConfig;
 use steward_provider::sim::SimConfig;
 
@@ -186,6 +187,8 @@ pub struct ProvidersConfig {
     pub sim: Option<SimConfig>,
     /// Local child processes (absent: not offered).
     pub process: Option<ProcessConfig>,
+    /// Docker containers (absent: not offered).
+    pub docker: Option<DockerConfig>,
 }
 
 /// Values given on the command line (highest precedence).

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use steward_actors::{Clock, Deps, EventBus, Registry, RegistryOptions};
 use steward_api::ApiState;
+use steward_provider::docker::DockerProvider;
 use steward_provider::process::ProcessProvider;
 use steward_provider::sim::SimProvider;
 use steward_provider::Providers;
@@ -31,8 +32,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
+    // bollard logs request bodies (container env, so secrets) at debug/trace: it is capped
+    // at warn whatever RUST_LOG asks for.
+    let bollard_cap = "bollard=warn".parse().expect("a valid static directive");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+        .add_directive(bollard_cap);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -66,7 +71,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-fn providers(config: &Config) -> Providers {
+async fn providers(config: &Config) -> anyhow::Result<Providers> {
     let mut providers = Providers::default();
     if let Some(sim) = config.providers.sim.as_ref().filter(|s| s.enabled) {
         providers.insert(Arc::new(SimProvider::new("sim", sim.clone())));
@@ -87,7 +92,15 @@ fn providers(config: &Config) -> Providers {
         }
         providers.insert(Arc::new(ProcessProvider::new("process", process)));
     }
-    providers
+    if let Some(docker) = config.providers.docker.as_ref().filter(|d| d.enabled) {
+        // An engine that is down does not stop the daemon: its operations fail (and back
+        // off) until it is back.
+        let docker = DockerProvider::connect("docker", docker.clone())
+            .await
+            .context("docker provider")?;
+        providers.insert(Arc::new(docker));
+    }
+    Ok(providers)
 }
 
 fn cores() -> usize {
@@ -103,7 +116,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(token) => token.expose_secret().to_owned(),
         None => files::load_or_create_admin_token(&config.data_dir)?,
     };
-    let providers = providers(&config);
+    let providers = providers(&config).await?;
     let owned_providers = providers.clone();
     anyhow::ensure!(
         providers.get(&config.default_provider).is_some(),
