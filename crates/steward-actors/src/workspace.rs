@@ -518,9 +518,11 @@ impl WorkspaceActor {
         let token = secrecy::ExposeSecret::expose_secret(token);
         let (_, generation) = crate::agent::token_claims(token).ok_or(ActorError::Unauthorized)?;
         let state = self.machine.state();
+        let up_or_starting =
+            generation == state.observed_generation || self.machine.starting(generation);
         let current = generation == self.agent.generation
             && generation == state.generation
-            && generation == state.observed_generation
+            && up_or_starting
             && self
                 .agent
                 .token_hash

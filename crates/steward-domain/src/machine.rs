@@ -982,6 +982,13 @@ impl Machine {
         now: Timestamp,
         fx: &mut Vec<Effect>,
     ) {
+        if self.starting(generation) {
+            // The agent came up before its start step reported back: remember it; the
+            // completed start goes straight to running.
+            self.agent = Some((generation, now));
+            self.record(fx, RecordKind::AgentRegistered);
+            return;
+        }
         if generation != self.state.observed_generation || !self.instance_up {
             self.stale(format!("agent registration of generation {generation}"), fx);
             return;
@@ -991,6 +998,12 @@ impl Machine {
         if self.state.phase == Phase::Starting {
             self.become_running(now);
         }
+    }
+
+    /// Whether the start step of `generation` is in flight.
+    pub fn starting(&self, generation: Generation) -> bool {
+        self.op
+            .is_some_and(|op| op.step == Step::Start && op.generation == generation)
     }
 
     // ---- timers --------------------------------------------------------------------------
@@ -1286,8 +1299,12 @@ impl Machine {
     }
 
     fn instance_ready_or_booting(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+        let registered = self
+            .agent
+            .is_some_and(|(g, _)| g == self.state.observed_generation);
         match self.state.ready_when {
             ReadyWhen::Instance => self.become_running(now),
+            ReadyWhen::Agent if registered => self.become_running(now),
             ReadyWhen::Agent => {
                 self.set_phase(Phase::Starting, now);
                 self.schedule_boot_deadline(now, fx);

@@ -774,6 +774,29 @@ fn a_workspace_parked_after_boot_timeouts_stops_the_unregistered_instance() {
     assert!(h.running.is_empty());
 }
 
+#[test]
+fn an_agent_that_registers_before_its_start_reports_back_makes_the_start_ready() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish(Ok(())); // remove old; the start of generation 1 is in flight
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    });
+    assert_eq!(
+        h.m.counters().stale_results,
+        0,
+        "not stale: its start is running"
+    );
+    h.finish(Ok(()));
+    assert_eq!(
+        h.m.phase(),
+        Phase::Running,
+        "no boot wait for an agent already registered"
+    );
+    h.advance(60 * SEC);
+    assert_eq!(h.count("boot_timeout"), 0);
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
