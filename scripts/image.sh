@@ -14,7 +14,7 @@ RUSTFLAGS='-C target-feature=+crt-static' \
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 cp images/agent/Dockerfile "$context/"
-cp "target/$target/release/steward-agent" "$context/steward-agent"
+cp "${CARGO_TARGET_DIR:-target}/$target/release/steward-agent" "$context/steward-agent"
 strip "$context/steward-agent" 2>/dev/null || true
 docker build --quiet --tag "$image" "$context" >/dev/null
 echo "built $image ($(du -h "$context/steward-agent" | cut -f1) agent)"
