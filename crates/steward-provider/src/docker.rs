@@ -258,30 +258,39 @@ impl DockerProvider {
         Duration::from_secs(u64::from(self.config.stop_timeout_secs))
     }
 
-    /// Ids of every container of ours labelled with workspace `id` (one list call).
-    async fn labelled(&self, id: WorkspaceId) -> Result<Vec<String>, ProviderError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={}", labels::OWNER, self.config.owner),
-                format!("{}={id}", labels::WORKSPACE),
-            ],
-        )]);
+    /// Every container (stopped ones too) matching `filters`, in one list call; `what` names
+    /// the lookup in errors.
+    async fn containers(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+        what: &str,
+    ) -> Result<Vec<ContainerSummary>, ProviderError> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(filters),
             ..ListContainersOptions::default()
         };
-        let containers = self
-            .engine
+        self.engine
             .call(Duration::ZERO, |d| async move {
                 d.list_containers(Some(options)).await
             })
             .await
-            .map_err(|f| {
-                self.engine
-                    .error(f, format_args!("listing containers of workspace {id}"))
-            })?;
+            .map_err(|f| self.engine.error(f, what))
+    }
+
+    /// The label filter that selects our containers, narrowed by `more` labels.
+    fn ours_filter(&self, more: &[String]) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{}={}", labels::OWNER, self.config.owner)];
+        labels.extend_from_slice(more);
+        HashMap::from([("label".to_owned(), labels)])
+    }
+
+    /// Ids of every container of ours labelled with workspace `id` (one list call).
+    async fn labelled(&self, id: WorkspaceId) -> Result<Vec<String>, ProviderError> {
+        let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
+        let containers = self
+            .containers(filters, &format!("listing containers of workspace {id}"))
+            .await?;
         Ok(containers.into_iter().filter_map(|c| c.id).collect())
     }
 
@@ -290,21 +299,10 @@ impl DockerProvider {
     async fn find(&self, name: &str) -> Result<Found, ProviderError> {
         // The engine matches the name filter as a regular expression against "/<name>".
         let pattern = format!("^/{}$", name.replace('.', "\\."));
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("name".to_owned(), vec![pattern])])),
-            ..ListContainersOptions::default()
-        };
+        let filters = HashMap::from([("name".to_owned(), vec![pattern])]);
         let containers = self
-            .engine
-            .call(Duration::ZERO, |d| async move {
-                d.list_containers(Some(options)).await
-            })
-            .await
-            .map_err(|f| {
-                self.engine
-                    .error(f, format_args!("looking up container {name}"))
-            })?;
+            .containers(filters, &format!("looking up container {name}"))
+            .await?;
         let wanted = format!("/{name}");
         let Some(container) = containers.into_iter().find(|c| {
             c.names
@@ -660,21 +658,9 @@ impl Provider for DockerProvider {
     /// One list call, filtered by our owner label. Containers without a valid workspace label
     /// or with an unknown state are left out (and logged).
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![format!("{}={}", labels::OWNER, self.config.owner)],
-            )])),
-            ..ListContainersOptions::default()
-        };
         let containers = self
-            .engine
-            .call(Duration::ZERO, |d| async move {
-                d.list_containers(Some(options)).await
-            })
-            .await
-            .map_err(|f| self.engine.error(f, "listing containers"))?;
+            .containers(self.ours_filter(&[]), "listing containers")
+            .await?;
         Ok(containers
             .into_iter()
             .filter_map(|c| self.summary(c))

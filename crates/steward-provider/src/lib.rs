@@ -40,6 +40,32 @@ pub struct InstanceSpec {
     pub secrets: BTreeMap<String, SecretString>,
 }
 
+impl InstanceSpec {
+    /// Rejects environment entries no operating system can represent (empty names, `=` or
+    /// NUL in names, NUL in values). Messages name keys, never values.
+    pub fn check_env(&self) -> Result<(), ProviderError> {
+        use secrecy::ExposeSecret;
+        let entries = self
+            .env
+            .iter()
+            .map(|(k, v)| (k, v.as_str()))
+            .chain(self.secrets.iter().map(|(k, v)| (k, v.expose_secret())));
+        for (key, value) in entries {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(ProviderError::InvalidSpec(format!(
+                    "environment variable name {key:?} is not valid"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(ProviderError::InvalidSpec(format!(
+                    "the value of environment variable {key} contains a NUL byte"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a provider sees of a workspace's instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {

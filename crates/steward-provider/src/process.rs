@@ -332,7 +332,7 @@ impl Provider for ProcessProvider {
             ));
         }
         let argv = self.argv(spec)?;
-        check_env(spec)?;
+        spec.check_env()?;
 
         let mut command = Command::new(&argv[0]);
         command.args(&argv[1..]).env_clear();
@@ -453,28 +453,6 @@ impl Provider for ProcessProvider {
             }
         }
     }
-}
-
-/// Rejects environment entries the OS cannot represent. Messages name keys, never values.
-fn check_env(spec: &InstanceSpec) -> Result<(), ProviderError> {
-    let entries = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k, v.as_str()))
-        .chain(spec.secrets.iter().map(|(k, v)| (k, v.expose_secret())));
-    for (key, value) in entries {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(ProviderError::InvalidSpec(format!(
-                "environment variable name {key:?} is not valid"
-            )));
-        }
-        if value.contains('\0') {
-            return Err(ProviderError::InvalidSpec(format!(
-                "the value of environment variable {key} contains a NUL byte"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Creates the log directory (`0700` where new) and opens the workspace's log for appending

@@ -33,24 +33,7 @@ pub(super) fn check(spec: &InstanceSpec) -> Result<(), ProviderError> {
             )));
         }
     }
-    let entries = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k, v.as_str()))
-        .chain(spec.secrets.iter().map(|(k, v)| (k, v.expose_secret())));
-    for (key, value) in entries {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(ProviderError::InvalidSpec(format!(
-                "environment variable name {key:?} is not valid"
-            )));
-        }
-        if value.contains('\0') {
-            return Err(ProviderError::InvalidSpec(format!(
-                "the value of environment variable {key} contains a NUL byte"
-            )));
-        }
-    }
-    Ok(())
+    spec.check_env()
 }
 
 /// The create request for `spec`. It holds secret values: it is never logged or formatted,
