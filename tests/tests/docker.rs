@@ -22,6 +22,20 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Runs `docker` with `args`, which must succeed (a test step, not an observation).
+fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Whether the engine and the agent image are there; fails loudly under CI.
 fn engine_ready() -> bool {
     let up = Command::new("docker")
@@ -338,7 +352,7 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
     })
     .await;
     let name = format!("{}-{id}", owner.0);
-    docker(&["kill", &name]);
+    docker_ok(&["kill", &name]);
     registered(&api, &id, 2).await;
     let health = |events: &[Value]| {
         of_type(events, "provision_started")
@@ -353,7 +367,7 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
     assert_eq!(health(&api.events(&id).await), 1);
 
     // Inside the new window: the death is dropped and counted, not acted on.
-    docker(&["kill", &name]);
+    docker_ok(&["kill", &name]);
     eventually(WAIT, "a debounce drop", || async {
         let a = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
         let n = a["counters"]["dropped"]["health"]["debounce"]
@@ -381,23 +395,26 @@ async fn orphans_of_ours_are_swept_and_foreign_containers_are_never_touched() {
         return;
     }
     let owner = Owner::new();
-    let orphan = format!("{}-orphan", owner.0);
     let foreign = format!("{}-foreign", owner.0);
-    let orphan_workspace = uuid::Uuid::new_v4().to_string();
-    // Both exit at once (no agent env), which is fine: exited containers are listed too.
-    docker(&[
-        "create",
-        "--name",
-        &orphan,
-        "--label",
-        &format!("io.steward.owner={}", owner.0),
-        "--label",
-        &format!("io.steward.workspace={orphan_workspace}"),
-        "--label",
-        "io.steward.generation=1",
-        IMAGE,
-    ]);
-    docker(&[
+    // Orphans exit at once (no agent env), which is fine: exited containers are listed too.
+    let make_orphan = |name: &str| {
+        let workspace = uuid::Uuid::new_v4().to_string();
+        docker_ok(&[
+            "create",
+            "--name",
+            name,
+            "--label",
+            &format!("io.steward.owner={}", owner.0),
+            "--label",
+            &format!("io.steward.workspace={workspace}"),
+            "--label",
+            "io.steward.generation=1",
+            IMAGE,
+        ]);
+    };
+    let before_boot = format!("{}-orphan-at-boot", owner.0);
+    make_orphan(&before_boot);
+    docker_ok(&[
         "create",
         "--name",
         &foreign,
@@ -408,15 +425,21 @@ async fn orphans_of_ours_are_swept_and_foreign_containers_are_never_touched() {
     let _cleanup_foreign = scopeguard(foreign.clone());
 
     let _daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
-    eventually(WAIT, "the orphan to be removed", || async {
-        let left = docker(&["ps", "-aq", "--filter", &format!("name={orphan}")]);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(left)
-        }
-    })
-    .await;
+    // One left before the daemon started (boot survey), one appearing while it runs (probe
+    // rounds): both are ours with no workspace, both go.
+    let while_running = format!("{}-orphan-later", owner.0);
+    make_orphan(&while_running);
+    for orphan in [&before_boot, &while_running] {
+        eventually(WAIT, "the orphan to be removed", || async {
+            let left = docker(&["ps", "-aq", "--filter", &format!("name={orphan}")]);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        })
+        .await;
+    }
     assert!(
         !docker(&["ps", "-aq", "--filter", &format!("name={foreign}")]).is_empty(),
         "a foreign container was touched"

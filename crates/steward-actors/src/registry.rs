@@ -156,7 +156,16 @@ impl Registry {
             let instances = match provider.list().await {
                 Ok(instances) => instances,
                 Err(e) => {
-                    tracing::warn!(provider = provider.name(), error = %e, "cannot list instances at boot");
+                    // Unknown is not absent: assume what was persisted and let the probes
+                    // verify, rather than replace every instance of a briefly unreachable
+                    // engine.
+                    tracing::warn!(provider = provider.name(), error = %e, "cannot list instances at boot; assuming they are as recorded");
+                    for record in records
+                        .iter()
+                        .filter(|r| r.spec.provider == provider.name())
+                    {
+                        live.insert(record.id, assumed_live(&record.state));
+                    }
                     continue;
                 }
             };
@@ -576,7 +585,10 @@ impl Registry {
             match self.inner.deps.store.load(id).await {
                 Ok(Some(record)) => {
                     let live = match self.inner.deps.providers.get(&record.spec.provider) {
-                        Some(p) => p.liveness(id).await.ok().and_then(live_generation),
+                        Some(p) => match p.liveness(id).await {
+                            Ok(liveness) => live_generation(liveness),
+                            Err(_) => assumed_live(&record.state),
+                        },
                         None => None,
                     };
                     self.spawn(record, Origin::Restored { live }, restarts);
@@ -595,6 +607,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// What a provider that cannot be asked is assumed to have: the instance last recorded up.
+fn assumed_live(state: &MachineState) -> Option<Generation> {
+    (state.observed_generation.0 > 0).then_some(state.observed_generation)
 }
 
 fn remove_orphan(provider: Option<Arc<dyn Provider>>, id: WorkspaceId) {

@@ -484,13 +484,15 @@ impl WorkspaceActor {
             .filter(|(g, _)| *g == context.generation)
             .map(|(_, t)| t.clone());
         let (Some(url), Some(token)) = (url, token) else {
-            self.react(
-                Event::ContextDelivery {
-                    generation: context.generation,
-                    delivered: false,
-                },
-                ctx,
-            );
+            // Not from inside `execute`: its commit must be enqueued before this one.
+            let failed = Event::ContextDelivery {
+                generation: context.generation,
+                delivered: false,
+            };
+            ctx.spawn(ActorFutureExt::map(
+                fut::ready(()),
+                move |(), act: &mut Self, ctx| act.react(failed, ctx),
+            ));
             return;
         };
         let delivery = crate::agent::deliver_context(

@@ -499,6 +499,9 @@ pub struct Machine {
     agent: Option<(Generation, Timestamp)>,
     /// The last probe report (after heartbeat staleness is applied), for inspection.
     last_report: Option<(Generation, HealthReport, Timestamp)>,
+    /// Since when the instance up has been reported booting (reset by an alive report or a
+    /// new cycle).
+    pending_since: Option<Timestamp>,
     /// The restart context owed to the agent of the cycle's generation, until delivered.
     /// Not persisted: a cycle cut short by a restart is replaced, with its own context.
     context_due: Option<RestartContext>,
@@ -520,6 +523,7 @@ impl Machine {
             health_failures: 0,
             agent: None,
             last_report: None,
+            pending_since: None,
             context_due: None,
             counters: Counters::default(),
             transitions: VecDeque::new(),
@@ -638,6 +642,15 @@ impl Machine {
                 Outcome::Accepted
             }
             Event::AgentHeartbeat { generation } => {
+                let up = generation == self.state.observed_generation && self.instance_up;
+                if self.agent.is_none() && up {
+                    // Its registration predates a restart of the daemon or actor: the
+                    // authenticated heartbeat of the generation up is proof enough.
+                    self.agent = Some((generation, tick.now));
+                    if self.state.phase == Phase::Starting {
+                        self.become_running(tick.now);
+                    }
+                }
                 if let Some((registered, last)) = self.agent.as_mut() {
                     if *registered == generation {
                         *last = tick.now;
@@ -796,11 +809,19 @@ impl Machine {
         match (report, reason) {
             (HealthReport::Alive, None) => {
                 self.health_failures = 0;
+                self.pending_since = None;
                 return;
             }
             (HealthReport::Alive, Some(_)) => return,
             (_, Some(reason)) => return self.drop_health(reason, fx),
-            (HealthReport::Pending, None) => return self.drop_health(DropReason::Pending, fx),
+            (HealthReport::Pending, None) => {
+                // Booting is not dead — for at most a boot timeout: an instance stuck
+                // "booting" (say, a container created but never started) is dead.
+                let since = *self.pending_since.get_or_insert(now);
+                if now.since(since) <= self.policy.boot_timeout {
+                    return self.drop_health(DropReason::Pending, fx);
+                }
+            }
             (HealthReport::Dead, None) => {}
         }
         if self.debounce_until(now).is_some() {
@@ -1156,6 +1177,7 @@ impl Machine {
         self.state.pending = CauseSet::EMPTY;
         self.state.last_cycle_started_at = Some(now);
         self.state.retry = None;
+        self.pending_since = None;
         self.health_failures = 0;
         self.state.cycle = Some(Cycle {
             generation,

@@ -17,6 +17,23 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stable id of this installation (its data dir), generated on first start: `install.id`.
+pub fn install_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("install.id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim().to_owned();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let mut bytes = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 /// Path of the admin token file.
 pub fn admin_token_path(dir: &Path) -> PathBuf {
     dir.join("admin.token")

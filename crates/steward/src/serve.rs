@@ -93,9 +93,14 @@ async fn providers(config: &Config) -> anyhow::Result<Providers> {
         providers.insert(Arc::new(ProcessProvider::new("process", process)));
     }
     if let Some(docker) = config.providers.docker.as_ref().filter(|d| d.enabled) {
+        let mut docker = docker.clone();
+        if docker.owner.is_empty() {
+            // Unique per installation: two daemons on one engine never sweep each other's.
+            docker.owner = format!("steward-{}", files::install_id(&config.data_dir)?);
+        }
         // An engine that is down does not stop the daemon: its operations fail (and back
         // off) until it is back.
-        let docker = DockerProvider::connect("docker", docker.clone())
+        let docker = DockerProvider::connect("docker", docker)
             .await
             .context("docker provider")?;
         providers.insert(Arc::new(docker));
@@ -152,7 +157,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bus: EventBus::new(4096),
         mailbox_capacity: config.actors.mailbox_capacity,
         control_url,
-        http: reqwest::Client::new(),
+        // Calls to agents carry their token: never through a proxy, never redirected.
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("HTTP client for agents")?,
         context_timeout: config.restart.context_timeout,
         heartbeat_interval: config.health.agent_heartbeat_interval,
     };

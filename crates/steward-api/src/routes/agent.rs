@@ -21,13 +21,19 @@ pub struct Register {
     pub url: String,
 }
 
+/// The agent token of the request, checked for shape before anything else is read, so a
+/// request without a plausible token gets 401 whatever its body.
 fn bearer(req: &HttpRequest) -> Result<SecretString, ApiError> {
-    req.headers()
+    let token = req
+        .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| SecretString::from(t.trim().to_owned()))
-        .ok_or(ApiError::Unauthorized)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::Unauthorized)?;
+    steward_actors::token_claims(token).ok_or(ApiError::Unauthorized)?;
+    Ok(SecretString::from(token.to_owned()))
 }
 
 fn answer(workspace_and_generation: (String, u64)) -> HttpResponse {

@@ -797,6 +797,55 @@ fn an_agent_that_registers_before_its_start_reports_back_makes_the_start_ready()
     assert_eq!(h.count("boot_timeout"), 0);
 }
 
+#[test]
+fn after_a_restart_a_heartbeat_of_the_generation_up_stands_for_its_lost_registration() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    h.finish(Ok(())); // remove old; start of generation 1 in flight
+    h.send(Event::AgentRegistered {
+        generation: Generation(1),
+    }); // early registration
+        // The daemon dies before the start's completion is recorded; the instance is live.
+    let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
+    m.handle(
+        Event::Recover {
+            live: Some(Generation(1)),
+        },
+        Tick::at(h.now),
+    );
+    assert_eq!(m.phase(), Phase::Starting);
+    let (_, fx) = m.handle(
+        Event::AgentHeartbeat {
+            generation: Generation(1),
+        },
+        Tick::at(h.now),
+    );
+    assert_eq!(
+        m.phase(),
+        Phase::Running,
+        "no boot-timeout restart of a healthy instance"
+    );
+    assert!(!fx
+        .iter()
+        .any(|f| matches!(f, Effect::Record(r) if r.kind.name() == "stale_result_ignored")));
+}
+
+#[test]
+fn an_instance_pending_for_longer_than_the_boot_timeout_counts_as_dead() {
+    let mut h = Harness::running();
+    h.advance(61 * SEC);
+    let pending = Event::Health {
+        generation: Generation(1),
+        report: HealthReport::Pending,
+    };
+    h.send(pending.clone());
+    assert_eq!(dropped(&h, DropReason::Pending), 1);
+    h.advance(21 * SEC); // boot_timeout is 20 s
+    h.send(pending.clone());
+    h.send(pending);
+    assert!(h.m.retry_at().is_some(), "stuck booting is as dead as gone");
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
