@@ -178,6 +178,8 @@ pub struct DockerProvider {
     config: DockerConfig,
     engine: Arc<Engine>,
     deaths: broadcast::Sender<InstanceDeath>,
+    /// Containers it is stopping or removing itself (their deaths are not crashes).
+    quiet: Arc<events::Quiet>,
     /// Dropped with the provider, which ends the event follower.
     _follower: oneshot::Sender<()>,
 }
@@ -226,12 +228,14 @@ impl DockerProvider {
         ));
         let (deaths, _) = broadcast::channel(DEATHS_CAPACITY);
         let (follower, stop) = oneshot::channel();
+        let quiet = Arc::new(events::Quiet::default());
         tokio::spawn(
             events::Follower {
                 engine: Arc::clone(&engine),
                 owner: config.owner.clone(),
                 deaths: deaths.clone(),
                 stop,
+                quiet: Arc::clone(&quiet),
             }
             .run(),
         );
@@ -240,6 +244,7 @@ impl DockerProvider {
             config,
             engine,
             deaths,
+            quiet,
             _follower: follower,
         })
     }
@@ -572,6 +577,7 @@ impl Provider for DockerProvider {
         let Some((container, generation)) = self.ours(id, "stop").await? else {
             return Ok(());
         };
+        self.quiet.expect(&container);
         let options = StopContainerOptions {
             signal: None,
             t: i32::try_from(self.config.stop_timeout_secs).ok(),
@@ -604,10 +610,12 @@ impl Provider for DockerProvider {
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
         let name = self.container_name(id);
         if let Some((container, generation)) = self.ours(id, "remove").await? {
+            self.quiet.expect(&container);
             self.remove_container(&container, &name).await?;
             tracing::info!(workspace = %id, %generation, container = %name, "instance container removed");
         }
         for container in self.labelled(id).await? {
+            self.quiet.expect(&container);
             self.remove_container(&container, &container).await?;
             tracing::info!(workspace = %id, container = %container, "leftover container of the workspace removed");
         }

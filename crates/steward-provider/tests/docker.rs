@@ -584,6 +584,32 @@ async fn a_killed_container_is_dead_and_its_death_is_reported() {
 }
 
 #[tokio::test]
+async fn deaths_the_provider_causes_itself_are_not_reported() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut deaths = f.provider.deaths().expect("docker reports deaths");
+    let stopped = f.spec().generation(1);
+    let killed = f.spec().generation(2);
+    f.provider.start(&stopped.0).await.expect("start");
+    f.provider.start(&killed.0).await.expect("start");
+    // A stop and a remove are Steward's own doing; the kill stands for a crash. The stop's
+    // death comes first in the engine's log, so if it were reported it would come first here.
+    f.provider.stop(stopped.id()).await.expect("stop");
+    f.provider.remove(stopped.id()).await.expect("remove");
+    f.provider.kill(killed.id()).await.expect("kill");
+    let death = tokio::time::timeout(BOUND, deaths.recv())
+        .await
+        .expect("a death within the bound")
+        .expect("the stream is open");
+    assert_eq!(
+        death.workspace_id,
+        killed.id(),
+        "only the crash is reported"
+    );
+}
+
+#[tokio::test]
 async fn starts_queue_behind_the_concurrency_cap_and_all_succeed() {
     let Some(f) = Fixture::with(DockerConfig {
         max_concurrent_ops: 1,

@@ -40,6 +40,31 @@ pub(super) struct Follower {
     pub(super) deaths: broadcast::Sender<InstanceDeath>,
     /// Ends the task when the provider (which holds the sender) is dropped.
     pub(super) stop: oneshot::Receiver<()>,
+    /// Deaths the provider causes itself.
+    pub(super) quiet: Arc<Quiet>,
+}
+
+/// Containers this provider is stopping or removing itself: their deaths are its own doing,
+/// not crashes, and are not reported (they would count as dropped health restarts).
+#[derive(Debug, Default)]
+pub(super) struct Quiet(dashmap::DashMap<String, Instant>);
+
+impl Quiet {
+    /// How long a mark waits for its container's death.
+    const FOR: Duration = Duration::from_secs(60);
+
+    /// The death of container `id` that is about to follow is expected.
+    pub(super) fn expect(&self, id: &str) {
+        self.0.retain(|_, at| at.elapsed() < Self::FOR);
+        self.0.insert(id.to_owned(), Instant::now());
+    }
+
+    /// Whether the death of container `id` was expected (consumes the mark).
+    fn expected(&self, id: &str) -> bool {
+        self.0
+            .remove(id)
+            .is_some_and(|(_, at)| at.elapsed() < Self::FOR)
+    }
 }
 
 /// Position in the engine's event log: the last event seen, to resume after it.
@@ -93,17 +118,23 @@ impl Follower {
             owner,
             deaths,
             stop,
+            quiet,
         } = self;
         tokio::select! {
             _ = stop => {}
-            () = follow(&engine, &owner, &deaths) => {}
+            () = follow(&engine, &owner, &deaths, &quiet) => {}
         }
         tracing::debug!(owner, "docker event follower stopped");
     }
 }
 
 /// Follows the stream forever, reconnecting with backoff.
-async fn follow(engine: &Engine, owner: &str, deaths: &broadcast::Sender<InstanceDeath>) {
+async fn follow(
+    engine: &Engine,
+    owner: &str,
+    deaths: &broadcast::Sender<InstanceDeath>,
+    quiet: &Quiet,
+) {
     let mut cursor = Cursor::starting_now();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
@@ -135,7 +166,7 @@ async fn follow(engine: &Engine, owner: &str, deaths: &broadcast::Sender<Instanc
                                 failures = 0;
                                 backoff = BACKOFF_MIN;
                             }
-                            publish(event, owner, &mut cursor, deaths);
+                            publish(event, owner, &mut cursor, deaths, quiet);
                         }
                         Some(Err(error)) => {
                             break engine
@@ -170,6 +201,7 @@ fn publish(
     owner: &str,
     cursor: &mut Cursor,
     deaths: &broadcast::Sender<InstanceDeath>,
+    quiet: &Quiet,
 ) {
     if event.typ != Some(EventMessageTypeEnum::CONTAINER) || event.action.as_deref() != Some("die")
     {
@@ -185,7 +217,7 @@ fn publish(
         .time_nano
         .or(event.time.map(|s| s.saturating_mul(1_000_000_000)))
         .unwrap_or(0);
-    if !cursor.advance(at_nanos, &id) {
+    if !cursor.advance(at_nanos, &id) || quiet.expected(&id) {
         return;
     }
     let name = attributes.get("name").map(String::as_str).unwrap_or("");
@@ -242,6 +274,7 @@ mod tests {
             "me",
             &mut cursor,
             &tx,
+            &Quiet::default(),
         );
         // A replay repeats it; another owner's and a malformed one are ignored.
         publish(
@@ -249,18 +282,21 @@ mod tests {
             "me",
             &mut cursor,
             &tx,
+            &Quiet::default(),
         );
         publish(
             die("other", &ws.to_string(), "4", 11, "b"),
             "me",
             &mut cursor,
             &tx,
+            &Quiet::default(),
         );
         publish(
             die("me", "not-a-uuid", "4", 12, "c"),
             "me",
             &mut cursor,
             &tx,
+            &Quiet::default(),
         );
         // Same instant, another container: new.
         publish(
@@ -268,6 +304,7 @@ mod tests {
             "me",
             &mut cursor,
             &tx,
+            &Quiet::default(),
         );
         let got: Vec<InstanceDeath> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         let workspace_id = WorkspaceId::from(ws);
