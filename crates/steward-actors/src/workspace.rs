@@ -23,8 +23,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, Rejection,
-    RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, RecordKind,
+    Rejection, RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
@@ -195,7 +195,8 @@ impl WorkspaceActor {
         ctx: &mut Context<Self>,
     ) -> Commit {
         let now = self.deps.clock.now();
-        let cycle_started = self.cycle_started_at;
+        let cycle_started_at = self.cycle_started_at;
+        let mut cycle_started = None;
         let mut writes = extra;
         let mut events = Vec::new();
         let mut runs = Vec::new();
@@ -203,7 +204,10 @@ impl WorkspaceActor {
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
-                    telemetry::count(&record, cycle_started, now);
+                    if matches!(record.kind, RecordKind::ProvisionStarted { .. }) {
+                        cycle_started = Some(record.generation);
+                    }
+                    telemetry::count(&record, cycle_started_at, now);
                     self.last_event_seq += 1;
                     events.push(records::to_event(
                         self.id,
@@ -223,14 +227,14 @@ impl WorkspaceActor {
                 Effect::DeliverContext(context) => self.deliver_context(context, ctx),
             }
         }
-        for (_, step, generation) in &runs {
-            if *step == Step::Start {
-                // A fresh credential for the generation about to start, durable before it runs.
-                writes.push(Write::SaveAgent {
-                    id: self.id,
-                    agent: self.issue_agent_token(*generation),
-                });
-            }
+        if let Some(generation) = cycle_started {
+            // The new generation's credential, in the commit that starts its cycle (no extra
+            // commit per cycle): durable before its instance starts, and from now on the
+            // replaced generation's token is refused.
+            writes.push(Write::SaveAgent {
+                id: self.id,
+                agent: self.issue_agent_token(generation),
+            });
         }
         if purge {
             // The delete is done: nothing of the workspace survives, not even its events;
