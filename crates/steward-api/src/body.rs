@@ -67,7 +67,7 @@ mod tests {
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[allow(dead_code)] // only deserialized: the tests look at parse errors
     struct Body {
         value: String,
     }
