@@ -523,12 +523,8 @@ impl WorkspaceActor {
     fn authenticate(&self, token: &SecretString) -> Result<Generation, ActorError> {
         let token = secrecy::ExposeSecret::expose_secret(token);
         let (_, generation) = crate::agent::token_claims(token).ok_or(ActorError::Unauthorized)?;
-        let state = self.machine.state();
-        let up_or_starting =
-            generation == state.observed_generation || self.machine.starting(generation);
-        let current = generation == self.agent.generation
-            && generation == state.generation
-            && up_or_starting
+        let current = self.machine.accepts_agent(generation)
+            && generation == self.agent.generation
             && self
                 .agent
                 .token_hash

@@ -1021,8 +1021,17 @@ impl Machine {
         }
     }
 
+    /// Whether the agent of `generation` may speak for the workspace: only the latest
+    /// generation, while its instance is up or being started (an agent may register before
+    /// its start step reports back). Once a new cycle starts, the replaced agent is
+    /// superseded.
+    pub fn accepts_agent(&self, generation: Generation) -> bool {
+        generation == self.state.generation
+            && (generation == self.state.observed_generation || self.starting(generation))
+    }
+
     /// Whether the start step of `generation` is in flight.
-    pub fn starting(&self, generation: Generation) -> bool {
+    fn starting(&self, generation: Generation) -> bool {
         self.op
             .is_some_and(|op| op.step == Step::Start && op.generation == generation)
     }

@@ -846,6 +846,32 @@ fn an_instance_pending_for_longer_than_the_boot_timeout_counts_as_dead() {
     assert!(h.m.retry_at().is_some(), "stuck booting is as dead as gone");
 }
 
+#[test]
+fn only_the_latest_generation_up_or_starting_may_speak_as_the_agent() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    assert!(
+        !h.m.accepts_agent(Generation(1)),
+        "not before its start step"
+    );
+    h.finish(Ok(())); // remove old; start of generation 1 in flight
+    assert!(
+        h.m.accepts_agent(Generation(1)),
+        "while it is being started"
+    );
+    h.finish(Ok(()));
+    assert!(h.m.accepts_agent(Generation(1)), "while it is up");
+    h.send(Event::Restart(Cause::Config));
+    assert!(
+        !h.m.accepts_agent(Generation(1)),
+        "superseded once a new cycle starts"
+    );
+    assert!(
+        !h.m.accepts_agent(Generation(2)),
+        "the new one only from its start step"
+    );
+}
+
 // ---- properties ----------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
