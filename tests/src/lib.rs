@@ -324,6 +324,23 @@ impl Api {
         .await
     }
 
+    /// Waits until the workspace's actor is outside its debounce window (health restarts
+    /// possible again).
+    pub async fn wait_debounce_passed(&self, id: &str) {
+        eventually(DEFAULT_WAIT, "the debounce window to pass", || async {
+            let actor = self
+                .get(&format!("/v1/admin/actors/{id}"))
+                .await
+                .expect(200);
+            if actor["debounce_until"].is_null() {
+                Ok(())
+            } else {
+                Err(actor.to_string())
+            }
+        })
+        .await;
+    }
+
     /// Waits until the workspace is running and idle: no cycle in flight, nothing pending, the
     /// instance that is up is the latest generation, and the event log has caught up with the
     /// document (its last cycle is closed by a `provision_succeeded` of that generation).

@@ -342,15 +342,7 @@ async fn docker_kill_from_outside_restarts_once_and_a_second_kill_in_the_window_
         .expect("id")
         .to_owned();
     registered(&api, &id, 1).await;
-    eventually(WAIT, "the debounce window to pass", || async {
-        let a = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
-        if a["debounce_until"].is_null() {
-            Ok(())
-        } else {
-            Err(a.to_string())
-        }
-    })
-    .await;
+    api.wait_debounce_passed(&id).await;
     let name = format!("{}-{id}", owner.0);
     docker_ok(&["kill", &name]);
     registered(&api, &id, 2).await;

@@ -86,22 +86,6 @@ async fn health_cycle_count(api: &Api, id: &str) -> usize {
     health_cycles(&api.events(id).await)
 }
 
-async fn wait_debounce_passed(api: &Api, id: &str) {
-    eventually(
-        Duration::from_secs(20),
-        "the debounce window to pass",
-        || async {
-            let a = actor(api, id).await;
-            if a["debounce_until"].is_null() {
-                Ok(())
-            } else {
-                Err(a.to_string())
-            }
-        },
-    )
-    .await;
-}
-
 async fn wait_health_cycles(api: &Api, id: &str, expected: usize) {
     eventually(Duration::from_secs(20), "the health restarts", || async {
         let n = health_cycle_count(api, id).await;
@@ -193,7 +177,7 @@ async fn kill_drill_restarts_once_then_debounces_then_restarts_again() {
     let api = daemon.client();
     let id = api.create_named("drill").await;
     api.wait_settled(&id).await;
-    wait_debounce_passed(&api, &id).await;
+    api.wait_debounce_passed(&id).await;
 
     // A death after the window: exactly one health restart, after the threshold.
     api.post_empty(&format!("/v1/admin/workspaces/{id}/kill"))
@@ -256,7 +240,7 @@ async fn kill_drill_restarts_once_then_debounces_then_restarts_again() {
     );
 
     // After the window, a further death restarts again.
-    wait_debounce_passed(&api, &id).await;
+    api.wait_debounce_passed(&id).await;
     api.post_empty(&format!("/v1/admin/workspaces/{id}/kill"))
         .await
         .expect(202);
