@@ -84,6 +84,11 @@ impl CauseSet {
         self.0 |= cause.bit();
     }
 
+    /// Removes `cause`.
+    pub fn remove(&mut self, cause: Cause) {
+        self.0 &= !cause.bit();
+    }
+
     /// Union of two sets.
     pub fn union(self, other: CauseSet) -> Self {
         Self(self.0 | other.0)

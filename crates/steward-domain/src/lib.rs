@@ -21,8 +21,8 @@ pub use cause::{Cause, CauseSet};
 pub use ids::{Generation, OpId, WorkspaceId};
 pub use machine::{
     Counters, Cycle, DropReason, Effect, Event, Failure, HealthReport, Machine, MachineState, Op,
-    Outcome, Record, RecordKind, Rejection, RestartContext, ScheduledRetry, Step, Timer,
-    Transition,
+    Outcome, Record, RecordKind, Rejection, RestartContext, ScheduledRetry, Step, Switch,
+    SwitchStage, Timer, Transition,
 };
 pub use phase::{Desired, Phase, ReadyWhen};
 pub use policy::Policy;

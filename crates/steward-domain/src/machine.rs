@@ -73,6 +73,15 @@ pub enum Event {
     },
     /// A timer the machine scheduled fired.
     Timer(Timer),
+    /// A user asks to move the workspace from provider `from` (the one it is on) to `to`.
+    Switch {
+        /// The provider the workspace is on now.
+        from: String,
+        /// The provider to move to.
+        to: String,
+        /// When an instance of `to` counts as ready.
+        to_ready: ReadyWhen,
+    },
     /// The machine was just restored from storage (daemon start or actor restart):
     /// `live` is the generation of the instance the provider still has, if any.
     Recover {
@@ -114,6 +123,8 @@ pub enum Step {
     Stop,
     /// Remove the instance for good (delete).
     Remove,
+    /// Remove a stopped workspace's instance from the provider it is switching away from.
+    Release,
 }
 
 impl HealthReport {
@@ -135,6 +146,7 @@ impl Step {
             Step::Start => "start",
             Step::Stop => "stop",
             Step::Remove => "remove",
+            Step::Release => "release",
         }
     }
 }
@@ -164,6 +176,9 @@ pub enum Effect {
     },
     /// The workspace is gone: remove it from storage and stop its actor.
     Purge,
+    /// From now on the workspace's instance lives on this provider: every later operation
+    /// runs there. Persist it with the state change that caused it.
+    UseProvider(String),
     /// POST the restart context to the agent of `generation` (which has registered and sent
     /// a heartbeat newer than the cycle start), then report [`Event::ContextDelivery`].
     DeliverContext(RestartContext),
@@ -261,6 +276,29 @@ pub enum RecordKind {
         /// Why.
         reason: String,
     },
+    /// A provider switch was claimed.
+    SwitchStarted {
+        /// Provider left.
+        from: String,
+        /// Provider moved to.
+        to: String,
+    },
+    /// The workspace runs (or, if stopped, is recorded) on the new provider.
+    SwitchCompleted {
+        /// Provider left.
+        from: String,
+        /// Provider moved to.
+        to: String,
+    },
+    /// The switch failed; the workspace goes back to (or stays on) the old provider.
+    SwitchRolledBack {
+        /// Provider the workspace returns to.
+        from: String,
+        /// Provider that failed.
+        to: String,
+        /// Why.
+        reason: String,
+    },
     /// The workspace is gone.
     Deleted,
 }
@@ -287,6 +325,9 @@ impl RecordKind {
             RecordKind::ContextTimeout => "context_timeout",
             RecordKind::BackoffScheduled { .. } => "backoff_scheduled",
             RecordKind::Failed { .. } => "failed",
+            RecordKind::SwitchStarted { .. } => "switch_started",
+            RecordKind::SwitchCompleted { .. } => "switch_completed",
+            RecordKind::SwitchRolledBack { .. } => "switch_rolled_back",
             RecordKind::Deleted => "deleted",
         }
     }
@@ -353,6 +394,10 @@ pub enum Outcome {
 pub enum Rejection {
     /// The workspace is being deleted.
     Deleting,
+    /// A provider switch is already in progress.
+    AlreadySwitching,
+    /// The workspace is already on the provider asked for.
+    SameProvider,
 }
 
 /// The cycle in flight.
@@ -379,6 +424,51 @@ pub struct Op {
     pub started_at: Timestamp,
     /// When it is abandoned.
     pub deadline: Timestamp,
+}
+
+/// A provider switch in progress. Persisted, so that a restored machine finishes it (or
+/// finishes its rollback) instead of forgetting it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switch {
+    /// The provider being left.
+    pub from: String,
+    /// The provider being moved to.
+    pub to: String,
+    /// Readiness rule on `from`.
+    pub from_ready: ReadyWhen,
+    /// Readiness rule on `to`.
+    pub to_ready: ReadyWhen,
+    /// How far it got.
+    pub stage: SwitchStage,
+    /// Whether this is the way back after a failed switch (a rollback never rolls back).
+    pub rollback: bool,
+}
+
+/// How far a switch got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchStage {
+    /// The instance (if any) is still on `from`.
+    Leaving,
+    /// `from` is empty and the workspace is recorded on `to`; the switch completes when the
+    /// workspace is running there (or stopped).
+    Arrived,
+}
+
+impl SwitchStage {
+    /// The snake_case name used at the edges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchStage::Leaving => "leaving",
+            SwitchStage::Arrived => "arrived",
+        }
+    }
+
+    /// Parses the name produced by [`SwitchStage::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [SwitchStage::Leaving, SwitchStage::Arrived]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
 }
 
 /// The last failure, shown to users.
@@ -449,6 +539,8 @@ pub struct MachineState {
     /// The cycle in flight. Persisted, so that a restored machine knows which cycle a crash
     /// interrupted: it adopts its instance or closes it and serves its causes again.
     pub cycle: Option<Cycle>,
+    /// The provider switch in progress, if any.
+    pub switch: Option<Switch>,
 }
 
 /// A retry scheduled after a failure.
@@ -478,6 +570,7 @@ impl MachineState {
             healthy_since: None,
             retry: None,
             cycle: None,
+            switch: None,
         }
     }
 }
@@ -628,6 +721,9 @@ impl Machine {
             Event::Restart(cause) => self.on_restart(cause, tick.now, fx),
             Event::Start => self.on_start(tick.now, fx),
             Event::Stop => self.on_stop(tick.now, fx),
+            Event::Switch { from, to, to_ready } => {
+                self.on_switch(from, to, to_ready, tick.now, fx)
+            }
             Event::Delete => self.on_delete(tick.now, fx),
             Event::Health { generation, report } => {
                 self.on_health(generation, report, tick, fx);
@@ -648,7 +744,7 @@ impl Machine {
                     // authenticated heartbeat of the generation up is proof enough.
                     self.agent = Some((generation, tick.now));
                     if self.state.phase == Phase::Starting {
-                        self.become_running(tick.now);
+                        self.become_running(tick.now, fx);
                     }
                 }
                 if let Some((registered, last)) = self.agent.as_mut() {
@@ -766,12 +862,178 @@ impl Machine {
         self.state.desired = Desired::Deleted;
         self.state.pending = CauseSet::EMPTY;
         self.state.retry = None;
+        // The instance, wherever the switch got, is on the provider recorded now: the
+        // delete removes it there.
+        self.state.switch = None;
         self.record(fx, RecordKind::DeleteStarted);
         self.set_phase(Phase::Deleting, now);
         if self.op.is_none() {
             self.run(Step::Remove, self.state.observed_generation, now, fx);
         }
         Outcome::Accepted
+    }
+
+    /// Claims a provider switch. Flow: `switch_started`; a running workspace gets a cycle
+    /// (now, or after the operation in flight) whose remove step empties `from`, then the
+    /// workspace is recorded on `to` and its start step runs there; `switch_completed` once
+    /// it is running. A failure on `to` rolls back: the cycle that follows empties `to` and
+    /// provisions on `from` again (`switch_rolled_back`). A stopped workspace only has its
+    /// instance released from `from`. Guarantees: a second switch while one is in progress
+    /// is refused and changes nothing.
+    fn on_switch(
+        &mut self,
+        from: String,
+        to: String,
+        to_ready: ReadyWhen,
+        now: Timestamp,
+        fx: &mut Vec<Effect>,
+    ) -> Outcome {
+        if self.state.desired == Desired::Deleted {
+            return Outcome::Rejected(Rejection::Deleting);
+        }
+        if self.state.switch.is_some() {
+            return Outcome::Rejected(Rejection::AlreadySwitching);
+        }
+        if from == to {
+            return Outcome::Rejected(Rejection::SameProvider);
+        }
+        self.record(
+            fx,
+            RecordKind::SwitchStarted {
+                from: from.clone(),
+                to: to.clone(),
+            },
+        );
+        self.state.switch = Some(Switch {
+            from,
+            to,
+            from_ready: self.state.ready_when,
+            to_ready,
+            stage: SwitchStage::Leaving,
+            rollback: false,
+        });
+        match self.state.desired {
+            Desired::Deleted => unreachable!("refused above"),
+            Desired::Stopped => {
+                if self.op.is_none() {
+                    self.run(Step::Release, self.state.observed_generation, now, fx);
+                }
+                // Otherwise the stop in flight finishes first; see `converge_after_stop`.
+            }
+            Desired::Running => {
+                if self.state.phase == Phase::Failed {
+                    // A user intent revives a parked workspace with a fresh failure budget.
+                    self.state.recent_failures.clear();
+                    self.state.backoff_attempt = 0;
+                }
+                if self.op.is_some() {
+                    self.state.pending.insert(Cause::Switch);
+                } else {
+                    let causes = self.take_retry_causes().union(CauseSet::of(Cause::Switch));
+                    self.start_cycle(causes, now, fx);
+                }
+            }
+        }
+        Outcome::Accepted
+    }
+
+    /// The switch in progress reaches its target: `from` is empty. Records the workspace on
+    /// the target provider; a rollback is over at this point.
+    fn arrive(&mut self, fx: &mut Vec<Effect>) {
+        let Some(switch) = self
+            .state
+            .switch
+            .as_mut()
+            .filter(|s| s.stage == SwitchStage::Leaving)
+        else {
+            return;
+        };
+        fx.push(Effect::UseProvider(switch.to.clone()));
+        self.state.ready_when = switch.to_ready;
+        if switch.rollback {
+            self.state.switch = None;
+        } else {
+            switch.stage = SwitchStage::Arrived;
+            // The cycle under way now serves the switch: no extra cycle for it.
+            self.state.pending.remove(Cause::Switch);
+        }
+    }
+
+    /// The workspace runs (or rests, stopped) on the provider it switched to.
+    fn complete_switch(&mut self, fx: &mut Vec<Effect>) {
+        if let Some(switch) = self
+            .state
+            .switch
+            .take_if(|s| s.stage == SwitchStage::Arrived)
+        {
+            self.record(
+                fx,
+                RecordKind::SwitchCompleted {
+                    from: switch.from,
+                    to: switch.to,
+                },
+            );
+        }
+    }
+
+    /// A failure on the provider switched to turns the switch around: `true` if a rollback
+    /// cycle started (the caller must not also back off).
+    fn roll_back(
+        &mut self,
+        reason: &str,
+        causes: CauseSet,
+        now: Timestamp,
+        fx: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(switch) = self
+            .state
+            .switch
+            .take_if(|s| s.stage == SwitchStage::Arrived && !s.rollback)
+        else {
+            return false;
+        };
+        self.record(
+            fx,
+            RecordKind::SwitchRolledBack {
+                from: switch.from.clone(),
+                to: switch.to.clone(),
+                reason: reason.to_owned(),
+            },
+        );
+        self.state.switch = Some(Switch {
+            from: switch.to,
+            to: switch.from,
+            from_ready: switch.to_ready,
+            to_ready: switch.from_ready,
+            stage: SwitchStage::Leaving,
+            rollback: true,
+        });
+        let causes = self
+            .state
+            .pending
+            .take()
+            .union(causes)
+            .union(CauseSet::of(Cause::Switch));
+        self.start_cycle(causes, now, fx);
+        true
+    }
+
+    /// A switch that cannot get off its old provider is given up; nothing moved.
+    fn abandon_switch(&mut self, reason: &str, fx: &mut Vec<Effect>) {
+        if let Some(switch) = self
+            .state
+            .switch
+            .take_if(|s| s.stage == SwitchStage::Leaving && !s.rollback)
+        {
+            self.record(
+                fx,
+                RecordKind::SwitchRolledBack {
+                    from: switch.from,
+                    to: switch.to,
+                    reason: reason.to_owned(),
+                },
+            );
+        }
     }
 
     // ---- health --------------------------------------------------------------------------
@@ -889,6 +1151,7 @@ impl Machine {
             (Step::RemoveOld, Ok(())) => {
                 self.instance_gone();
                 if self.state.desired == Desired::Running {
+                    self.arrive(fx);
                     self.run(Step::Start, op.generation, now, fx);
                 } else {
                     // Stop or delete arrived during the cycle: nothing is up any more.
@@ -963,6 +1226,27 @@ impl Machine {
                     self.converge_after_stop(now, fx);
                 }
             }
+            (Step::Release, Ok(())) => {
+                self.instance_gone();
+                self.arrive(fx);
+                self.complete_switch(fx);
+                self.converge_after_stop(now, fx);
+            }
+            (Step::Release, Err(reason)) => {
+                // Nothing moved: the workspace stays on the provider it was on.
+                let reason = format!("release failed: {reason}");
+                if let Some(switch) = self.state.switch.take() {
+                    self.record(
+                        fx,
+                        RecordKind::SwitchRolledBack {
+                            from: switch.from,
+                            to: switch.to,
+                            reason,
+                        },
+                    );
+                }
+                self.converge_after_stop(now, fx);
+            }
             (Step::Remove, Ok(())) => {
                 self.instance_gone();
                 self.record(fx, RecordKind::Deleted);
@@ -992,6 +1276,15 @@ impl Machine {
                     self.record(fx, RecordKind::Stopped);
                     self.set_phase(Phase::Stopped, now);
                 }
+                // A switch claimed before or during the stop: a stopped workspace's switch
+                // only releases what the old provider keeps of its instance.
+                match self.state.switch.as_ref().map(|s| s.stage) {
+                    Some(SwitchStage::Leaving) if self.op.is_none() => {
+                        self.run(Step::Release, self.state.observed_generation, now, fx)
+                    }
+                    Some(SwitchStage::Arrived) => self.complete_switch(fx),
+                    _ => {}
+                }
             }
             Desired::Deleted => self.run(Step::Remove, self.state.observed_generation, now, fx),
         }
@@ -1017,7 +1310,7 @@ impl Machine {
         self.agent = Some((generation, now));
         self.record(fx, RecordKind::AgentRegistered);
         if self.state.phase == Phase::Starting {
-            self.become_running(now);
+            self.become_running(now, fx);
         }
     }
 
@@ -1047,7 +1340,7 @@ impl Machine {
                 fx.push(Effect::Abort(id));
                 let reason = match op.step {
                     Step::Start => "provision_timeout",
-                    Step::RemoveOld | Step::Stop | Step::Remove => "stop_timeout",
+                    Step::RemoveOld | Step::Stop | Step::Remove | Step::Release => "stop_timeout",
                 };
                 self.on_step_finished(id, Err(reason.to_owned()), tick, fx);
             }
@@ -1220,7 +1513,7 @@ impl Machine {
         self.next_op += 1;
         let timeout = match step {
             Step::Start => self.policy.provision_timeout,
-            Step::RemoveOld | Step::Stop | Step::Remove => self.policy.stop_timeout,
+            Step::RemoveOld | Step::Stop | Step::Remove | Step::Release => self.policy.stop_timeout,
         };
         let deadline = now.plus(timeout);
         self.op = Some(Op {
@@ -1268,6 +1561,15 @@ impl Machine {
             .recent_failures
             .retain(|t| now.since(*t) < window);
         self.state.recent_failures.push(now);
+        let reason = self
+            .state
+            .failure
+            .as_ref()
+            .map(|f| f.reason.clone())
+            .unwrap_or_default();
+        if self.roll_back(&reason, causes, now, fx) {
+            return;
+        }
         if self.state.pending.has_intent() {
             let causes = self.state.pending.take().union(causes);
             self.start_cycle(causes, now, fx);
@@ -1305,6 +1607,7 @@ impl Machine {
 
     /// Parks the workspace in `failed`; only a user intent moves it on.
     fn park(&mut self, reason: String, now: Timestamp, fx: &mut Vec<Effect>) {
+        self.abandon_switch(&reason, fx);
         self.state.retry = None;
         self.state.pending = CauseSet::EMPTY;
         self.state.failure = Some(Failure {
@@ -1334,8 +1637,8 @@ impl Machine {
             .agent
             .is_some_and(|(g, _)| g == self.state.observed_generation);
         match self.state.ready_when {
-            ReadyWhen::Instance => self.become_running(now),
-            ReadyWhen::Agent if registered => self.become_running(now),
+            ReadyWhen::Instance => self.become_running(now, fx),
+            ReadyWhen::Agent if registered => self.become_running(now, fx),
             ReadyWhen::Agent => {
                 self.set_phase(Phase::Starting, now);
                 self.schedule_boot_deadline(now, fx);
@@ -1350,10 +1653,11 @@ impl Machine {
         });
     }
 
-    fn become_running(&mut self, now: Timestamp) {
+    fn become_running(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
         self.set_phase(Phase::Running, now);
         self.state.healthy_since = Some(now);
         self.state.failure = None;
+        self.complete_switch(fx);
     }
 
     fn take_retry_causes(&mut self) -> CauseSet {

@@ -21,6 +21,12 @@ struct Harness {
     contexts: Vec<RestartContext>,
     /// Greatest number of operations ever in flight at once.
     max_running: usize,
+    /// The provider the workspace is recorded on (follows `UseProvider`).
+    provider: String,
+    /// The provider each running operation was issued on.
+    issued_on: Vec<String>,
+    /// Providers that hold an instance of the workspace (running or stopped).
+    holding: std::collections::BTreeSet<String>,
 }
 
 fn policy() -> Policy {
@@ -51,6 +57,9 @@ impl Harness {
             purged: false,
             contexts: vec![],
             max_running: 0,
+            provider: "a".into(),
+            issued_on: vec![],
+            holding: Default::default(),
         }
     }
 
@@ -60,11 +69,13 @@ impl Harness {
         h.send(Event::Create);
         h.finish_all_ok();
         assert_eq!(h.m.phase(), Phase::Running);
+        assert_eq!(h.holding, ["a".to_owned()].into());
         h
     }
 
     fn send(&mut self, e: Event) -> Outcome {
         let (outcome, fx) = self.m.handle(e, Tick::at(self.now));
+        let mut runs = Vec::new();
         for f in fx {
             match f {
                 Effect::Record(r) => self.records.push(r),
@@ -72,12 +83,23 @@ impl Harness {
                     op,
                     step,
                     generation,
-                } => self.running.push((op, step, generation)),
-                Effect::Abort(op) => self.running.retain(|(id, _, _)| *id != op),
+                } => runs.push((op, step, generation)),
+                Effect::Abort(op) => {
+                    if let Some(i) = self.running.iter().position(|(id, _, _)| *id == op) {
+                        self.running.remove(i);
+                        self.issued_on.remove(i);
+                    }
+                }
                 Effect::Schedule { at, timer } => self.timers.push((at, timer)),
                 Effect::Purge => self.purged = true,
                 Effect::DeliverContext(c) => self.contexts.push(c),
+                Effect::UseProvider(p) => self.provider = p,
             }
+        }
+        // Like the actor: operations run after every other effect of the decision.
+        for run in runs {
+            self.running.push(run);
+            self.issued_on.push(self.provider.clone());
         }
         self.max_running = self.max_running.max(self.running.len());
         outcome
@@ -86,8 +108,29 @@ impl Harness {
     /// Completes the oldest running operation.
     fn finish(&mut self, result: Result<(), String>) -> Step {
         let (op, step, _) = self.running.remove(0);
+        let on = self.issued_on.remove(0);
+        if result.is_ok() {
+            match step {
+                Step::Start => {
+                    self.holding.insert(on);
+                }
+                Step::RemoveOld | Step::Remove | Step::Release => {
+                    self.holding.remove(&on);
+                }
+                Step::Stop => {}
+            }
+        }
         self.send(Event::StepFinished { op, result });
         step
+    }
+
+    fn switch(&mut self, to: &str) -> Outcome {
+        let from = self.provider.clone();
+        self.send(Event::Switch {
+            from,
+            to: to.into(),
+            to_ready: ReadyWhen::Instance,
+        })
     }
 
     fn finish_all_ok(&mut self) {
@@ -889,6 +932,8 @@ enum Action {
     /// restored from its persisted state; `true` if the provider still has the instance of
     /// the latest generation.
     Crash(bool),
+    /// A switch to provider `a` or `b`.
+    Switch(bool),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -913,6 +958,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u64..5).prop_map(Action::Register),
                 3 => (0u64..120_000).prop_map(Action::Advance),
         1 => any::<bool>().prop_map(Action::Crash),
+        2 => any::<bool>().prop_map(Action::Switch),
     ]
 }
 
@@ -952,8 +998,15 @@ impl Harness {
                 let live = live.then_some(state.generation);
                 self.m = Machine::restore(Arc::new(policy()), state);
                 self.running.clear();
+                self.issued_on.clear();
                 self.timers.clear();
+                // The boot survey removes instances on any provider but the recorded one.
+                let current = self.provider.clone();
+                self.holding.retain(|p| *p == current);
                 self.send(Event::Recover { live });
+            }
+            Action::Switch(to_b) => {
+                return Some(self.switch(if *to_b { "b" } else { "a" }));
             }
         }
         None
@@ -1110,6 +1163,289 @@ proptest! {
                 matches!(phase, Phase::Running | Phase::Starting | Phase::Failed), "{:?}", phase),
             Desired::Stopped => prop_assert!(matches!(phase, Phase::Stopped | Phase::Failed)),
             Desired::Deleted => prop_assert!(h.purged),
+        }
+    }
+}
+
+// ---- provider switch -------------------------------------------------------------------------
+
+impl Harness {
+    fn provisions(&self) -> usize {
+        self.count("provision_started")
+    }
+}
+
+#[test]
+fn a_switch_of_a_running_workspace_moves_it_in_one_cycle() {
+    let mut h = Harness::running();
+    let mark = h.records.len();
+    assert_eq!(h.switch("b"), Outcome::Accepted);
+    assert_eq!(h.names_since(mark), ["switch_started", "provision_started"]);
+    assert_eq!(
+        h.issued_on,
+        ["a"],
+        "the old instance is removed where it runs"
+    );
+    assert_eq!(h.finish(Ok(())), Step::RemoveOld);
+    assert_eq!(
+        h.provider, "b",
+        "recorded on the new provider once the old one is empty"
+    );
+    assert_eq!(h.issued_on, ["b"], "and started there");
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.holding, ["b".to_owned()].into());
+    assert_eq!(h.count("switch_completed"), 1);
+    assert_eq!(h.m.state().switch, None);
+    assert_eq!(h.provisions(), 2, "create + the switch cycle, nothing more");
+}
+
+#[test]
+fn a_second_switch_while_one_runs_is_refused_and_changes_nothing() {
+    let mut h = Harness::running();
+    h.switch("b");
+    let state = h.m.state().clone();
+    let (records, running, timers) = (h.records.len(), h.running.clone(), h.timers.len());
+    for to in ["b", "c", "a"] {
+        assert_eq!(h.switch(to), Outcome::Rejected(Rejection::AlreadySwitching));
+    }
+    assert_eq!(h.m.state(), &state);
+    assert_eq!(
+        (h.records.len(), h.running.clone(), h.timers.len()),
+        (records, running, timers)
+    );
+}
+
+#[test]
+fn a_switch_to_the_provider_in_use_is_refused() {
+    let mut h = Harness::running();
+    let state = h.m.state().clone();
+    assert_eq!(h.switch("a"), Outcome::Rejected(Rejection::SameProvider));
+    assert_eq!(h.m.state(), &state);
+    assert!(h.running.is_empty());
+}
+
+#[test]
+fn a_switch_during_a_cycle_runs_after_it() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.finish(Ok(())); // the restart's start step is in flight on a
+    assert_eq!(h.switch("b"), Outcome::Accepted);
+    assert_eq!(h.running.len(), 1, "the cycle in flight is not disturbed");
+    assert_eq!(h.issued_on, ["a"]);
+    h.finish_all_ok();
+    assert_eq!(h.provider, "b");
+    assert_eq!(h.holding, ["b".to_owned()].into());
+    assert_eq!(h.provisions(), 3, "create, the restart, the switch");
+    assert_eq!(h.count("switch_completed"), 1);
+}
+
+#[test]
+fn a_switch_claimed_before_the_remove_step_finishes_rides_on_that_cycle() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    h.switch("b");
+    h.finish(Ok(())); // remove_old of the restart: the old provider is empty now
+    assert_eq!(h.issued_on, ["b"]);
+    h.finish_all_ok();
+    assert_eq!(h.provisions(), 2, "no extra cycle for the switch");
+    assert_eq!(h.count("switch_completed"), 1);
+}
+
+#[test]
+fn a_failed_start_on_the_new_provider_rolls_back_to_the_old_one() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.finish(Ok(())); // removed from a
+    let mark = h.records.len();
+    h.finish(Err("image missing".into())); // start on b fails
+    assert_eq!(
+        h.names_since(mark),
+        [
+            "provision_failed",
+            "switch_rolled_back",
+            "provision_started"
+        ],
+        "no backoff: the way back starts at once"
+    );
+    assert_eq!(
+        h.issued_on,
+        ["b"],
+        "what the failed start left on b is removed first"
+    );
+    h.finish(Ok(()));
+    assert_eq!(h.provider, "a");
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.holding, ["a".to_owned()].into());
+    assert_eq!(h.count("switch_completed"), 0);
+    assert_eq!(h.m.state().switch, None);
+    assert_eq!(h.m.state().ready_when, ReadyWhen::Instance);
+}
+
+#[test]
+fn a_rollback_that_fails_backs_off_on_the_old_provider_and_never_rolls_back_again() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.finish(Ok(()));
+    h.finish(Err("b is broken".into()));
+    h.finish(Ok(())); // b emptied, back on a
+    let mark = h.records.len();
+    h.finish(Err("a hiccup".into()));
+    assert_eq!(
+        h.names_since(mark),
+        ["provision_failed", "backoff_scheduled"]
+    );
+    let retry_at = h.m.retry_at().expect("a retry is scheduled");
+    h.advance(retry_at.since(h.now));
+    assert_eq!(h.issued_on, ["a"]);
+    h.finish_all_ok();
+    assert_eq!(h.provider, "a");
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.count("switch_rolled_back"), 1);
+}
+
+#[test]
+fn an_agent_that_never_registers_on_the_new_provider_rolls_the_switch_back() {
+    let mut h = Harness::running();
+    h.send(Event::Switch {
+        from: "a".into(),
+        to: "b".into(),
+        to_ready: ReadyWhen::Agent,
+    });
+    h.finish(Ok(()));
+    h.finish(Ok(()));
+    assert_eq!(h.m.phase(), Phase::Starting);
+    assert_eq!(h.m.state().ready_when, ReadyWhen::Agent);
+    h.advance(21 * SEC); // boot deadline
+    assert_eq!(h.count("switch_rolled_back"), 1);
+    h.finish_all_ok();
+    assert_eq!(h.provider, "a");
+    assert_eq!(
+        h.m.state().ready_when,
+        ReadyWhen::Instance,
+        "the old rule comes back"
+    );
+    assert_eq!(h.m.phase(), Phase::Running);
+}
+
+#[test]
+fn a_stopped_workspace_switches_by_releasing_its_old_instance() {
+    let mut h = Harness::running();
+    h.send(Event::Stop);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert_eq!(h.switch("b"), Outcome::Accepted);
+    assert_eq!(h.running[0].1, Step::Release);
+    assert_eq!(h.issued_on, ["a"]);
+    h.finish_all_ok();
+    assert_eq!(h.provider, "b");
+    assert!(h.holding.is_empty());
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert_eq!(h.count("switch_completed"), 1);
+    h.send(Event::Start);
+    h.finish_all_ok();
+    assert_eq!(
+        h.holding,
+        ["b".to_owned()].into(),
+        "the next start runs on the new provider"
+    );
+}
+
+#[test]
+fn a_stop_during_a_switch_lets_the_switch_finish_as_a_release() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.send(Event::Stop);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert_eq!(h.provider, "b");
+    assert!(h.holding.is_empty());
+    assert_eq!(h.count("switch_completed"), 1);
+}
+
+#[test]
+fn a_delete_during_a_switch_removes_the_instance_wherever_it_is() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.finish(Ok(()));
+    h.send(Event::Delete);
+    h.finish_all_ok();
+    assert!(h.purged);
+    assert!(h.holding.is_empty());
+}
+
+#[test]
+fn a_switch_interrupted_by_a_crash_is_finished_after_recovery() {
+    for steps_done in 0..3 {
+        let mut h = Harness::running();
+        h.switch("b");
+        for _ in 0..steps_done {
+            h.finish(Ok(()));
+        }
+        let live = (steps_done == 2).then_some(h.m.state().generation);
+        h.apply(&Action::Crash(live.is_some()));
+        h.settle();
+        assert_eq!(h.m.phase(), Phase::Running, "after {steps_done} steps");
+        assert_eq!(h.provider, "b", "after {steps_done} steps");
+        assert_eq!(
+            h.holding,
+            ["b".to_owned()].into(),
+            "after {steps_done} steps"
+        );
+        assert_eq!(h.count("switch_completed"), 1, "after {steps_done} steps");
+        assert_eq!(h.m.state().switch, None);
+    }
+}
+
+#[test]
+fn a_switch_revives_a_parked_workspace_on_the_new_provider() {
+    let mut h = Harness::running();
+    h.send(Event::Restart(Cause::Manual));
+    for _ in 0..10 {
+        if h.m.phase() == Phase::Failed {
+            break;
+        }
+        if h.running.is_empty() {
+            h.advance(3600 * SEC);
+        } else {
+            h.finish(Err("broken".into()));
+        }
+    }
+    assert_eq!(h.m.phase(), Phase::Failed);
+    assert_eq!(h.switch("b"), Outcome::Accepted);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.holding, ["b".to_owned()].into());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn an_instance_never_lives_on_two_providers_and_switches_always_end(
+        actions in prop::collection::vec(action(), 0..200),
+    ) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+            prop_assert!(h.holding.len() <= 1, "instances on {:?} after {a:?}", h.holding);
+        }
+        h.settle();
+        prop_assert!(h.holding.len() <= 1);
+        if h.m.state().desired == Desired::Deleted {
+            return Ok(());
+        }
+        if let Some(on) = h.holding.iter().next() {
+            prop_assert_eq!(on, &h.provider, "the instance is on the provider recorded");
+        }
+        if h.m.phase() != Phase::Failed {
+            prop_assert_eq!(h.m.state().switch.as_ref(), None);
+            prop_assert_eq!(
+                h.count("switch_started"),
+                h.count("switch_completed") + h.count("switch_rolled_back"),
+                "every claimed switch ends exactly once"
+            );
         }
     }
 }
