@@ -17,6 +17,12 @@ pub enum ActorError {
     /// The workspace is being deleted.
     #[error("workspace is being deleted")]
     Deleting,
+    /// A provider switch is already in progress; nothing was done.
+    #[error("a provider switch is already in progress")]
+    AlreadySwitching,
+    /// The workspace is already on the provider asked for; nothing was done.
+    #[error("the workspace is already on provider {0:?}")]
+    SameProvider(String),
     /// The provider named is not configured.
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),

@@ -13,6 +13,7 @@ mod agent;
 mod bus;
 mod clock;
 mod error;
+pub mod failpoints;
 mod messages;
 mod probes;
 mod records;
@@ -24,6 +25,8 @@ pub use agent::token_claims;
 pub use bus::EventBus;
 pub use clock::Clock;
 pub use error::ActorError;
-pub use messages::{ActorView, AgentCall, Intent, IntentReply, NewWorkspace, WorkspaceView};
+pub use messages::{
+    ActorView, AgentCall, Intent, IntentReply, LateCompletion, NewWorkspace, WorkspaceView,
+};
 pub use registry::{Deps, Registry, RegistryOptions};
 pub use workspace::WorkspaceActor;

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use std::collections::BTreeMap;
 use steward_domain::{
     CauseSet, Counters, Cycle, Failure, Generation, HealthReport, Op, Outcome, Phase, ReadyWhen,
-    Timestamp, Transition, WorkspaceId, WorkspaceSpec,
+    Switch, Timestamp, Transition, WorkspaceId, WorkspaceSpec,
 };
 use steward_store::AgentRecord;
 
@@ -44,6 +44,13 @@ pub enum Intent {
         /// New model.
         model: String,
     },
+    /// Move the workspace to another provider.
+    SwitchProvider {
+        /// The provider to move to (known to be configured).
+        to: String,
+        /// When an instance of `to` counts as ready (its default).
+        to_ready: ReadyWhen,
+    },
 }
 
 /// Sends an intent; answered once the intent is committed.
@@ -66,10 +73,29 @@ pub struct IntentReply {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Kill;
 
-/// What a probe saw of the workspace's instance. The actor decides what it means.
+/// What a probe of `provider` saw of the workspace's instance. The actor decides what it
+/// means; a report from a provider the workspace is not on (it switched) is ignored.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
-pub struct Probe(pub steward_provider::Liveness);
+pub struct Probe {
+    /// The provider that was asked.
+    pub provider: std::sync::Arc<str>,
+    /// What it saw.
+    pub liveness: steward_provider::Liveness,
+}
+
+/// Hands the actor the completion of an operation, as a provider call would. Only for tests
+/// that show what a late (stale) completion does: in the daemon, abandoned operations are
+/// cancelled and never report back.
+#[doc(hidden)]
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct LateCompletion {
+    /// The operation it claims to complete.
+    pub op: steward_domain::OpId,
+    /// Its result.
+    pub result: Result<(), String>,
+}
 
 /// A call of the agent inside an instance, authenticated by its generation's token.
 #[derive(Clone, Debug)]
@@ -131,6 +157,8 @@ pub struct WorkspaceView {
     pub agent: AgentRecord,
     /// Last failure.
     pub failure: Option<Failure>,
+    /// The provider switch in progress.
+    pub switch: Option<Switch>,
     /// Secret keys (never values).
     pub secret_keys: Vec<String>,
     /// Creation time.
@@ -156,6 +184,8 @@ pub struct ActorView {
     pub op: Option<Op>,
     /// Pending restart causes.
     pub pending: CauseSet,
+    /// The provider switch in progress.
+    pub switch: Option<Switch>,
     /// End of the debounce window, if inside it.
     pub debounce_until: Option<Timestamp>,
     /// End of the settle window, if inside it.

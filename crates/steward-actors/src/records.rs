@@ -35,6 +35,12 @@ fn details(kind: &RecordKind) -> Value {
             json!({ "reason": reason })
         }
         RecordKind::StaleResultIgnored { what } => json!({ "what": what }),
+        RecordKind::SwitchStarted { from, to } | RecordKind::SwitchCompleted { from, to } => {
+            json!({ "from": from, "to": to })
+        }
+        RecordKind::SwitchRolledBack { from, to, reason } => {
+            json!({ "from": from, "to": to, "reason": reason })
+        }
         RecordKind::BackoffScheduled { delay, attempt } => json!({
             "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "attempt": attempt,

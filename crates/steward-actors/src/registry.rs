@@ -24,7 +24,7 @@ use steward_provider::{InstanceDeath, Liveness, Provider, Providers};
 use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
 use tokio::sync::{broadcast, watch, OnceCell};
 
-use crate::messages::{FromAgent, Get, Inspect, Kill, Probe, Shutdown, Submit};
+use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Probe, Shutdown, Submit};
 use crate::probes::Prober;
 use crate::workspace::{live_generation, Origin};
 use crate::{
@@ -363,6 +363,34 @@ impl Registry {
         }
     }
 
+    /// Claims a provider switch for a workspace; answers once the claim is committed (the
+    /// switch itself goes on in the actor, whatever happens to the caller).
+    pub async fn switch_provider(
+        &self,
+        id: WorkspaceId,
+        to: String,
+    ) -> Result<IntentReply, ActorError> {
+        let to_ready = self
+            .inner
+            .deps
+            .providers
+            .get(&to)
+            .map(|p| p.default_ready_when())
+            .ok_or_else(|| ActorError::UnknownProvider(to.clone()))?;
+        self.submit(id, Intent::SwitchProvider { to, to_ready })
+            .await
+    }
+
+    /// Hands an actor a late operation completion (tests of stale results only).
+    #[doc(hidden)]
+    pub async fn late_completion(
+        &self,
+        id: WorkspaceId,
+        completion: LateCompletion,
+    ) -> Result<(), ActorError> {
+        self.ask(id, completion).await
+    }
+
     /// Kills a workspace's instance through its provider (fault drill).
     pub async fn kill(&self, id: WorkspaceId) -> Result<(), ActorError> {
         self.ask(id, Kill).await?
@@ -495,7 +523,7 @@ impl Registry {
     pub fn start_probes(&self, interval: Duration) {
         for provider in self.inner.deps.providers.iter() {
             if let Some(deaths) = provider.deaths() {
-                actix::spawn(self.clone().follow_deaths(deaths));
+                actix::spawn(self.clone().follow_deaths(provider.name().into(), deaths));
             }
             let prober = Prober {
                 registry: self.clone(),
@@ -516,12 +544,19 @@ impl Registry {
 
     /// Forwards engine-reported deaths to the workspaces' actors (as dead probe reports: the
     /// machine still decides, with the same threshold and windows).
-    async fn follow_deaths(self, mut deaths: broadcast::Receiver<InstanceDeath>) {
+    async fn follow_deaths(
+        self,
+        provider: Arc<str>,
+        mut deaths: broadcast::Receiver<InstanceDeath>,
+    ) {
         loop {
             match deaths.recv().await {
                 Ok(death) => {
                     if let Some(entry) = self.inner.actors.get(&death.workspace_id) {
-                        let _ = entry.addr.try_send(Probe(Liveness::Dead(death.generation)));
+                        let _ = entry.addr.try_send(Probe {
+                            provider: provider.clone(),
+                            liveness: Liveness::Dead(death.generation),
+                        });
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -558,12 +593,17 @@ impl Registry {
                 *orphan,
             );
         }
+        let name: Arc<str> = provider.name().into();
         for entry in self.inner.actors.iter() {
-            if &*entry.provider != provider.name() {
+            if entry.provider != name {
                 continue;
             }
             let liveness = seen.get(entry.key()).copied().unwrap_or(Liveness::Absent);
-            if entry.addr.try_send(Probe(liveness)).is_err() {
+            let probe = Probe {
+                provider: name.clone(),
+                liveness,
+            };
+            if entry.addr.try_send(probe).is_err() {
                 metrics::counter!("steward_probe_reports_skipped_total").increment(1);
             }
         }
@@ -571,6 +611,14 @@ impl Registry {
 
     fn ids(&self) -> Vec<WorkspaceId> {
         self.inner.actors.iter().map(|e| *e.key()).collect()
+    }
+
+    /// The workspace's actor recorded it on another provider: probes of that provider now
+    /// report on it.
+    pub(crate) fn provider_changed(&self, id: WorkspaceId, provider: &str) {
+        if let Some(mut entry) = self.inner.actors.get_mut(&id) {
+            entry.provider = provider.into();
+        }
     }
 
     /// Drops the registry entry of a purged workspace (if `addr` is still its actor).

@@ -37,6 +37,14 @@ pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestam
         RecordKind::StaleResultIgnored { .. } => {
             metrics::counter!("steward_stale_results_total").increment(1);
         }
+        RecordKind::SwitchCompleted { .. } | RecordKind::SwitchRolledBack { .. } => {
+            let result = if matches!(record.kind, RecordKind::SwitchCompleted { .. }) {
+                "completed"
+            } else {
+                "rolled_back"
+            };
+            metrics::counter!("steward_switches_total", "result" => result).increment(1);
+        }
         _ => {}
     }
 }

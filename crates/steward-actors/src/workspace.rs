@@ -30,11 +30,11 @@ use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
 use tokio::sync::oneshot;
 
-use crate::messages::{FromAgent, Get, Inspect, Kill, Probe, Shutdown, Submit};
+use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Probe, Shutdown, Submit};
 use crate::registry::Deps;
 use crate::{
-    records, telemetry, ActorError, ActorView, AgentCall, Intent, IntentReply, Registry,
-    WorkspaceView,
+    failpoints, records, telemetry, ActorError, ActorView, AgentCall, Intent, IntentReply,
+    Registry, WorkspaceView,
 };
 
 /// A commit in flight, awaitable by several parties (the caller, the operations it gates,
@@ -225,6 +225,16 @@ impl WorkspaceActor {
                 Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
                 Effect::Purge => purge = true,
                 Effect::DeliverContext(context) => self.deliver_context(context, ctx),
+                Effect::UseProvider(provider) => {
+                    tracing::info!(workspace = %self.id, from = %self.spec.provider, to = %provider, "workspace recorded on a new provider");
+                    self.spec.provider = provider;
+                    self.registry.provider_changed(self.id, &self.spec.provider);
+                    writes.push(Write::SaveSpec {
+                        id: self.id,
+                        expected_generation: self.machine.state().generation,
+                        spec: self.spec.clone(),
+                    });
+                }
             }
         }
         if let Some(generation) = cycle_started {
@@ -331,9 +341,15 @@ impl WorkspaceActor {
         let provider = self.provider();
         let call = match step {
             Step::Start => Call::Start(Box::new(self.instance_spec(generation))),
-            Step::RemoveOld | Step::Remove => Call::Remove,
+            Step::RemoveOld | Step::Remove | Step::Release => Call::Remove,
             Step::Stop => Call::Stop,
         };
+        let scope = if self.machine.state().switch.is_some() {
+            "switch"
+        } else {
+            "cycle"
+        };
+        let kill_point = format!("{scope}.{}", step.as_str());
         let work = async move {
             if commit.await.is_err() {
                 return None; // the actor restarts; the operation never ran
@@ -341,11 +357,13 @@ impl WorkspaceActor {
             let Some(provider) = provider else {
                 return Some(Err("provider is not configured".to_owned()));
             };
+            failpoints::pass(&format!("{kill_point}.before"));
             let result = match call {
                 Call::Start(spec) => provider.start(&spec).await,
                 Call::Remove => provider.remove(id).await,
                 Call::Stop => provider.stop(id).await,
             };
+            failpoints::pass(&format!("{kill_point}.after"));
             Some(result.map_err(|e| e.to_string()))
         };
         let handle = ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(
@@ -563,6 +581,7 @@ impl WorkspaceActor {
             pending: state.pending,
             agent: self.agent.clone(),
             failure: state.failure.clone(),
+            switch: state.switch.clone(),
             secret_keys: self.secrets.keys().cloned().collect(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -580,6 +599,7 @@ impl WorkspaceActor {
             cycle: self.machine.cycle().copied(),
             op: self.machine.op().copied(),
             pending: state.pending,
+            switch: state.switch.clone(),
             debounce_until: self.machine.debounce_until(now),
             settle_until: self.machine.settle_until(now),
             health_failures: self.machine.health_failures(),
@@ -614,6 +634,11 @@ impl WorkspaceActor {
             Intent::Stop => Event::Stop,
             Intent::Delete => Event::Delete,
             Intent::SetSecret { .. } | Intent::SetModel { .. } => Event::Restart(Cause::Config),
+            Intent::SwitchProvider { to, to_ready } => Event::Switch {
+                from: self.spec.provider.clone(),
+                to: to.clone(),
+                to_ready: *to_ready,
+            },
             Intent::RemoveSecret { key } => {
                 if !self.secrets.contains_key(key) {
                     return Err(ActorError::SecretNotFound(key.clone()));
@@ -628,8 +653,15 @@ impl WorkspaceActor {
                 return Err(e);
             }
         };
-        if let Outcome::Rejected(Rejection::Deleting) = outcome {
-            return Err(ActorError::Deleting);
+        match outcome {
+            Outcome::Rejected(Rejection::Deleting) => return Err(ActorError::Deleting),
+            Outcome::Rejected(Rejection::AlreadySwitching) => {
+                return Err(ActorError::AlreadySwitching)
+            }
+            Outcome::Rejected(Rejection::SameProvider) => {
+                return Err(ActorError::SameProvider(self.spec.provider.clone()))
+            }
+            _ => {}
         }
         // The machine accepted: apply the change before any effect runs, so the next Start
         // step (always issued by a later event) provisions from it.
@@ -650,6 +682,7 @@ impl WorkspaceActor {
                 self.spec.model = Some(model);
                 vec![Write::SaveSpec {
                     id: self.id,
+                    expected_generation: self.machine.state().generation,
                     spec: self.spec.clone(),
                 }]
             }
@@ -660,7 +693,11 @@ impl WorkspaceActor {
                     idempotency,
                 }]
             }
-            Intent::Restart | Intent::Start | Intent::Stop | Intent::Delete => Vec::new(),
+            Intent::Restart
+            | Intent::Start
+            | Intent::Stop
+            | Intent::Delete
+            | Intent::SwitchProvider { .. } => Vec::new(),
         };
         let commit = self.execute(effects, extra, ctx);
         self.inserted = true;
@@ -709,11 +746,15 @@ impl Handler<Submit> for WorkspaceActor {
     type Result = ResponseFuture<Result<IntentReply, ActorError>>;
 
     fn handle(&mut self, Submit(intent): Submit, ctx: &mut Self::Context) -> Self::Result {
+        let switch = matches!(intent, Intent::SwitchProvider { .. });
         let result = self.submit(intent, ctx);
         let current = self.machine.state().generation;
         Box::pin(async move {
             let (outcome, commit) = result?;
             commit.await.map_err(ActorError::Store)?;
+            if switch {
+                failpoints::pass("switch.claimed");
+            }
             let generation = match outcome {
                 Outcome::Started(g) | Outcome::Coalesced(g) => g,
                 _ => current,
@@ -771,8 +812,9 @@ impl Handler<FromAgent> for WorkspaceActor {
 impl Handler<Probe> for WorkspaceActor {
     type Result = ();
 
-    fn handle(&mut self, Probe(liveness): Probe, ctx: &mut Self::Context) {
-        if self.shutting_down {
+    fn handle(&mut self, Probe { provider, liveness }: Probe, ctx: &mut Self::Context) {
+        if self.shutting_down || *provider != *self.spec.provider {
+            // The workspace moved off that provider: what it says is about nothing of ours.
             return;
         }
         // An instance the provider does not have is dead, whichever generation we think is up.
@@ -851,6 +893,14 @@ impl Handler<Shutdown> for WorkspaceActor {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<LateCompletion> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, LateCompletion { op, result }: LateCompletion, ctx: &mut Self::Context) {
+        self.react(Event::StepFinished { op, result }, ctx);
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 use steward_actors::{ActorView, IntentReply, WorkspaceView};
-use steward_domain::{Cause, DropReason, Outcome, ReadyWhen, Timestamp};
+use steward_domain::{Cause, DropReason, Outcome, ReadyWhen, Switch, Timestamp};
 use steward_store::EventRecord;
 use utoipa::ToSchema;
 
@@ -78,6 +78,47 @@ pub struct SetModel {
     pub model: String,
 }
 
+/// `POST .../switch-provider` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchProvider {
+    /// The provider to move the workspace to.
+    pub provider: String,
+}
+
+/// The answer to an accepted switch: it goes on in the daemon, whatever the client does.
+#[derive(Serialize, ToSchema)]
+pub struct SwitchAnswer {
+    /// Always `switching`.
+    pub status: &'static str,
+    /// Provider being moved to.
+    pub to: String,
+}
+
+/// A provider switch in progress.
+#[derive(Serialize, ToSchema)]
+pub struct SwitchDto {
+    /// Provider being left.
+    pub from: String,
+    /// Provider being moved to.
+    pub to: String,
+    /// `leaving` (the old instance is being removed) or `arrived` (recorded on `to`).
+    pub stage: &'static str,
+    /// Whether this is the way back after a failed switch.
+    pub rollback: bool,
+}
+
+impl From<Switch> for SwitchDto {
+    fn from(s: Switch) -> Self {
+        Self {
+            from: s.from,
+            to: s.to,
+            stage: s.stage.as_str(),
+            rollback: s.rollback,
+        }
+    }
+}
+
 /// A workspace.
 #[derive(Serialize, ToSchema)]
 pub struct Workspace {
@@ -109,6 +150,8 @@ pub struct Workspace {
     pub agent: Agent,
     /// Last failure, if the workspace is failing.
     pub failure: Option<FailureDto>,
+    /// The provider switch in progress, if any.
+    pub switch: Option<SwitchDto>,
     /// Secret keys (never values).
     pub secret_keys: Vec<String>,
     /// Creation time.
@@ -173,6 +216,7 @@ impl From<WorkspaceView> for Workspace {
                 reason: f.reason,
                 generation: f.generation.0,
             }),
+            switch: v.switch.map(Into::into),
             secret_keys: v.secret_keys,
             created_at: rfc3339(v.created_at),
             updated_at: rfc3339(v.updated_at),
@@ -266,6 +310,8 @@ pub struct ActorDto {
     pub pending: bool,
     /// Its causes.
     pub pending_causes: Vec<&'static str>,
+    /// The provider switch in progress, if any.
+    pub switch: Option<SwitchDto>,
     /// End of the debounce window, if inside it.
     pub debounce_until: Option<String>,
     /// End of the settle window, if inside it.
@@ -313,7 +359,7 @@ pub struct CycleDto {
 /// The provider operation in flight.
 #[derive(Serialize, ToSchema)]
 pub struct OperationDto {
-    /// remove_old, start, stop or remove.
+    /// remove_old, start, stop, remove or release.
     pub step: &'static str,
     /// Generation.
     pub generation: u64,
@@ -378,6 +424,7 @@ impl From<ActorView> for ActorDto {
             }),
             pending: !v.pending.is_empty(),
             pending_causes: v.pending.iter().map(|c| c.as_str()).collect(),
+            switch: v.switch.map(Into::into),
             debounce_until: v.debounce_until.map(rfc3339),
             settle_until: v.settle_until.map(rfc3339),
             health_failures: v.health_failures,

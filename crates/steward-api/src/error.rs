@@ -33,6 +33,12 @@ pub enum ApiError {
     /// The workspace is being deleted.
     #[error("workspace is being deleted")]
     Deleting,
+    /// A provider switch is already in progress.
+    #[error("a provider switch is already in progress for this workspace")]
+    AlreadySwitching,
+    /// The workspace is already on that provider.
+    #[error("{0}")]
+    SameProvider(String),
     /// The idempotency key was used with another body.
     #[error("idempotency key reused with a different request body")]
     IdempotencyConflict,
@@ -67,6 +73,8 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Deleting => "WORKSPACE_DELETING",
+            ApiError::AlreadySwitching => "ALREADY_SWITCHING",
+            ApiError::SameProvider(_) => "SAME_PROVIDER",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_KEY_REUSED",
             ApiError::Overloaded(_) => "OVERLOADED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
@@ -86,7 +94,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Deleting => StatusCode::CONFLICT,
+            ApiError::Deleting | ApiError::AlreadySwitching | ApiError::SameProvider(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
         }
@@ -115,6 +125,10 @@ impl From<ActorError> for ApiError {
                 ApiError::NotFound(format!("secret {key:?} not found"))
             }
             ActorError::Deleting => ApiError::Deleting,
+            ActorError::AlreadySwitching => ApiError::AlreadySwitching,
+            ActorError::SameProvider(p) => {
+                ApiError::SameProvider(format!("the workspace is already on provider {p:?}"))
+            }
             ActorError::Unauthorized => ApiError::Unauthorized,
             ActorError::UnknownProvider(p) => {
                 ApiError::InvalidField(format!("unknown provider {p:?}"))

@@ -49,6 +49,7 @@ pub struct ApiState {
         workspaces::create, workspaces::list, workspaces::get, workspaces::restart,
         workspaces::stop, workspaces::start, workspaces::delete, workspaces::secret_keys,
         workspaces::set_secret, workspaces::remove_secret, workspaces::set_model,
+        workspaces::switch_provider,
                 events::events, admin::actors, admin::actor, admin::kill, agent::register, agent::heartbeat,
         system::healthz, system::readyz, system::metrics, system::openapi,
     ),
@@ -108,6 +109,10 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                             .route(web::delete().to(workspaces::remove_secret)),
                     )
                     .service(resource("/{id}/model").route(web::put().to(workspaces::set_model)))
+                    .service(
+                        resource("/{id}/switch-provider")
+                            .route(web::post().to(workspaces::switch_provider)),
+                    )
                     .service(resource("/{id}/events").route(web::get().to(events::events))),
             )
             .service(

@@ -111,10 +111,13 @@ pub enum Write {
         /// Update time.
         at: Timestamp,
     },
-    /// Configuration (model, env...).
+    /// Configuration (model, env, provider...), fenced like `SaveState`: applied only if
+    /// the stored generation is `expected_generation`.
     SaveSpec {
         /// Workspace.
         id: WorkspaceId,
+        /// The generation the stored state must have.
+        expected_generation: Generation,
         /// New configuration.
         spec: WorkspaceSpec,
     },

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use steward_domain::{
     Cause, CauseSet, Cycle, Desired, Failure, Generation, MachineState, Phase, ReadyWhen,
-    ScheduledRetry, Timestamp, WorkspaceId, WorkspaceSpec,
+    ScheduledRetry, Switch, SwitchStage, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 
 /// A query on the Any driver, with its arguments.
@@ -88,6 +88,44 @@ pub(crate) struct StateColumns {
     cycle_generation: Option<i64>,
     cycle_causes: String,
     cycle_started_at: Option<i64>,
+    switch_state: Option<String>,
+}
+
+/// `workspaces.switch_state`: the switch in progress, as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SwitchColumn {
+    from: String,
+    to: String,
+    from_ready: String,
+    to_ready: String,
+    stage: String,
+    rollback: bool,
+}
+
+impl SwitchColumn {
+    fn new(switch: &Switch) -> Self {
+        Self {
+            from: switch.from.clone(),
+            to: switch.to.clone(),
+            from_ready: switch.from_ready.as_str().to_owned(),
+            to_ready: switch.to_ready.as_str().to_owned(),
+            stage: switch.stage.as_str().to_owned(),
+            rollback: switch.rollback,
+        }
+    }
+
+    fn parse(self) -> Result<Switch, StoreError> {
+        let ready = |s: &str| ReadyWhen::parse(s).ok_or_else(|| unknown("ready_when", s));
+        Ok(Switch {
+            from_ready: ready(&self.from_ready)?,
+            to_ready: ready(&self.to_ready)?,
+            stage: SwitchStage::parse(&self.stage)
+                .ok_or_else(|| unknown("switch stage", &self.stage))?,
+            from: self.from,
+            to: self.to,
+            rollback: self.rollback,
+        })
+    }
 }
 
 impl StateColumns {
@@ -125,13 +163,18 @@ impl StateColumns {
                 .map(|c| join_causes(c.causes))
                 .unwrap_or_default(),
             cycle_started_at: state.cycle.map(|c| c.started_at.0),
+            switch_state: state
+                .switch
+                .as_ref()
+                .map(|s| to_json(&SwitchColumn::new(s)))
+                .transpose()?,
         })
     }
 
     /// Binds, in order: ready_when, phase, desired, generation, observed_generation, pending,
     /// failure_reason, failure_generation, backoff_attempt, recent_failures,
     /// last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes,
-    /// cycle_generation, cycle_causes, cycle_started_at.
+    /// cycle_generation, cycle_causes, cycle_started_at, switch_state.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
         query
             .bind(self.ready_when)
@@ -152,6 +195,7 @@ impl StateColumns {
             .bind(self.cycle_generation)
             .bind(self.cycle_causes)
             .bind(self.cycle_started_at)
+            .bind(self.switch_state)
     }
 
     fn parse(self) -> Result<MachineState, StoreError> {
@@ -196,6 +240,11 @@ impl StateColumns {
                 (None, None) => None,
                 _ => return Err(corrupt("cycle_generation and cycle_started_at disagree")),
             },
+            switch: self
+                .switch_state
+                .as_deref()
+                .map(|column| from_json::<SwitchColumn>(column)?.parse())
+                .transpose()?,
         })
     }
 }

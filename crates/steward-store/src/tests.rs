@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use steward_domain::{
-    Cause, Cycle, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Timestamp,
-    WorkspaceId, WorkspaceSpec,
+    Cause, Cycle, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Switch,
+    SwitchStage, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use tempfile::TempDir;
 
@@ -110,6 +110,7 @@ async fn a_workspace_round_trips(db: &TestDb) {
         vec![
             Write::SaveSpec {
                 id: full.id,
+                expected_generation: full.state.generation,
                 spec: changed.spec.clone(),
             },
             Write::DeleteSecret {
@@ -239,6 +240,31 @@ async fn a_fenced_commit_changes_nothing_and_spares_its_batch(db: &TestDb) {
     )
     .await;
     assert_eq!(load(&store, record.id).await.agent, agent);
+
+    // So is the configuration (a provider switch records the new provider with it).
+    let mut spec = record.spec.clone();
+    spec.provider = "elsewhere".into();
+    for (expected, outcome) in [
+        (
+            Generation(3),
+            CommitOutcome::Fenced {
+                id: record.id,
+                expected: Generation(3),
+            },
+        ),
+        (Generation(4), CommitOutcome::Committed),
+    ] {
+        let written = store
+            .commit(vec![Write::SaveSpec {
+                id: record.id,
+                expected_generation: expected,
+                spec: spec.clone(),
+            }])
+            .await
+            .expect("commit");
+        assert_eq!(written, outcome);
+    }
+    assert_eq!(load(&store, record.id).await.spec, spec);
     store.close().await;
 }
 
@@ -569,6 +595,14 @@ fn workspace() -> WorkspaceRecord {
         generation: Generation(3),
         causes: [Cause::Manual].into_iter().collect(),
         started_at: Timestamp(7_000),
+    });
+    state.switch = Some(Switch {
+        from: "docker".into(),
+        to: "process".into(),
+        from_ready: ReadyWhen::Instance,
+        to_ready: ReadyWhen::Agent,
+        stage: SwitchStage::Arrived,
+        rollback: false,
     });
     WorkspaceRecord {
         id: WorkspaceId::from(uuid::Uuid::new_v4()),

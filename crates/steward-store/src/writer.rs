@@ -280,14 +280,15 @@ impl Writer {
                      ready_when, phase, desired, generation, observed_generation, pending, \
                      failure_reason, failure_generation, backoff_attempt, recent_failures, \
                      last_cycle_started_at, last_cycle_ended_at, healthy_since, \
-                                          retry_at, retry_causes, cycle_generation, cycle_causes, cycle_started_at, \
+                     retry_at, retry_causes, cycle_generation, cycle_causes, cycle_started_at, \
+                     switch_state, \
                      agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at, \
                      created_at, updated_at) VALUES ($1, \
                      $2, $3, $4, $5, $6, $7, \
-                                          $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-                     $23, $24, $25, \
-                     $26, $27, $28, $29, \
-                     $30, $31)",
+                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+                     $23, $24, $25, $26, \
+                     $27, $28, $29, $30, \
+                     $31, $32)",
                 )
                 .bind(&id);
                 let query = SpecColumns::new(&record.spec)?.bind(query);
@@ -329,9 +330,9 @@ impl Writer {
                      failure_reason = $7, failure_generation = $8, backoff_attempt = $9, \
                      recent_failures = $10, last_cycle_started_at = $11, \
                      last_cycle_ended_at = $12, healthy_since = $13, retry_at = $14, \
-                                          retry_causes = $15, cycle_generation = $16, cycle_causes = $17, \
-                     cycle_started_at = $18, updated_at = $19 \
-                     WHERE id = $20 AND generation = $21",
+                     retry_causes = $15, cycle_generation = $16, cycle_causes = $17, \
+                     cycle_started_at = $18, switch_state = $19, updated_at = $20 \
+                     WHERE id = $21 AND generation = $22",
                 );
                 let done = StateColumns::new(state)?
                     .bind(query)
@@ -345,17 +346,25 @@ impl Writer {
                     return Ok(fenced(*id, *expected_generation));
                 }
             }
-            Write::SaveSpec { id, spec } => {
+            Write::SaveSpec {
+                id,
+                expected_generation,
+                spec,
+            } => {
                 let query = sqlx::query(
                     "UPDATE workspaces SET name = $1, provider = $2, image = $3, command = $4, \
-                     env = $5, model = $6 WHERE id = $7",
+                     env = $5, model = $6 WHERE id = $7 AND generation = $8",
                 );
-                SpecColumns::new(spec)?
+                let done = SpecColumns::new(spec)?
                     .bind(query)
                     .bind(id.to_string())
+                    .bind(generation_column(*expected_generation)?)
                     .execute(&mut *conn)
                     .await
                     .map_err(database)?;
+                if done.rows_affected() == 0 {
+                    return Ok(fenced(*id, *expected_generation));
+                }
             }
             Write::PutSecret { id, key, value } => {
                 self.put_secret(conn, *id, key, value.expose_secret())

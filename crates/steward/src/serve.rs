@@ -115,6 +115,12 @@ fn cores() -> usize {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if steward_actors::failpoints::arm_from_env().map_err(anyhow::Error::msg)? {
+        tracing::warn!(
+            failpoints = %std::env::var("FAILPOINTS").unwrap_or_default(),
+            "kill points armed: this daemon will SIGKILL itself when it reaches one"
+        );
+    }
     let metrics = install_metrics()?;
     files::ensure_data_dir(&config.data_dir)?;
     let admin_token = match &config.admin_token {

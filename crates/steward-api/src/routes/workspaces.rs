@@ -7,7 +7,8 @@ use steward_actors::{Intent, NewWorkspace};
 use steward_domain::WorkspaceSpec;
 
 use crate::dto::{
-    CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, Workspace, WorkspaceList,
+    CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, SwitchAnswer, SwitchProvider,
+    Workspace, WorkspaceList,
 };
 use crate::{body, validate, workspace_id, ApiError, ApiState};
 
@@ -231,4 +232,33 @@ pub async fn set_model(
         },
     )
     .await
+}
+
+/// Move the workspace to another provider. Claimed in the workspace's actor before any side
+/// effect: while a switch runs, another gets 409 `ALREADY_SWITCHING` and changes nothing.
+/// The accepted switch goes on whatever the client does: the old instance is removed, the
+/// workspace recorded on the new provider and provisioned there; if that fails, it rolls
+/// back and provisions on the old provider (events `switch_started`, `switch_completed`,
+/// `switch_rolled_back`).
+#[utoipa::path(post, path = "/v1/workspaces/{id}/switch-provider", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle", request_body = SwitchProvider,
+    responses((status = 202, body = SwitchAnswer), (status = 404, body = crate::ErrorBody),
+        (status = 409, body = crate::ErrorBody, description = "ALREADY_SWITCHING, SAME_PROVIDER or WORKSPACE_DELETING"),
+        (status = 422, body = crate::ErrorBody, description = "Unknown provider")),
+    security(("admin" = [])))]
+pub async fn switch_provider(
+    state: State,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = workspace_id(&id)?;
+    let (request, _) = body::json::<SwitchProvider>(payload, state.max_body_bytes).await?;
+    validate::non_empty("provider", &request.provider)?;
+    state
+        .registry
+        .switch_provider(id, request.provider.clone())
+        .await?;
+    Ok(HttpResponse::Accepted().json(SwitchAnswer {
+        status: "switching",
+        to: request.provider,
+    }))
 }

@@ -235,6 +235,18 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/workspaces/{id}/switch-provider`.
+    pub async fn switch_provider(
+        &self,
+        id: &str,
+        provider: &str,
+    ) -> Result<Reply<Value>, CliError> {
+        let builder = self
+            .request(Method::POST, &["workspaces", id, "switch-provider"])?
+            .json(&json!({ "provider": provider }));
+        self.send(builder).await
+    }
+
     /// `PUT /v1/workspaces/{id}/model`.
     pub async fn set_model(
         &self,

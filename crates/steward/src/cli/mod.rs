@@ -121,6 +121,14 @@ enum WsCommand {
     /// Change the model.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Move a workspace to another provider (its instance is replaced there; on failure it
+    /// rolls back to the old provider).
+    Switch {
+        /// Workspace id.
+        id: String,
+        /// The provider to move to.
+        provider: String,
+    },
     /// Print a workspace's lifecycle events, oldest first.
     Events {
         /// Workspace id.
@@ -399,6 +407,17 @@ async fn ws(
                 render::json(out, &reply.raw)?;
             } else {
                 render::secret_keys(out, &reply.parse()?.keys)?;
+            }
+        }
+        WsCommand::Switch { id, provider } => {
+            let reply = client.switch_provider(&id, &provider).await?;
+            if json {
+                render::json(out, &reply.raw)?;
+            } else {
+                writeln!(
+                    out,
+                    "switch to {provider} accepted: follow it with `steward ws events {id} --follow`"
+                )?;
             }
         }
         WsCommand::Model(ModelCommand::Set { id, model }) => {
