@@ -16,6 +16,9 @@ else
     scripts/image.sh
 fi
 
-# End-to-end tests drive the real binaries: build them first.
-cargo build --workspace --bins
-exec scripts/with-postgres.sh cargo test --workspace --no-fail-fast
+# End-to-end tests drive the real binaries: build them first, with the named kill points the
+# crash tests arm (never in release builds). Both commands use the same features, so the test
+# run does not rebuild the binary without them.
+FEATURES=(--features steward/failpoints)
+cargo build --workspace --bins "${FEATURES[@]}"
+exec scripts/with-postgres.sh cargo test --workspace --no-fail-fast "${FEATURES[@]}"

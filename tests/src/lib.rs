@@ -560,6 +560,18 @@ impl Daemon {
 
     /// Starts a daemon with `config` in `dir`, reusing its data dir if one exists.
     pub async fn start_in(dir: Arc<TempDir>, config: &str) -> Daemon {
+        Daemon::start_with(dir, config, None, &[]).await
+    }
+
+    /// Like [`Daemon::start_in`], listening on `listen` (default: a free port) with extra
+    /// environment variables (e.g. `FAILPOINTS`). A crash test restarts a daemon on the port
+    /// of the one it killed, so that the agents that outlived it reach the next one.
+    pub async fn start_with(
+        dir: Arc<TempDir>,
+        config: &str,
+        listen: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let bin = steward_bin();
         assert!(
             bin.is_file(),
@@ -590,7 +602,8 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&data)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -649,6 +662,24 @@ impl Daemon {
                     self.log_tail(200)
                 );
             }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    }
+
+    /// Waits (at most `timeout`) for the daemon to exit on its own, e.g. at a kill point,
+    /// and returns how it ended.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "steward did not exit within {timeout:?}; log tail:\n{}",
+                self.log_tail(100)
+            );
             tokio::time::sleep(POLL_STEP).await;
         }
     }
@@ -857,4 +888,49 @@ mod tests {
         behind["observed_generation"] = json!(1);
         assert!(!is_settled(&behind));
     }
+}
+
+/// The value of the Prometheus sample `name{labels}` in `/metrics` text (0 if absent).
+/// `labels` are `key="value"` pairs that must all appear in the sample's label set.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+/// Pids of the live (non-zombie) processes that run as an instance of workspace `id`: those
+/// whose environment holds `STEWARD_WORKSPACE_ID=<id>` (process provider instances).
+pub fn instance_processes(id: &str) -> Vec<u32> {
+    let needle = format!("STEWARD_WORKSPACE_ID={id}");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let live = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat[stat.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .next()?
+                        .to_owned();
+                    Some(state != "Z" && state != "X")
+                })
+                .unwrap_or(false);
+            live && fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
 }

@@ -350,6 +350,7 @@ impl WorkspaceActor {
             "cycle"
         };
         let kill_point = format!("{scope}.{}", step.as_str());
+        let provider_name = self.spec.provider.clone();
         let work = async move {
             if commit.await.is_err() {
                 return None; // the actor restarts; the operation never ran
@@ -364,6 +365,13 @@ impl WorkspaceActor {
                 Call::Stop => provider.stop(id).await,
             };
             failpoints::pass(&format!("{kill_point}.after"));
+            metrics::counter!(
+                "steward_provider_operations_total",
+                "provider" => provider_name,
+                "step" => step.as_str(),
+                "result" => if result.is_ok() { "ok" } else { "error" }
+            )
+            .increment(1);
             Some(result.map_err(|e| e.to_string()))
         };
         let handle = ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(
