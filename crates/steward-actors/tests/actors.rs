@@ -339,3 +339,78 @@ async fn a_config_change_reaches_the_next_cycle() {
         "the last cycle must start after the last config change: {kinds:?}"
     );
 }
+
+#[actix::test]
+async fn a_slow_stale_failure_after_a_newer_generation_succeeded_changes_nothing() {
+    let f = Fixture::new(sim(100), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    // Generation 2's start step: remember its operation id while it is in flight.
+    f.registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    let stale_op = std::sync::Mutex::new(None);
+    eventually("generation 2's start step", || async {
+        let op = f.registry.inspect(id).await.expect("inspect").op;
+        let start = op.filter(|op| op.step == steward_domain::Step::Start);
+        *stale_op.lock().expect("not poisoned") = start;
+        start.is_some()
+    })
+    .await;
+    let stale_op = stale_op
+        .into_inner()
+        .expect("not poisoned")
+        .expect("seen")
+        .id;
+    f.wait_running_and_idle(id).await;
+    // Generation 3 succeeds.
+    f.registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    f.wait_running_and_idle(id).await;
+    let before = f.registry.get(id).await.expect("exists");
+    assert_eq!(before.generation.0, 3);
+
+    // Generation 2's failure finally arrives.
+    f.registry
+        .late_completion(
+            id,
+            steward_actors::LateCompletion {
+                op: stale_op,
+                result: Err("slow failure of generation 2".into()),
+            },
+        )
+        .await
+        .expect("delivered");
+
+    eventually("the stale result to be recorded", || async {
+        f.event_kinds(id)
+            .await
+            .iter()
+            .any(|k| k == "stale_result_ignored")
+    })
+    .await;
+    let after = f.registry.get(id).await.expect("exists");
+    assert_eq!(after.phase, Phase::Running);
+    assert_eq!(
+        (after.generation, after.observed_generation),
+        (before.generation, before.observed_generation)
+    );
+    assert!(after.failure.is_none(), "{:?}", after.failure);
+    let inspected = f.registry.inspect(id).await.expect("inspect");
+    assert_eq!(inspected.counters.stale_results, 1);
+    let stored = f.store.load(id).await.expect("load").expect("stored");
+    assert_eq!(
+        stored.state.phase,
+        Phase::Running,
+        "nothing stale reached the store"
+    );
+    assert_eq!(stored.state.failure, None);
+    assert!(!f
+        .event_kinds(id)
+        .await
+        .iter()
+        .any(|k| k == "provision_failed"));
+}
