@@ -20,7 +20,7 @@
 //!   (`HOME`, credentials, `STEWARD_*` of the daemon itself) leaks into an instance.
 //! - **Working directory**: the daemon's. A per-workspace directory would need a lifecycle of
 //!   its own (created when, removed on delete?); an agent that wants a scratch directory can
-//!   make one. This keeps the provider free of state on disk other than logs.
+//!   make one. This keeps the provider's state on disk down to logs and records.
 //! - **stdin** is `/dev/null`; **stdout and stderr** are appended to
 //!   `<log_dir>/<workspace_id>.log` (file mode `0600`, new directories `0700`), one file per
 //!   workspace across generations, with a `=== steward:` line at each start and exit.
@@ -39,12 +39,41 @@
 //! stay zombies; zombies count as gone here (read from `/proc` on Linux), so a stop never
 //! waits for them.
 //!
+//! ## Surviving a daemon crash
+//!
+//! Children do not die with the daemon (own group, never killed on drop). So that the next run
+//! knows them, every child has a record in [`ProcessConfig::state_dir`]:
+//! `<workspace>.<generation>.<pid>.record` (mode `0600`, new directories `0700`), holding the
+//! workspace, the generation, the pid (= group id), the process start time in clock ticks
+//! after boot (`/proc/<pid>/stat`, field 22) and the wall-clock start. It is written
+//! atomically (temporary file, fsync, rename, fsync of the directory) before `start` reports
+//! success, so a start the daemon acknowledged is never forgotten, and it is removed by the
+//! child's supervisor once nothing of its group runs. One file per child, named after its
+//! pid: the cleanup of one child can never remove another's record, not even that of a newer
+//! generation of the same workspace.
+//!
+//! A provider built with a state directory adopts, right away, the children its records name:
+//! a record whose process still runs, is not a zombie, leads its own group and has the
+//! recorded start time is tracked again as that workspace's instance of that generation, so
+//! that `list` at boot includes it. Any other record is stale — its process is gone, or its
+//! pid now belongs to another process — and is deleted without signaling anything. Of two live
+//! records of one workspace, the newest generation is adopted and the older one is stopped.
+//!
+//! An adopted process is no child of ours (it was reparented when the previous daemon died),
+//! so its supervisor cannot wait for it: every 100 ms it looks in `/proc` whether the process
+//! with that pid *and that start time* still runs, and it checks so again right before each
+//! signal to the group. Otherwise it behaves as for a child: SIGTERM then SIGKILL
+//! after the grace period on a stop, and the group drained once the leader is gone. Its exit
+//! status went to its new parent and stays unknown.
+//!
 //! ## What it does not do
 //!
-//! It keeps nothing on disk but logs: a restarted daemon does not know the children of its
-//! previous run (with `leave_running`, those keep running, untracked). It does not sandbox,
-//! limit resources or switch users, and `remove` keeps the log file (restarts remove the old
-//! instance too; deleting a workspace's logs is the daemon's business).
+//! Without a `state_dir`, nothing is recorded and a restarted daemon does not know the
+//! children of its previous run. A group whose leader died while no daemon ran is not drained
+//! (its record is stale, and its id may have been reused, so it is never signaled). The
+//! provider does not sandbox, limit resources or switch users, and `remove` keeps the log file
+//! (restarts remove the old instance too; deleting a workspace's logs is the daemon's
+//! business).
 
 use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
@@ -55,6 +84,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -63,9 +93,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use steward_domain::{Generation, ReadyWhen, WorkspaceId};
 use tokio::process::Command;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -78,6 +109,10 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(500);
 
+/// How often the supervisor of an adopted process (not our child: nothing tells us when it
+/// exits) looks in `/proc` whether it still runs.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
 /// `[providers.process]` configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -88,8 +123,12 @@ pub struct ProcessConfig {
     pub stop_grace_ms: u64,
     /// Directory of the per-workspace log files (empty: the daemon uses `<data_dir>/logs`).
     pub log_dir: PathBuf,
-    /// On daemon exit ([`Provider::shutdown`]), leave the children running instead of
-    /// stopping them. A restarted daemon does not track them again.
+    /// Directory of the records of live children, from which the next run adopts them after
+    /// a crash (empty: the daemon uses `<data_dir>/process`; a provider built with it empty
+    /// records and adopts nothing).
+    pub state_dir: PathBuf,
+    /// On daemon exit ([`Provider::shutdown`]), leave the children running, and their records,
+    /// instead of stopping them: the next run adopts them.
     pub leave_running: bool,
     /// Command of a workspace that has none. Empty: a workspace must bring its own.
     pub default_command: Vec<String>,
@@ -101,6 +140,7 @@ impl Default for ProcessConfig {
             enabled: true,
             stop_grace_ms: 5000,
             log_dir: PathBuf::new(),
+            state_dir: PathBuf::new(),
             leave_running: false,
             default_command: Vec::new(),
         }
@@ -126,7 +166,7 @@ impl fmt::Debug for ProcessProvider {
     }
 }
 
-/// One child this provider started. Holds no environment: nothing here is secret.
+/// One child this provider started or adopted. Holds no environment: nothing here is secret.
 #[derive(Debug)]
 struct Tracked {
     generation: Generation,
@@ -149,20 +189,23 @@ enum GroupSignal {
     Kill,
 }
 
+/// How a group leader ended: its exit status, or `None` where it cannot be known (waiting
+/// for it failed, or it was adopted, and its status went to its new parent).
+type Exit = Option<ExitStatus>;
+
 /// Where a child is in its life, as the supervisor task sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ChildState {
-    /// The leader has not been reaped.
+    /// The leader has not exited (a child: has not been reaped).
     Running,
-    /// The leader has exited (status unknown if waiting for it failed); the rest of its group
-    /// is being stopped.
-    Draining(Option<ExitStatus>),
+    /// The leader has exited; the rest of its group is being stopped.
+    Draining(Exit),
     /// The leader has exited and nothing of its group runs any more.
-    Exited(Option<ExitStatus>),
+    Exited(Exit),
 }
 
 impl ChildState {
-    fn exit_status(self) -> Option<ExitStatus> {
+    fn exit_status(self) -> Exit {
         match self {
             ChildState::Running => None,
             ChildState::Draining(status) | ChildState::Exited(status) => status,
@@ -214,14 +257,28 @@ impl Tracked {
 }
 
 impl ProcessProvider {
-    /// A process provider called `name`.
-    pub fn new(name: impl Into<String>, config: ProcessConfig) -> Self {
-        Self {
-            name: name.into(),
+    /// A process provider called `name`. With a [`ProcessConfig::state_dir`], it adopts at
+    /// once the children of previous runs that its records name (and deletes stale records):
+    /// build it inside a tokio runtime, which then runs their supervisors. Without a `/proc`
+    /// to tell a process from a later one with its pid, it records nothing (its
+    /// `state_dir` is emptied, with a warning).
+    pub fn new(name: impl Into<String>, mut config: ProcessConfig) -> Self {
+        let name = name.into();
+        if !config.state_dir.as_os_str().is_empty() && read_stat(nix::unistd::getpid()).is_none() {
+            tracing::warn!(
+                provider = %name,
+                "no /proc: instance processes are not recorded, and a restarted daemon will not know them"
+            );
+            config.state_dir = PathBuf::new();
+        }
+        let provider = Self {
+            name,
             config,
             children: DashMap::new(),
             closed: AtomicBool::new(false),
-        }
+        };
+        provider.adopt();
+        provider
     }
 
     /// Its configuration.
@@ -245,7 +302,7 @@ impl ProcessProvider {
     }
 
     /// Exit status of the workspace's tracked child, once it has exited (`None` while it
-    /// runs, or when its status could not be collected).
+    /// runs, when its status could not be collected, or for an adopted child).
     pub fn exit_status(&self, id: WorkspaceId) -> Option<ExitStatus> {
         self.children.get(&id).and_then(|t| t.state().exit_status())
     }
@@ -277,6 +334,124 @@ impl ProcessProvider {
             )));
         }
         Ok(argv)
+    }
+
+    /// Hands `instance` to a supervisor task of its own on `runtime`; returns what tracks it.
+    fn supervise(&self, runtime: &Handle, instance: Instance) -> Arc<Tracked> {
+        let (signals, signal_rx) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(ChildState::Running);
+        let tracked = Arc::new(Tracked {
+            generation: instance.generation,
+            pid: instance.group.as_raw().unsigned_abs(),
+            started_at: instance.started_at,
+            signals,
+            state,
+        });
+        let supervisor = Supervisor {
+            grace: self.grace(),
+            log_path: self.log_path(instance.workspace),
+            instance,
+            signals: signal_rx,
+            state: state_tx,
+        };
+        runtime.spawn(supervisor.run());
+        tracked
+    }
+
+    /// Records a child that has just started, when there is a state directory: the path of
+    /// its record, durable once this returns.
+    fn record(
+        &self,
+        workspace: WorkspaceId,
+        generation: Generation,
+        group: Pid,
+        started_at: SystemTime,
+    ) -> Result<Option<PathBuf>, ProviderError> {
+        let dir = &self.config.state_dir;
+        if dir.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let identity = Identity::of(group).ok_or_else(|| {
+            ProviderError::Engine(format!("cannot read the start time of process {group}"))
+        })?;
+        let record = Record {
+            workspace,
+            generation,
+            identity,
+            started_at,
+        };
+        write_record(dir, &record).map(Some).map_err(|e| {
+            ProviderError::Engine(format!(
+                "recording process {group} in {}: {e}",
+                dir.display()
+            ))
+        })
+    }
+
+    /// Adopts the live children that the records of previous runs name, and deletes the
+    /// records of those that are gone. See the module documentation.
+    fn adopt(&self) {
+        let dir = &self.config.state_dir;
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        let Ok(runtime) = Handle::try_current() else {
+            tracing::warn!(
+                provider = %self.name,
+                "built outside a tokio runtime: the processes of previous runs are not adopted"
+            );
+            return;
+        };
+        let mut live = Vec::new();
+        for (path, record) in read_records(dir) {
+            if record.identity.adoptable() {
+                live.push((path, record));
+            } else {
+                tracing::info!(
+                    workspace = %record.workspace,
+                    generation = %record.generation,
+                    pid = record.identity.pid.as_raw(),
+                    "the process of a previous run is gone (or its pid was reused); removing its record"
+                );
+                remove_record(&path);
+            }
+        }
+        // The newest generation of each workspace first: it is the one tracked.
+        live.sort_by(|(_, a), (_, b)| {
+            (a.workspace, b.generation).cmp(&(b.workspace, a.generation))
+        });
+        for (path, record) in live {
+            let instance = Instance {
+                workspace: record.workspace,
+                generation: record.generation,
+                group: record.identity.pid,
+                started_at: record.started_at,
+                record: Some(path),
+                leader: Leader::Adopted(record.identity),
+            };
+            let tracked = self.supervise(&runtime, instance);
+            match self.children.entry(record.workspace) {
+                Slot::Vacant(slot) => {
+                    slot.insert(tracked);
+                    tracing::info!(
+                        workspace = %record.workspace,
+                        generation = %record.generation,
+                        pid = record.identity.pid.as_raw(),
+                        "adopted the instance process of a previous run"
+                    );
+                }
+                Slot::Occupied(newer) => {
+                    tracing::warn!(
+                        workspace = %record.workspace,
+                        generation = %record.generation,
+                        pid = record.identity.pid.as_raw(),
+                        newer_generation = %newer.get().generation,
+                        "a superseded instance process of a previous run still runs; stopping it"
+                    );
+                    tracked.request(GroupSignal::Terminate);
+                }
+            }
+        }
     }
 
     /// Stops the workspace's child and forgets it: SIGTERM to the group, SIGKILL after the
@@ -321,9 +496,11 @@ impl Provider for ProcessProvider {
         ReadyWhen::Agent
     }
 
-    /// Flow: check the spec, open the log, spawn, record, hand the child to its supervisor.
-    /// Errors: `AlreadyExists` if the workspace's child runs; `InvalidSpec` for a missing or
-    /// unrunnable program or a malformed environment; `Engine` for I/O failures.
+    /// Flow: check the spec, open the log, spawn, record (durably, in the state directory),
+    /// hand the child to its supervisor. Errors: `AlreadyExists` if the workspace's child
+    /// runs; `InvalidSpec` for a missing or unrunnable program or a malformed environment;
+    /// `Engine` for I/O failures — a child that could not be recorded is killed, since the
+    /// next run would not know it.
     async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
         let id = spec.workspace_id;
         if self.closed.load(Ordering::Acquire) {
@@ -350,7 +527,8 @@ impl Provider for ProcessProvider {
         // `command` holds secret values from here on: it is never logged or formatted.
 
         // The slot stays locked from the check to the insert, so two starts cannot both spawn;
-        // nothing in between awaits.
+        // nothing in between awaits (the record's fsyncs block this shard of the map for a
+        // few milliseconds, no more).
         let slot = self.children.entry(id);
         if let Slot::Occupied(existing) = &slot {
             if existing.get().state() == ChildState::Running {
@@ -372,27 +550,26 @@ impl Provider for ProcessProvider {
         let group = i32::try_from(pid)
             .map(Pid::from_raw)
             .map_err(|_| ProviderError::Engine(format!("pid {pid} out of range")))?;
-        let (signals, signal_rx) = mpsc::unbounded_channel();
-        let (state_tx, state) = watch::channel(ChildState::Running);
-        slot.insert(Arc::new(Tracked {
-            generation: spec.generation,
-            pid,
-            started_at: SystemTime::now(),
-            signals,
-            state,
-        }));
+        let started_at = SystemTime::now();
+        let recorded = self.record(id, spec.generation, group, started_at);
+        let tracked = self.supervise(
+            &Handle::current(),
+            Instance {
+                workspace: id,
+                generation: spec.generation,
+                group,
+                started_at,
+                record: recorded.as_ref().ok().cloned().flatten(),
+                leader: Leader::Child(child),
+            },
+        );
+        if let Err(error) = recorded {
+            tracing::warn!(workspace = %id, generation = %spec.generation, pid, %error, "could not record the instance process; killing it");
+            tracked.request(GroupSignal::Kill);
+            return Err(error);
+        }
+        slot.insert(tracked);
         tracing::info!(workspace = %id, generation = %spec.generation, pid, "instance process started");
-        let supervisor = Supervisor {
-            workspace: id,
-            generation: spec.generation,
-            group,
-            grace: self.grace(),
-            log_path,
-            started: Instant::now(),
-            signals: signal_rx,
-            state: state_tx,
-        };
-        tokio::spawn(supervisor.run(child));
         Ok(())
     }
 
@@ -435,8 +612,9 @@ impl Provider for ProcessProvider {
             .collect())
     }
 
-    /// Refuses new starts, then stops every child in parallel (each with the grace period),
-    /// unless `leave_running` is set.
+    /// Refuses new starts, then stops every child, adopted ones included, in parallel (each
+    /// with the grace period), unless `leave_running` is set: then the children and their
+    /// records stay, for the next run to adopt.
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let ids: Vec<WorkspaceId> = self.children.iter().map(|t| *t.key()).collect();
@@ -498,24 +676,234 @@ fn spawn_error(program: &str, error: &io::Error) -> ProviderError {
     }
 }
 
-/// The task that owns one child: reaps its leader, signals and drains its group.
-struct Supervisor {
+/// What tells a process apart from a later one that got the same pid: the pid and the start
+/// time of the process, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    pid: Pid,
+    starttime: u64,
+}
+
+impl Identity {
+    /// The identity of the process that has `pid` now, if `/proc` shows one.
+    fn of(pid: Pid) -> Option<Self> {
+        read_stat(pid).map(|stat| Self {
+            pid,
+            starttime: stat.starttime,
+        })
+    }
+
+    /// Whether this very process (same pid, same start time) still runs, not as a zombie,
+    /// and leads its own process group.
+    fn leads_live_group(self) -> bool {
+        read_stat(self.pid).is_some_and(|stat| {
+            stat.runs() && stat.pgrp == self.pid.as_raw() && stat.starttime == self.starttime
+        })
+    }
+
+    /// Whether a record naming this process may be adopted: it leads a live group, and that
+    /// group is neither init's nor the daemon's own (which only a forged record could name).
+    fn adoptable(self) -> bool {
+        let daemon = [nix::unistd::getpid(), nix::unistd::getpgrp()];
+        self.pid.as_raw() > 1 && !daemon.contains(&self.pid) && self.leads_live_group()
+    }
+}
+
+/// A child's record in the state directory: enough to find it again after a daemon crash,
+/// and to tell it from a later process that got the same pid. Stored as `key=value` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
     workspace: WorkspaceId,
     generation: Generation,
+    identity: Identity,
+    /// Wall-clock start, for inspection.
+    started_at: SystemTime,
+}
+
+impl Record {
+    /// One file per child: a child's cleanup can never remove another's record.
+    fn file_name(&self) -> String {
+        format!(
+            "{}.{}.{}.record",
+            self.workspace, self.generation, self.identity.pid
+        )
+    }
+
+    fn to_text(&self) -> String {
+        let started_at_ms = self
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        format!(
+            "workspace={}\ngeneration={}\npid={}\nstarttime={}\nstarted_at_ms={started_at_ms}\n",
+            self.workspace, self.generation, self.identity.pid, self.identity.starttime
+        )
+    }
+
+    /// The record `text` holds: every key once, nothing else.
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = HashMap::new();
+        for line in text.lines() {
+            let (key, value) = line.split_once('=')?;
+            if fields.insert(key, value).is_some() {
+                return None;
+            }
+        }
+        if fields.len() != 5 {
+            return None;
+        }
+        let pid: i32 = fields.get("pid")?.parse().ok()?;
+        let started_at_ms: u64 = fields.get("started_at_ms")?.parse().ok()?;
+        Some(Self {
+            workspace: fields.get("workspace")?.parse().ok()?,
+            generation: Generation(fields.get("generation")?.parse().ok()?),
+            identity: Identity {
+                pid: Some(pid).filter(|pid| *pid > 0).map(Pid::from_raw)?,
+                starttime: fields.get("starttime")?.parse().ok()?,
+            },
+            started_at: UNIX_EPOCH.checked_add(Duration::from_millis(started_at_ms))?,
+        })
+    }
+}
+
+/// Writes `record` into `dir` (`0700` where new) atomically and durably; returns its path.
+fn write_record(dir: &Path, record: &Record) -> io::Result<PathBuf> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let path = dir.join(record.file_name());
+    let temporary = dir.join(format!("{}.tmp", record.file_name()));
+    replace_durably(dir, &temporary, &path, record.to_text().as_bytes()).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })?;
+    Ok(path)
+}
+
+/// Puts `contents` at `path` in `dir` through `temporary` (`0600`): written, fsynced, renamed
+/// into place, and the directory fsynced, so that `path` holds either nothing or all of it,
+/// even after a crash.
+fn replace_durably(dir: &Path, temporary: &Path, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(temporary, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Every record in `dir`, with its path. A temporary file of an interrupted write counts too:
+/// the start that wrote it was cut short by a crash, and its child, if its record is whole and
+/// names it, is adopted like any other. A file that does not hold a record is deleted; any
+/// other file is left alone.
+fn read_records(dir: &Path) -> Vec<(PathBuf, Record)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot read the process records");
+            return Vec::new();
+        }
+    };
+    let mut records = Vec::new();
+    for path in entries.flatten().map(|entry| entry.path()) {
+        let is_record = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.ends_with(".record") || name.ends_with(".record.tmp"));
+        if !is_record {
+            continue;
+        }
+        match std::fs::read_to_string(&path).map(|text| Record::parse(&text)) {
+            Ok(Some(record)) => records.push((path, record)),
+            Ok(None) => {
+                tracing::warn!(path = %path.display(), "removing a malformed process record");
+                remove_record(&path);
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read a process record")
+            }
+        }
+    }
+    records
+}
+
+/// Deletes a record; one already gone is fine, any other failure is only logged (at worst,
+/// the next run finds the record stale).
+fn remove_record(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a process record");
+        }
+        _ => {}
+    }
+}
+
+/// One instance to supervise: its group leader and what is known of it.
+struct Instance {
+    workspace: WorkspaceId,
+    generation: Generation,
+    /// The leader's pid, which is the group id.
     group: Pid,
+    started_at: SystemTime,
+    /// Its record in the state directory, if it has one: removed once the group is gone.
+    record: Option<PathBuf>,
+    leader: Leader,
+}
+
+/// How a supervisor learns that the group leader has exited.
+enum Leader {
+    /// Started by this run: our child, reaped like any child.
+    Child(tokio::process::Child),
+    /// Adopted from a previous run: no child of ours, so looked up in `/proc`, by identity.
+    Adopted(Identity),
+}
+
+impl Leader {
+    /// Resolves once the leader has exited. Cancel-safe.
+    async fn exited(&mut self) -> io::Result<Exit> {
+        match self {
+            Leader::Child(child) => child.wait().await.map(Some),
+            Leader::Adopted(identity) => {
+                while identity.leads_live_group() {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// How the leader ended, if it has; `None` while it runs. While it runs its pid — the
+    /// group id — is ours, so the group may be signaled: a child's pid cannot be recycled
+    /// before it is reaped, and an adopted leader was just seen to be the very process of its
+    /// record (it would have to die and its pid be recycled, around the whole pid range, in
+    /// the instant between this look and the signal).
+    fn try_exited(&mut self) -> io::Result<Option<Exit>> {
+        match self {
+            Leader::Child(child) => child.try_wait().map(|status| status.map(Some)),
+            Leader::Adopted(identity) => Ok((!identity.leads_live_group()).then_some(None)),
+        }
+    }
+}
+
+/// The task that owns one instance: sees its leader exit, signals and drains its group.
+struct Supervisor {
+    instance: Instance,
     grace: Duration,
     log_path: PathBuf,
-    started: Instant,
     signals: mpsc::UnboundedReceiver<GroupSignal>,
     state: watch::Sender<ChildState>,
 }
 
 impl Supervisor {
-    /// Guarantees: publishes `Draining` once the leader is reaped and `Exited` once nothing
-    /// of the group runs; after a `Terminate`, the group gets SIGKILL when the grace period
-    /// is over; after the leader's exit, the rest of the group gets SIGKILL (after what is
-    /// left of the grace period, if a stop is in progress; at once otherwise).
-    async fn run(mut self, mut child: tokio::process::Child) {
+    /// Guarantees: publishes `Draining` once the leader has exited (a child: is reaped) and
+    /// `Exited` once nothing of the group runs, after removing the instance's record; after a
+    /// `Terminate`, the group gets SIGKILL when the grace period is over; after the leader's
+    /// exit, the rest of the group gets SIGKILL (after what is left of the grace period, if a
+    /// stop is in progress; at once otherwise).
+    async fn run(mut self) {
         let mut kill_at: Option<Instant> = None;
         let mut killed = false;
         let status = loop {
@@ -526,24 +914,22 @@ impl Supervisor {
                 }
             };
             let signal = tokio::select! {
-                status = child.wait() => break self.collected(status),
+                exit = self.instance.leader.exited() => break self.collected(exit),
                 Some(signal) = self.signals.recv() => signal,
                 () = escalation => {
                     tracing::warn!(
-                        workspace = %self.workspace,
-                        generation = %self.generation,
-                        pid = self.group.as_raw(),
+                        workspace = %self.instance.workspace,
+                        generation = %self.instance.generation,
+                        pid = self.instance.group.as_raw(),
                         grace_ms = self.grace.as_millis() as u64,
                         "instance process still runs after its grace period; sending SIGKILL"
                     );
                     GroupSignal::Kill
                 }
             };
-            // While `try_wait` sees the leader unreaped, its pid — the group id — is still
-            // ours: the signal cannot reach a recycled pid.
-            match child.try_wait() {
+            match self.instance.leader.try_exited() {
                 Ok(None) => {}
-                Ok(Some(status)) => break Some(status),
+                Ok(Some(exit)) => break exit,
                 Err(error) => break self.collected(Err(error)),
             }
             match signal {
@@ -561,23 +947,28 @@ impl Supervisor {
         };
         self.state.send_replace(ChildState::Draining(status));
         let outcome = status.map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
+        let uptime = SystemTime::now()
+            .duration_since(self.instance.started_at)
+            .unwrap_or_default();
         tracing::info!(
-            workspace = %self.workspace,
-            generation = %self.generation,
-            pid = self.group.as_raw(),
+            workspace = %self.instance.workspace,
+            generation = %self.instance.generation,
+            pid = self.instance.group.as_raw(),
+            adopted = matches!(self.instance.leader, Leader::Adopted(_)),
             status = %outcome,
-            uptime_ms = self.started.elapsed().as_millis() as u64,
+            uptime_ms = uptime.as_millis() as u64,
             "instance process exited"
         );
         self.note_in_log(&format!(
             "=== steward: generation {} exited ({outcome})",
-            self.generation
+            self.instance.generation
         ));
 
+        let group = self.instance.group;
         // A stop in progress leaves the rest of the group the rest of its grace period.
         if let Some(at) = kill_at.filter(|_| !killed) {
             let mut pause = POLL_MIN;
-            while Instant::now() < at && group_runs(self.group).await {
+            while Instant::now() < at && group_runs(group).await {
                 tokio::time::sleep(pause.min(at.saturating_duration_since(Instant::now()))).await;
                 pause = (pause * 2).min(POLL_MAX);
             }
@@ -587,42 +978,46 @@ impl Supervisor {
         let mut pause = POLL_MIN;
         let mut warned = false;
         let draining_since = Instant::now();
-        while group_runs(self.group).await {
+        while group_runs(group).await {
             self.signal_group(Signal::SIGKILL);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
             if !warned && draining_since.elapsed() >= KILL_WAIT {
                 warned = true;
                 tracing::warn!(
-                    workspace = %self.workspace,
-                    generation = %self.generation,
-                    pgid = self.group.as_raw(),
+                    workspace = %self.instance.workspace,
+                    generation = %self.instance.generation,
+                    pgid = group.as_raw(),
                     "processes of an instance's group survive SIGKILL"
                 );
             }
         }
+        if let Some(record) = &self.instance.record {
+            remove_record(record);
+        }
         self.state.send_replace(ChildState::Exited(status));
     }
 
-    fn collected(&self, status: io::Result<ExitStatus>) -> Option<ExitStatus> {
+    fn collected(&self, status: io::Result<Exit>) -> Exit {
         status
             .inspect_err(|error| {
                 tracing::warn!(
-                    workspace = %self.workspace,
-                    pid = self.group.as_raw(),
+                    workspace = %self.instance.workspace,
+                    pid = self.instance.group.as_raw(),
                     %error,
                     "could not collect the exit status of an instance process"
                 );
             })
             .ok()
+            .flatten()
     }
 
     fn signal_group(&self, signal: Signal) {
-        match killpg(self.group, signal) {
+        match killpg(self.instance.group, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(error) => tracing::warn!(
-                workspace = %self.workspace,
-                pgid = self.group.as_raw(),
+                workspace = %self.instance.workspace,
+                pgid = self.instance.group.as_raw(),
                 signal = signal.as_str(),
                 %error,
                 "could not signal an instance's process group"
@@ -637,7 +1032,7 @@ impl Supervisor {
             .open(&self.log_path)
             .and_then(|mut file| writeln!(file, "{line}"));
         if let Err(error) = written {
-            tracing::warn!(workspace = %self.workspace, %error, "could not write to the instance log");
+            tracing::warn!(workspace = %self.instance.workspace, %error, "could not write to the instance log");
         }
     }
 }
@@ -668,33 +1063,137 @@ fn group_has_live_member(group: i32) -> bool {
             && std::fs::read_to_string(entry.path().join("stat"))
                 .ok()
                 .and_then(|stat| parse_stat(&stat))
-                .is_some_and(|(state, pgrp)| pgrp == group && state != 'Z' && state != 'X')
+                .is_some_and(|stat| stat.pgrp == group && stat.runs())
     })
 }
 
-/// State and process group from the text of `/proc/<pid>/stat`:
+/// What this provider reads of `/proc/<pid>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    pgrp: i32,
+    /// Start time in clock ticks after boot: with the pid, the identity of a process.
+    starttime: u64,
+}
+
+impl Stat {
+    /// Neither a zombie nor dead.
+    fn runs(self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
+/// `/proc/<pid>/stat` of `pid`, if the process exists (zombies do).
+fn read_stat(pid: Pid) -> Option<Stat> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+}
+
+/// Fields 3 (state), 5 (pgrp) and 22 (starttime) of the text of `/proc/<pid>/stat`:
 /// `pid (comm) state ppid pgrp …`, where `comm` may hold spaces and parentheses.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    // Fields 6 to 21 lie between the group and the start time.
+    let starttime = fields.nth(16)?.parse().ok()?;
+    Some(Stat {
+        state,
+        pgrp,
+        starttime,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SLEEP: &str = "19094 (sleep) S 19092 19092 10367 0 -1 4194304 100 0 1 0 0 0 0 0 20 0 \
+                         1 0 262173 3133440 389 18446744073709551615 94058393686016";
+
     #[test]
     fn stat_lines_parse_even_with_odd_command_names() {
+        let sleep = Stat {
+            state: 'S',
+            pgrp: 19092,
+            starttime: 262_173,
+        };
+        assert_eq!(parse_stat(SLEEP), Some(sleep));
+        let odd = SLEEP.replace("(sleep) S", "(a) b (c) Z");
         assert_eq!(
-            parse_stat("1234 (sleep) S 1 1230 1230 0 -1 4194304"),
-            Some(('S', 1230))
+            parse_stat(&odd),
+            Some(Stat {
+                state: 'Z',
+                ..sleep
+            })
         );
-        assert_eq!(parse_stat("77 (a) b (c) Z 1 70 70 0 -1"), Some(('Z', 70)));
+        assert_eq!(parse_stat("1234 (sleep) S 1 1230 1230 0 -1 4194304"), None);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_own_process_has_an_identity_but_is_never_adoptable() {
+        let me = Identity::of(nix::unistd::getpid()).expect("/proc/self");
+        assert!(!me.adoptable());
+        let init = Identity {
+            pid: Pid::from_raw(1),
+            ..me
+        };
+        assert!(!init.adoptable());
+    }
+
+    /// A record of a fresh workspace's generation 7, pid 4321.
+    fn record() -> Record {
+        Record {
+            workspace: WorkspaceId::from(uuid::Uuid::new_v4()),
+            generation: Generation(7),
+            identity: Identity {
+                pid: Pid::from_raw(4321),
+                starttime: 98_765,
+            },
+            started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_anything_else_is_refused() {
+        let record = record();
+        let text = record.to_text();
+        assert_eq!(Record::parse(&text), Some(record.clone()));
+        assert_eq!(
+            record.file_name(),
+            format!("{}.7.4321.record", record.workspace)
+        );
+
+        assert_eq!(Record::parse(""), None);
+        assert_eq!(Record::parse(&text.replace("pid=4321", "pid=0")), None);
+        assert_eq!(Record::parse(&text.replace("pid=4321", "pid=-5")), None);
+        assert_eq!(
+            Record::parse(&format!("{text}pid=4321\n")),
+            None,
+            "a key twice"
+        );
+        assert_eq!(Record::parse(&format!("{text}extra=1\n")), None);
+        assert_eq!(Record::parse(&text[..text.len() / 2]), None, "cut short");
+    }
+
+    #[test]
+    fn records_are_written_atomically_with_private_modes() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let state = dir.path().join("state");
+        let record = record();
+        let path = write_record(&state, &record).expect("written");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&state)
+            .expect("state dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, [record.file_name().as_str()], "no temporary left");
+        assert_eq!(read_records(&state), [(path, record)]);
     }
 
     #[test]
@@ -705,6 +1204,10 @@ mod tests {
         assert!(
             config.log_dir.as_os_str().is_empty(),
             "empty: the daemon puts logs under its data dir"
+        );
+        assert!(
+            config.state_dir.as_os_str().is_empty(),
+            "empty: the daemon puts records under its data dir"
         );
         assert!(config.enabled && !config.leave_running && config.default_command.is_empty());
 

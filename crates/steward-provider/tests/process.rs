@@ -7,6 +7,7 @@
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use steward_domain::{Generation, WorkspaceId};
@@ -16,10 +17,19 @@ use tempfile::TempDir;
 
 const BOUND: Duration = Duration::from_secs(10);
 
-/// A provider logging into a fresh temporary directory.
+/// A provider logging and recording into a fresh temporary directory.
 struct Fixture {
     provider: ProcessProvider,
-    _dir: TempDir,
+    dir: TempDir,
+}
+
+/// How a daemon run of [`Fixture::previous_run`] ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its runtime is dropped, and the provider with it, without `shutdown`: a crash.
+    Crash,
+    /// `shutdown`, then the runtime is dropped: a clean exit.
+    Shutdown,
 }
 
 impl Fixture {
@@ -31,12 +41,93 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = ProcessConfig {
             log_dir: dir.path().join("logs"),
+            state_dir: dir.path().join("process"),
             ..config
         };
         Self {
             provider: ProcessProvider::new("process", config),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The next daemon run: a provider on the same directories, built after the previous one
+    /// is dropped as it is.
+    fn restart(&mut self) {
+        self.provider = ProcessProvider::new("process", self.provider.config().clone());
+    }
+
+    /// A daemon run before this one, on the same directories: a provider built in a runtime
+    /// of its own starts `specs`, then the run ends as `end` says. Returns their pids.
+    fn previous_run(&self, specs: &[&Spec], end: End) -> Vec<u32> {
+        let config = self.provider.config().clone();
+        let specs: Vec<InstanceSpec> = specs.iter().map(|s| s.0.clone()).collect();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (provider, pids) = runtime.block_on(async {
+                let provider = ProcessProvider::new("process", config);
+                let mut pids = Vec::new();
+                for spec in &specs {
+                    provider.start(spec).await.expect("start");
+                    pids.push(provider.pid(spec.workspace_id).expect("a tracked child"));
+                }
+                if end == End::Shutdown {
+                    provider.shutdown().await;
+                }
+                (provider, pids)
+            });
+            // The supervisors die with the runtime, the provider after them; the children,
+            // in groups of their own, live on.
+            drop(runtime);
+            drop(provider);
+            pids
+        })
+        .join()
+        .expect("the previous run")
+    }
+
+    fn state_dir(&self) -> &Path {
+        &self.provider.config().state_dir
+    }
+
+    /// Names of the files in the state directory, sorted.
+    fn records(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort_unstable();
+        names
+    }
+
+    /// Writes a record as a previous run would have.
+    fn write_record(&self, id: WorkspaceId, generation: u64, pid: u32, starttime: u64) -> String {
+        std::fs::create_dir_all(self.state_dir()).expect("state dir");
+        let name = format!("{id}.{generation}.{pid}.record");
+        let text = format!(
+            "workspace={id}\ngeneration={generation}\npid={pid}\nstarttime={starttime}\nstarted_at_ms=0\n"
+        );
+        std::fs::write(self.state_dir().join(&name), text).expect("record written");
+        name
+    }
+
+    async fn listed(&self) -> Vec<(WorkspaceId, Liveness)> {
+        let mut listed: Vec<(WorkspaceId, Liveness)> = self
+            .provider
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|s| (s.workspace_id, s.liveness))
+            .collect();
+        listed.sort_unstable_by_key(|(id, _)| *id);
+        listed
     }
 
     fn grace_ms(stop_grace_ms: u64) -> Self {
@@ -150,6 +241,25 @@ fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Start time of a process, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+fn starttime(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 1..];
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("starttime")
+}
+
+/// SIGKILL to one process, from outside the provider.
+fn kill_9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
 fn no_proc_entry(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -164,6 +274,10 @@ async fn a_started_process_is_alive_and_stop_ends_it_promptly() {
     let pid = f.pid(id);
     assert!(runs(pid));
     assert_eq!(stat(pid).map(|(_, g)| g), Some(pid), "a group of its own");
+    assert_eq!(f.records(), [format!("{id}.1.{pid}.record")]);
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(f.state_dir()), 0o700);
+    assert_eq!(mode(&f.state_dir().join(&f.records()[0])), 0o600);
 
     let began = Instant::now();
     f.provider.stop(id).await.expect("stop");
@@ -175,6 +289,7 @@ async fn a_started_process_is_alive_and_stop_ends_it_promptly() {
     assert!(no_proc_entry(pid), "the child is gone and reaped");
     assert_eq!(f.liveness(id).await, Liveness::Absent);
     assert!(f.provider.list().await.expect("list").is_empty());
+    assert!(f.records().is_empty(), "the record goes with the child");
 
     // Idempotent.
     f.provider.stop(id).await.expect("second stop");
@@ -281,21 +396,12 @@ async fn kill_leaves_a_dead_instance_that_remove_clears_and_list_reports_both() 
         Some(9)
     );
 
-    let mut listed: Vec<(WorkspaceId, Liveness)> = f
-        .provider
-        .list()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|s| (s.workspace_id, s.liveness))
-        .collect();
-    listed.sort_unstable_by_key(|(id, _)| *id);
     let mut expected = vec![
         (doomed.id(), Liveness::Dead(Generation(1))),
         (other.id(), Liveness::Alive(Generation(4))),
     ];
     expected.sort_unstable_by_key(|(id, _)| *id);
-    assert_eq!(listed, expected);
+    assert_eq!(f.listed().await, expected);
 
     f.provider.kill(doomed.id()).await.expect("kill again");
     f.provider.remove(doomed.id()).await.expect("remove");
@@ -382,6 +488,7 @@ async fn a_missing_program_is_a_clear_error_and_leaves_nothing() {
         assert_eq!(f.liveness(spec.id()).await, Liveness::Absent);
     }
     assert!(f.provider.list().await.expect("list").is_empty());
+    assert!(f.records().is_empty());
 
     // A file that is not executable.
     let file = tempfile::NamedTempFile::new().expect("file");
@@ -493,9 +600,283 @@ async fn with_leave_running_shutdown_leaves_the_children_alone() {
         assert!(runs(f.pid(spec.id())));
         assert_eq!(f.liveness(spec.id()).await, Liveness::Alive(Generation(1)));
     }
+    assert_eq!(f.records().len(), 2, "the records stay, for the next run");
     for spec in &specs {
         let pid = f.pid(spec.id());
         f.provider.stop(spec.id()).await.expect("clean up");
         assert!(no_proc_entry(pid));
     }
+    assert!(f.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_child_that_cannot_be_recorded_is_killed_and_the_start_fails() {
+    let mut f = Fixture::new();
+    let blocker = f.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").expect("a file where the state directory should be");
+    f.provider = ProcessProvider::new(
+        "process",
+        ProcessConfig {
+            state_dir: blocker,
+            ..f.provider.config().clone()
+        },
+    );
+    let spec = Spec::new(&["sleep", "30"]);
+    let id = spec.id();
+    assert!(matches!(
+        f.provider.start(&spec.0).await,
+        Err(ProviderError::Engine(m)) if m.contains("recording")
+    ));
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+    eventually("the unrecorded child to be killed", || {
+        f.log(id).contains("exited (signal: 9")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn children_left_by_a_crashed_daemon_are_adopted_and_stopped_with_their_groups() {
+    let mut f = Fixture::grace_ms(300);
+    let polite = Spec::sh("sleep 30 & wait").generation(2);
+    let stubborn = Spec::sh(r#"trap "" TERM; echo ready; sleep 30"#).generation(5);
+    let pids = f.previous_run(&[&polite, &stubborn], End::Crash);
+    for pid in &pids {
+        assert!(runs(*pid), "a child outlives the run that started it");
+    }
+    assert_eq!(f.records().len(), 2);
+    eventually("the trap to be set", || {
+        f.output(stubborn.id()) == ["ready"]
+    })
+    .await;
+    eventually("the background sleep", || group_members(pids[0]).len() == 2).await;
+
+    f.restart();
+    let mut expected = vec![
+        (polite.id(), Liveness::Alive(Generation(2))),
+        (stubborn.id(), Liveness::Alive(Generation(5))),
+    ];
+    expected.sort_unstable_by_key(|(id, _)| *id);
+    assert_eq!(f.listed().await, expected, "adopted before anything asks");
+    assert_eq!(f.pid(polite.id()), pids[0]);
+    assert_eq!(f.pid(stubborn.id()), pids[1]);
+
+    let began = Instant::now();
+    f.provider.stop(polite.id()).await.expect("stop");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "SIGTERM ends it, long before the 300 ms grace is over: {:?}",
+        began.elapsed()
+    );
+    assert!(!runs(pids[0]) && group_members(pids[0]).is_empty());
+    assert_eq!(f.liveness(polite.id()).await, Liveness::Absent);
+    assert_eq!(
+        f.records(),
+        [format!("{}.5.{}.record", stubborn.id(), pids[1])]
+    );
+
+    let began = Instant::now();
+    f.provider.stop(stubborn.id()).await.expect("stop");
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "SIGKILL only after the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "and soon after it: {took:?}");
+    assert!(!runs(pids[1]) && group_members(pids[1]).is_empty());
+    assert!(f.records().is_empty());
+    assert!(f.log(stubborn.id()).contains("generation 5 exited"));
+
+    f.restart();
+    assert!(f.listed().await.is_empty(), "nothing left to adopt");
+}
+
+#[tokio::test]
+async fn an_adopted_child_that_dies_is_dead_until_removed_and_a_new_generation_starts() {
+    let mut f = Fixture::new();
+    let spec = Spec::sh("sleep 30 & wait").generation(3);
+    let id = spec.id();
+    let pid = f.previous_run(&[&spec], End::Crash)[0];
+    eventually("the background sleep", || group_members(pid).len() == 2).await;
+    f.restart();
+    assert_eq!(f.liveness(id).await, Liveness::Alive(Generation(3)));
+
+    kill_9(pid);
+    f.wait_dead(id, 3).await;
+    assert_eq!(
+        f.provider.exit_status(id),
+        None,
+        "its status went to its parent"
+    );
+    eventually("what it left in its group to be killed", || {
+        group_members(pid).is_empty()
+    })
+    .await;
+    eventually("its record to go with its group", || f.records().is_empty()).await;
+    assert_eq!(f.liveness(id).await, Liveness::Dead(Generation(3)));
+    f.provider.remove(id).await.expect("remove");
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+
+    let next = Spec::new(&["sleep", "30"]).generation(4);
+    let next = Spec(InstanceSpec {
+        workspace_id: id,
+        ..next.0
+    });
+    f.provider.start(&next.0).await.expect("start generation 4");
+    assert_eq!(f.liveness(id).await, Liveness::Alive(Generation(4)));
+    let new_pid = f.pid(id);
+    assert_ne!(new_pid, pid);
+    assert_eq!(f.records(), [format!("{id}.4.{new_pid}.record")]);
+    f.provider.stop(id).await.expect("stop");
+    assert!(f.records().is_empty());
+}
+
+#[tokio::test]
+async fn records_of_gone_or_reused_pids_are_deleted_and_their_processes_never_signaled() {
+    let mut f = Fixture::new();
+    let workspace = || WorkspaceId::from(uuid::Uuid::new_v4());
+    // Gone: a process that ran, exited and was reaped.
+    let mut gone = std::process::Command::new("true").spawn().expect("true");
+    gone.wait().expect("reaped");
+    // Reused: a live group leader that is not the recorded process (another start time).
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .expect("sleep");
+    // The very process, but no group leader (it is in the test's group).
+    let mut member = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    f.write_record(workspace(), 1, gone.id(), 1);
+    f.write_record(workspace(), 1, stranger.id(), starttime(stranger.id()) + 1);
+    f.write_record(workspace(), 1, member.id(), starttime(member.id()));
+    // The daemon's own pid: only a forged record could name it.
+    let me = std::process::id();
+    f.write_record(workspace(), 1, me, starttime(me));
+    std::fs::write(f.state_dir().join("garbage.record"), "not a record").expect("garbage");
+    std::fs::write(f.state_dir().join("notes.txt"), "not ours").expect("notes");
+
+    f.restart();
+    assert!(f.listed().await.is_empty(), "none of them is adopted");
+    assert_eq!(
+        f.records(),
+        ["notes.txt"],
+        "stale records go, other files stay"
+    );
+    f.provider.shutdown().await;
+    assert!(
+        runs(stranger.id()) && runs(member.id()),
+        "nobody got a signal"
+    );
+    assert!(
+        matches!(stranger.try_wait(), Ok(None)) && matches!(member.try_wait(), Ok(None)),
+        "still running"
+    );
+
+    // The same stranger, recorded with its true start time, is adopted: the start time alone
+    // told the two records apart.
+    let id = workspace();
+    f.write_record(id, 2, stranger.id(), starttime(stranger.id()));
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(2)))]);
+    f.provider.stop(id).await.expect("stop");
+    let status = stranger.wait().expect("reaped");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15),
+        "SIGTERM from the adopter"
+    );
+    assert_eq!(f.records(), ["notes.txt"]);
+
+    member.kill().expect("clean up");
+    member.wait().expect("reaped");
+}
+
+#[tokio::test]
+async fn the_cleanup_of_an_older_generation_never_removes_the_record_of_a_newer_one() {
+    let mut f = Fixture::new();
+    let old = Spec::new(&["sleep", "30"]).generation(1);
+    let id = old.id();
+    let new = Spec(InstanceSpec {
+        generation: Generation(2),
+        ..old.0.clone()
+    });
+    // Two runs each left a live child of the workspace: the first run's record was out of
+    // sight of the second (which would otherwise have adopted its child).
+    let old_pid = f.previous_run(&[&old], End::Crash)[0];
+    let hidden = tempfile::tempdir().expect("hiding place");
+    let old_record = format!("{id}.1.{old_pid}.record");
+    std::fs::rename(
+        f.state_dir().join(&old_record),
+        hidden.path().join(&old_record),
+    )
+    .expect("hide the record");
+    let new_pid = f.previous_run(&[&new], End::Crash)[0];
+    std::fs::rename(
+        hidden.path().join(&old_record),
+        f.state_dir().join(&old_record),
+    )
+    .expect("restore the record");
+    let new_record = format!("{id}.2.{new_pid}.record");
+    assert_eq!(f.records().len(), 2);
+
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(2)))]);
+    assert_eq!(f.pid(id), new_pid);
+    eventually("the superseded generation to be stopped", || {
+        !runs(old_pid) && f.records() == [new_record.clone()]
+    })
+    .await;
+    assert!(runs(new_pid));
+
+    // A stale record of an older generation beside the newer one's goes alone too.
+    f.write_record(id, 1, old_pid, 1);
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(2)))]);
+    assert_eq!(f.records(), [new_record]);
+    f.provider.stop(id).await.expect("stop");
+    assert!(f.records().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_stops_adopted_children_too() {
+    let mut f = Fixture::new();
+    let specs = [Spec::new(&["sleep", "30"]), Spec::new(&["sleep", "30"])];
+    let pids = f.previous_run(&[&specs[0], &specs[1]], End::Crash);
+    f.restart();
+    assert_eq!(f.listed().await.len(), 2);
+    f.provider.shutdown().await;
+    for pid in pids {
+        assert!(!runs(pid) && group_members(pid).is_empty());
+    }
+    assert!(f.records().is_empty());
+    f.restart();
+    assert!(f.listed().await.is_empty());
+}
+
+#[tokio::test]
+async fn after_a_shutdown_with_leave_running_the_next_run_adopts_the_children() {
+    let mut f = Fixture::with(ProcessConfig {
+        leave_running: true,
+        ..ProcessConfig::default()
+    });
+    let specs = [Spec::new(&["sleep", "30"]), Spec::new(&["sleep", "30"])];
+    let pids = f.previous_run(&[&specs[0], &specs[1]], End::Shutdown);
+    assert_eq!(f.records().len(), 2);
+    f.restart();
+    for (spec, pid) in specs.iter().zip(&pids) {
+        assert!(runs(*pid));
+        assert_eq!(f.liveness(spec.id()).await, Liveness::Alive(Generation(1)));
+        assert_eq!(f.pid(spec.id()), *pid);
+    }
+    // This run leaves them too; the one after still finds them.
+    f.provider.shutdown().await;
+    f.restart();
+    for (spec, pid) in specs.iter().zip(&pids) {
+        assert_eq!(f.pid(spec.id()), *pid);
+        f.provider.stop(spec.id()).await.expect("stop");
+        assert!(!runs(*pid));
+    }
+    assert!(f.records().is_empty());
 }

@@ -81,6 +81,9 @@ async fn providers(config: &Config) -> anyhow::Result<Providers> {
         if process.log_dir.as_os_str().is_empty() {
             process.log_dir = config.data_dir.join("logs");
         }
+        if process.state_dir.as_os_str().is_empty() {
+            process.state_dir = config.data_dir.join("process");
+        }
         if process.default_command.is_empty() {
             // The reference agent, when it is installed next to this binary.
             let agent = std::env::current_exe()
@@ -90,6 +93,8 @@ async fn providers(config: &Config) -> anyhow::Result<Providers> {
                 process.default_command = vec![agent.display().to_string()];
             }
         }
+        // Adopts the children a previous run left (crash or `leave_running`), so that the
+        // boot-time `list` already sees them.
         providers.insert(Arc::new(ProcessProvider::new("process", process)));
     }
     if let Some(docker) = config.providers.docker.as_ref().filter(|d| d.enabled) {
