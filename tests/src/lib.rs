@@ -13,6 +13,8 @@
 //! another binary). Each test gets its own temporary directory and port, so tests run in
 //! parallel; when a test panics, the tail of its daemon's log is printed.
 
+pub mod docker;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -817,6 +819,51 @@ fn read_addr(path: &Path) -> Option<SocketAddr> {
     text.trim().parse().ok()
 }
 
+/// The value of the Prometheus sample `name{labels}` in `/metrics` text (0 if absent).
+/// `labels` are `key="value"` pairs that must all appear in the sample's label set.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+/// Pids of the live (non-zombie) processes that run as an instance of workspace `id`: those
+/// whose environment holds `STEWARD_WORKSPACE_ID=<id>` (process provider instances).
+pub fn instance_processes(id: &str) -> Vec<u32> {
+    let needle = format!("STEWARD_WORKSPACE_ID={id}");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let live = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat[stat.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .next()?
+                        .to_owned();
+                    Some(state != "Z" && state != "X")
+                })
+                .unwrap_or(false);
+            live && fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,49 +935,4 @@ mod tests {
         behind["observed_generation"] = json!(1);
         assert!(!is_settled(&behind));
     }
-}
-
-/// The value of the Prometheus sample `name{labels}` in `/metrics` text (0 if absent).
-/// `labels` are `key="value"` pairs that must all appear in the sample's label set.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
-}
-
-/// Pids of the live (non-zombie) processes that run as an instance of workspace `id`: those
-/// whose environment holds `STEWARD_WORKSPACE_ID=<id>` (process provider instances).
-pub fn instance_processes(id: &str) -> Vec<u32> {
-    let needle = format!("STEWARD_WORKSPACE_ID={id}");
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let live = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let state = stat[stat.rfind(')')? + 1..]
-                        .split_whitespace()
-                        .next()?
-                        .to_owned();
-                    Some(state != "Z" && state != "X")
-                })
-                .unwrap_or(false);
-            live && fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
 }

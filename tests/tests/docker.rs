@@ -7,102 +7,11 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use steward_tests::docker::{docker, docker_ok, engine_ready, Owner, IMAGE};
 use steward_tests::{eventually, generation_of, of_type, summarize, Api, Daemon};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
-const IMAGE: &str = "steward-agent:dev";
-
-/// Runs `docker` with `args`; returns stdout.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Runs `docker` with `args`, which must succeed (a test step, not an observation).
-fn docker_ok(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Whether the engine and the agent image are there; fails loudly under CI.
-fn engine_ready() -> bool {
-    let up = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let image = up && !docker(&["images", "-q", IMAGE]).is_empty();
-    if up && image {
-        return true;
-    }
-    let why = if up {
-        format!("image {IMAGE} missing: run `make image`")
-    } else {
-        "no Docker engine".to_owned()
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "docker tests cannot run under CI: {why}"
-    );
-    eprintln!("skipping docker test: {why}");
-    false
-}
-
-/// A per-test owner; removes every container carrying it when dropped.
-struct Owner(String);
-
-impl Owner {
-    fn new() -> Self {
-        Self(format!(
-            "steward-test-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ))
-    }
-
-    fn filter(&self) -> String {
-        format!("label=io.steward.owner={}", self.0)
-    }
-
-    /// Containers of ours as `name state` lines (`all`: stopped ones too).
-    fn containers(&self, all: bool) -> Vec<String> {
-        let filter = self.filter();
-        let mut args = vec![
-            "ps",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Names}} {{.State}}",
-        ];
-        if all {
-            args.push("-a");
-        }
-        docker(&args).lines().map(str::to_owned).collect()
-    }
-
-    fn running(&self) -> usize {
-        self.containers(false).len()
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &self.filter()]);
-        for id in ids.lines() {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-    }
-}
 
 fn config(owner: &Owner, socket: &Path, debounce: &str, max_failures: u32) -> String {
     format!(

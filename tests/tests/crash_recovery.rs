@@ -1,0 +1,564 @@
+//! Crash recovery: the daemon is SIGKILLed at each named kill point between the steps of a
+//! cycle and of a provider switch (and at seeded pseudo-random moments of restart storms),
+//! then started again on the same port and data dir. What must hold afterwards:
+//! - every intent that reached the kill point (so was committed) is honoured;
+//! - no workspace has two live instances;
+//! - every workspace converges;
+//! - no orphan instance survives the first reconcile pass.
+//!
+//! Each scenario runs with the process provider (the real `steward-agent` as local
+//! processes, which outlive the daemon and are adopted) and with Docker (containers).
+//! Instances are counted from outside: `/proc` for processes, `docker ps` for containers.
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use steward_tests::docker::{docker_ok, engine_ready, Owner, IMAGE};
+use steward_tests::{eventually, id_of, instance_processes, of_type, summarize, Api, Daemon};
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Where instances run, and how the test counts them from outside.
+enum Backend {
+    Process,
+    Docker(Owner),
+}
+
+impl Backend {
+    /// `None` when Docker cannot be used here (outside CI only: under CI that fails).
+    fn docker() -> Option<Backend> {
+        engine_ready().then(|| Backend::Docker(Owner::new()))
+    }
+
+    fn provider(&self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            Backend::Docker(_) => "docker",
+        }
+    }
+
+    fn config(&self) -> String {
+        let docker = match self {
+            Backend::Process => String::new(),
+            Backend::Docker(owner) => format!(
+                r#"[providers.docker]
+enabled = true
+owner = "{owner}"
+name_prefix = "{owner}-"
+stop_timeout_secs = 2
+call_timeout_secs = 10
+"#,
+                owner = owner.0
+            ),
+        };
+        format!(
+            r#"default_provider = "{provider}"
+[providers.sim]
+start_delay_ms = 50
+stop_delay_ms = 10
+[providers.process]
+stop_grace_ms = 2000
+# A graceful stop of the set-up daemon leaves the instances to the next one.
+leave_running = true
+{docker}
+[restart]
+settle_window = "0s"
+boot_timeout = "30s"
+[health]
+interval = "500ms"
+agent_heartbeat_interval = "200ms"
+heartbeat_timeout = "20s"
+[backoff]
+initial = "100ms"
+max = "1s"
+max_failures = 50
+"#,
+            provider = self.provider()
+        )
+    }
+
+    /// The create body of a workspace on this backend.
+    fn body(&self, name: &str) -> Value {
+        match self {
+            Backend::Process => json!({ "name": name, "secrets": { "S": "v0" } }),
+            Backend::Docker(_) => {
+                json!({ "name": name, "image": IMAGE, "secrets": { "S": "v0" } })
+            }
+        }
+    }
+
+    /// Live instances of workspace `id` on this backend.
+    fn live(&self, id: &str) -> usize {
+        match self {
+            Backend::Process => instance_processes(id).len(),
+            Backend::Docker(owner) => owner.running_of(id),
+        }
+    }
+
+    /// The value of `S` in the environment of the workspace's live instance.
+    fn secret_in_instance(&self, id: &str) -> Option<String> {
+        match self {
+            Backend::Process => {
+                let pid = *instance_processes(id).first()?;
+                let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+                env.split(|b| *b == 0)
+                    .find_map(|kv| kv.strip_prefix(b"S="))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            }
+            Backend::Docker(owner) => {
+                let workspace = format!("label=io.steward.workspace={id}");
+                let container = docker_ok(&[
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &owner.filter(),
+                    "--filter",
+                    &workspace,
+                ]);
+                let env = docker_ok(&[
+                    "inspect",
+                    "--format",
+                    "{{range .Config.Env}}{{println .}}{{end}}",
+                    container.lines().next()?,
+                ]);
+                env.lines()
+                    .find_map(|l| l.strip_prefix("S="))
+                    .map(str::to_owned)
+            }
+        }
+    }
+
+    /// Plants an instance that belongs to no workspace, the way a previous run could have
+    /// left one; returns its workspace id.
+    fn plant_orphan(&self, data_dir: &std::path::Path) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        match self {
+            Backend::Process => {
+                // A process in a group of its own, and the record the provider keeps for it.
+                let child = Command::new("sleep")
+                    .arg("300")
+                    .env("STEWARD_WORKSPACE_ID", &id)
+                    .stdin(Stdio::null())
+                    .process_group(0)
+                    .spawn()
+                    .expect("spawn an orphan");
+                let pid = child.id();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+                let starttime = stat[stat.rfind(')').expect("comm") + 1..]
+                    .split_whitespace()
+                    .nth(19)
+                    .expect("starttime")
+                    .to_owned();
+                let dir = data_dir.join("process");
+                std::fs::create_dir_all(&dir).expect("state dir");
+                std::fs::write(
+                    dir.join(format!("{id}.1.{pid}.record")),
+                    format!(
+                        "workspace={id}\ngeneration=1\npid={pid}\nstarttime={starttime}\nstarted_at_ms=0\n"
+                    ),
+                )
+                .expect("write the orphan's record");
+                // Reaped by whoever is its parent; the test only looks at /proc.
+                std::mem::forget(child);
+            }
+            Backend::Docker(owner) => {
+                docker_ok(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("{}-orphan-{}", owner.0, &id[..8]),
+                    "--label",
+                    &format!("io.steward.owner={}", owner.0),
+                    "--label",
+                    &format!("io.steward.workspace={id}"),
+                    "--label",
+                    "io.steward.generation=1",
+                    "--env",
+                    &format!("STEWARD_WORKSPACE_ID={id}"),
+                    "--network",
+                    "none",
+                    IMAGE,
+                ]);
+            }
+        }
+        id
+    }
+}
+
+/// Kills, when dropped, whatever instance processes of `ids` are still alive: the daemons of
+/// these tests leave their instances running on exit, so a failing test must not leak them.
+struct Leftovers(Vec<String>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            for pid in instance_processes(id) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// The three workspaces of a kill-point scenario.
+struct Cast {
+    /// Restarted (secret write) or stopped to reach a cycle's kill points.
+    main: String,
+    /// Switched from the backend to `sim` to reach a switch's kill points. (Everything starts
+    /// on the backend: `sim` instances die with the daemon, and their recovery cycles would
+    /// reach the cycle kill points at boot.)
+    mover: String,
+    /// Deleted to reach the delete's kill points.
+    doomed: String,
+}
+
+async fn running(api: &Api, id: &str) -> Value {
+    eventually(
+        WAIT,
+        &format!("{id} to run, settled, with no switch"),
+        || async {
+            let doc = api.workspace(id).await;
+            if steward_tests::is_settled(&doc) && doc["switch"].is_null() {
+                Ok(doc)
+            } else {
+                Err(format!("{doc} / {}", summarize(&api.events(id).await)))
+            }
+        },
+    )
+    .await
+}
+
+async fn gone(api: &Api, id: &str) {
+    eventually(WAIT, &format!("{id} to be deleted"), || async {
+        let reply = api.get(&format!("/v1/workspaces/{id}")).await;
+        if reply.status == 404 {
+            Ok(())
+        } else {
+            Err(reply.text)
+        }
+    })
+    .await;
+}
+
+async fn instances(backend: &Backend, id: &str, expected: usize) {
+    eventually(
+        WAIT,
+        &format!("{expected} live instance(s) of {id}"),
+        || async {
+            match backend.live(id) {
+                n if n == expected => Ok(()),
+                n => Err(format!("{n} live")),
+            }
+        },
+    )
+    .await;
+}
+
+/// Starts the set-up daemon, creates the cast, lets it settle, and stops the daemon
+/// gracefully (the instances stay: `leave_running`, containers). Returns the data dir and
+/// the port the next daemons must use.
+async fn set_up(backend: &Backend) -> (Arc<TempDir>, SocketAddr, Cast) {
+    let config = backend.config();
+    let mut daemon = Daemon::start(&config).await;
+    let api = daemon.client();
+    let main = id_of(&api.create(&backend.body("main")).await);
+    let doomed = id_of(&api.create(&backend.body("doomed")).await);
+    let mover = id_of(&api.create(&backend.body("mover")).await);
+    for id in [&main, &doomed, &mover] {
+        running(&api, id).await;
+    }
+    let dir = daemon.dir();
+    let addr = daemon.addr();
+    daemon.stop_gracefully().await;
+    (
+        dir,
+        addr,
+        Cast {
+            main,
+            mover,
+            doomed,
+        },
+    )
+}
+
+/// Kills a daemon at `point` while it serves the intent that reaches it, restarts it, and
+/// checks every guarantee.
+async fn killed_at(backend: Backend, point: &str) {
+    let (dir, addr, cast) = set_up(&backend).await;
+    let _leftovers = Leftovers(vec![
+        cast.main.clone(),
+        cast.mover.clone(),
+        cast.doomed.clone(),
+    ]);
+    let config = backend.config();
+    let armed = format!("{point}=return");
+    let mut doomed_daemon =
+        Daemon::start_with(dir.clone(), &config, Some(addr), &[("FAILPOINTS", &armed)]).await;
+    let api = doomed_daemon.client();
+    // The instances of the previous run were adopted: nothing was replaced.
+    for id in [&cast.main, &cast.doomed, &cast.mover] {
+        let doc = running(&api, id).await;
+        assert_eq!(doc["generation"], 1, "adopted, not replaced: {doc}");
+        assert_eq!(backend.live(id), 1);
+    }
+
+    // The intent that reaches the kill point. Its answer may or may not arrive: every kill
+    // point lies after the commit that decided the step, so it counts as acknowledged.
+    let (path, body) = if point.starts_with("switch.") {
+        (
+            format!("/v1/workspaces/{}/switch-provider", cast.mover),
+            Some(json!({ "provider": "sim" })),
+        )
+    } else if point.starts_with("cycle.stop.") {
+        (format!("/v1/workspaces/{}/stop", cast.main), None)
+    } else if point.starts_with("cycle.remove.") {
+        (format!("/v1/workspaces/{}", cast.doomed), None)
+    } else {
+        (
+            format!("/v1/workspaces/{}/secrets/S", cast.main),
+            Some(json!({ "value": "v1" })),
+        )
+    };
+    let method = match (point.starts_with("cycle.remove."), &body) {
+        (true, _) => reqwest::Method::DELETE,
+        (false, Some(_)) if path.ends_with("/S") => reqwest::Method::PUT,
+        _ => reqwest::Method::POST,
+    };
+    let mut request = api.request(method, &path);
+    if let Some(body) = &body {
+        request = request.json(body);
+    }
+    let _ = request.send().await;
+    let status = doomed_daemon.wait_exit(WAIT).await;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the daemon was meant to die at {point}, not {status}"
+    );
+
+    let orphan = backend.plant_orphan(&dir.path().join("data"));
+    let _orphan = Leftovers(vec![orphan.clone()]);
+    let daemon = Daemon::start_with(dir.clone(), &config, Some(addr), &[]).await;
+    let api = daemon.client();
+    // The boot survey removed the orphan: one reconcile pass.
+    instances(&backend, &orphan, 0).await;
+
+    // main: restarted with the new secret, or stopped.
+    if point.starts_with("cycle.stop.") {
+        api.wait_phase_within(&cast.main, "stopped", WAIT).await;
+        instances(&backend, &cast.main, 0).await;
+    } else {
+        running(&api, &cast.main).await;
+        instances(&backend, &cast.main, 1).await;
+        let expected = if point.starts_with("switch.") || point.starts_with("cycle.remove.") {
+            "v0"
+        } else {
+            "v1"
+        };
+        assert_eq!(
+            backend.secret_in_instance(&cast.main).as_deref(),
+            Some(expected),
+            "the committed secret reached the instance"
+        );
+    }
+    // mover: on sim if switched (claimed before the kill), its old instance gone; else
+    // untouched on the backend.
+    let mover = running(&api, &cast.mover).await;
+    if point.starts_with("switch.") {
+        assert_eq!(mover["provider"], "sim", "{mover}");
+        instances(&backend, &cast.mover, 0).await;
+        let events = api.events(&cast.mover).await;
+        assert_eq!(
+            of_type(&events, "switch_completed").len(),
+            1,
+            "{}",
+            summarize(&events)
+        );
+    } else {
+        assert_eq!(mover["provider"], backend.provider());
+        instances(&backend, &cast.mover, 1).await;
+    }
+    // doomed: deleted (with its instance) or untouched.
+    if point.starts_with("cycle.remove.") {
+        gone(&api, &cast.doomed).await;
+        instances(&backend, &cast.doomed, 0).await;
+    } else {
+        running(&api, &cast.doomed).await;
+        instances(&backend, &cast.doomed, 1).await;
+    }
+    clean_up(&api, &backend, &[&cast.main, &cast.mover, &cast.doomed]).await;
+}
+
+/// Deletes the workspaces that are left and waits for their instances to be gone (the
+/// daemons leave instances running on exit in these tests).
+async fn clean_up(api: &Api, backend: &Backend, ids: &[&str]) {
+    for id in ids {
+        let reply = api.delete(&format!("/v1/workspaces/{id}")).await;
+        assert!(reply.status == 202 || reply.status == 404, "{reply:?}");
+    }
+    for id in ids {
+        gone(api, id).await;
+        instances(backend, id, 0).await;
+    }
+}
+
+/// One test per kill point and backend.
+macro_rules! kill_points {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        mod process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::killed_at(super::Backend::Process, $point).await;
+                }
+            )*
+        }
+        mod docker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = super::Backend::docker() {
+                        super::killed_at(backend, $point).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+kill_points!(
+    before_remove_old => "cycle.remove_old.before",
+    after_remove_old => "cycle.remove_old.after",
+    before_start => "cycle.start.before",
+    after_start => "cycle.start.after",
+    after_stop => "cycle.stop.after",
+    before_remove => "cycle.remove.before",
+    after_remove => "cycle.remove.after",
+    switch_claimed => "switch.claimed",
+    switch_before_remove_old => "switch.remove_old.before",
+    switch_after_remove_old => "switch.remove_old.after",
+    switch_before_start => "switch.start.before",
+    switch_after_start => "switch.start.after",
+);
+
+/// A small deterministic generator (xorshift): the "random" kill moments are the same on
+/// every run, so a failure can be replayed.
+struct Moments(u64);
+
+impl Moments {
+    fn next_ms(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        range.start + self.0 % (range.end - range.start)
+    }
+}
+
+/// Restart storms (restarts and secret writes on every workspace at once), each cut short by
+/// a SIGKILL at a pseudo-random moment; after each restart of the daemon every workspace
+/// converges with exactly one live instance whose environment holds the last acknowledged
+/// secret value (or a later one: a write may commit and lose its answer to the kill).
+async fn storms(backend: Backend) {
+    let config = backend.config();
+    let mut daemon = Daemon::start(&config).await;
+    let addr = daemon.addr();
+    let dir = daemon.dir();
+    let api = daemon.client();
+    let ids: Vec<String> = join_all((0..4).map(|i| {
+        let api = api.clone();
+        let body = backend.body(&format!("storm-{i}"));
+        async move { id_of(&api.create(&body).await) }
+    }))
+    .await;
+    let _leftovers = Leftovers(ids.clone());
+    for id in &ids {
+        running(&api, id).await;
+    }
+    let mut acknowledged: BTreeMap<String, u64> = ids.iter().map(|id| (id.clone(), 0)).collect();
+    let mut moments = Moments(0x5eed_cafe);
+    for round in 1..=3u64 {
+        let api = daemon.client();
+        let storm = join_all(ids.iter().map(|id| {
+            let api = api.clone();
+            let id = id.clone();
+            async move {
+                let mut last = None;
+                // Bounded, and long enough that the kill lands in the middle of it.
+                for i in 0..1000u64 {
+                    let value = round * 1000 + i;
+                    let written = api
+                        .request(
+                            reqwest::Method::PUT,
+                            &format!("/v1/workspaces/{id}/secrets/S"),
+                        )
+                        .json(&json!({ "value": format!("{value}") }))
+                        .send()
+                        .await;
+                    match written {
+                        Ok(r) if r.status().as_u16() == 202 => last = Some(value),
+                        _ => break,
+                    }
+                    let restarted = api
+                        .request(
+                            reqwest::Method::POST,
+                            &format!("/v1/workspaces/{id}/restart"),
+                        )
+                        .send()
+                        .await;
+                    if restarted.is_err() {
+                        break;
+                    }
+                }
+                (id, last)
+            }
+        }));
+        let kill_after = Duration::from_millis(moments.next_ms(200..1500));
+        let killer = async {
+            tokio::time::sleep(kill_after).await;
+            daemon.kill_hard();
+        };
+        let (results, ()) = tokio::join!(storm, killer);
+        for (id, last) in results {
+            if let Some(value) = last {
+                acknowledged.insert(id, value);
+            }
+        }
+        daemon = Daemon::start_with(dir.clone(), &config, Some(addr), &[]).await;
+        let api = daemon.client();
+        for id in &ids {
+            running(&api, id).await;
+            instances(&backend, id, 1).await;
+            let value: u64 = backend
+                .secret_in_instance(id)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            assert!(
+                value >= acknowledged[id],
+                "round {round}: {id} runs with S={value}, but {} was acknowledged",
+                acknowledged[id]
+            );
+        }
+    }
+    let api = daemon.client();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    clean_up(&api, &backend, &refs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_restart_storms_cut_by_sigkill_converge() {
+    storms(Backend::Process).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_restart_storms_cut_by_sigkill_converge() {
+    if let Some(backend) = Backend::docker() {
+        storms(backend).await;
+    }
+}
