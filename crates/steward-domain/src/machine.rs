@@ -176,6 +176,10 @@ pub enum Effect {
     },
     /// The workspace is gone: remove it from storage and stop its actor.
     Purge,
+    /// A restart folded into a pending cycle that already serves its cause: count it (metrics)
+    /// but record nothing, since nothing changed. The first request of each cause in a
+    /// pending cycle is recorded (`restart_coalesced`).
+    Coalesced(Cause),
     /// From now on the workspace's instance lives on this provider: every later operation
     /// runs there. Persist it with the state change that caused it.
     UseProvider(String),
@@ -812,9 +816,15 @@ impl Machine {
             self.set_phase(Phase::Provisioning, now);
         }
         if self.op.is_some() {
-            self.state.pending.insert(cause);
             self.counters.coalesced += 1;
-            self.record(fx, RecordKind::RestartCoalesced { cause });
+            if self.state.pending.contains(cause) {
+                // The pending cycle already serves this cause, durably: nothing to write.
+                // A million requests during one cycle must not be a million rows.
+                fx.push(Effect::Coalesced(cause));
+            } else {
+                self.state.pending.insert(cause);
+                self.record(fx, RecordKind::RestartCoalesced { cause });
+            }
             return Outcome::Coalesced(self.next_cycle_generation());
         }
         self.record(fx, RecordKind::RestartRequested { cause });
@@ -1417,6 +1427,16 @@ impl Machine {
             },
             Desired::Running if self.state.phase == Phase::Failed => {}
             Desired::Running => {
+                if self
+                    .state
+                    .switch
+                    .as_ref()
+                    .is_some_and(|s| s.stage == SwitchStage::Leaving)
+                {
+                    // A switch that has not left its old provider goes on: whatever runs
+                    // there is replaced on the new one, never adopted.
+                    self.state.pending.insert(Cause::Switch);
+                }
                 let current = live.is_some() && live == Some(self.state.generation);
                 if current && self.state.pending.is_empty() && self.state.retry.is_none() {
                     return self.adopt(now, fx);
