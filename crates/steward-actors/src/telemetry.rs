@@ -1,6 +1,6 @@
 //! Prometheus metrics derived from what the machines record (names from DESIGN.md).
 
-use steward_domain::{Phase, Record, RecordKind, Timestamp};
+use steward_domain::{Cause, Phase, Record, RecordKind, Timestamp};
 
 /// Counts one record.
 pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestamp) {
@@ -9,11 +9,7 @@ pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestam
             metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str())
                 .increment(1);
         }
-        RecordKind::RestartCoalesced { cause } => {
-            metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str())
-                .increment(1);
-            metrics::counter!("steward_restart_coalesced_total").increment(1);
-        }
+        RecordKind::RestartCoalesced { cause } => coalesced(*cause),
         RecordKind::RestartDropped { cause, reason } => {
             metrics::counter!(
                 "steward_restart_dropped_total",
@@ -47,6 +43,12 @@ pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestam
         }
         _ => {}
     }
+}
+
+/// Counts one restart folded into the pending cycle.
+pub fn coalesced(cause: Cause) {
+    metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
+    metrics::counter!("steward_restart_coalesced_total").increment(1);
 }
 
 /// Moves one workspace from phase `from` to `to` in `steward_workspaces{phase}`.

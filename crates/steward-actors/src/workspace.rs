@@ -159,15 +159,11 @@ impl WorkspaceActor {
             jitter: rand::random::<f64>(),
         };
         self.cycle_started_at = self.machine.cycle().map(|c| c.started_at);
-        let mut candidate = self.machine.clone();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let out = candidate.handle(event, tick);
-            (candidate, out)
-        })) {
-            Ok((machine, out)) => {
-                self.machine = machine;
-                Ok(out)
-            }
+        // No copy to fall back on: after a panic the machine is never used again (the actor
+        // stops and its successor is restored from the store).
+        let machine = &mut self.machine;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| machine.handle(event, tick))) {
+            Ok(out) => Ok(out),
             Err(panic) => {
                 let reason = format!("lifecycle machine panicked: {}", panic_message(&panic));
                 tracing::error!(workspace = %self.id, %reason, "restarting actor");
@@ -224,6 +220,7 @@ impl WorkspaceActor {
                 Effect::Abort(op) => self.abort(op, ctx),
                 Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
                 Effect::Purge => purge = true,
+                Effect::Coalesced(cause) => telemetry::coalesced(cause),
                 Effect::DeliverContext(context) => self.deliver_context(context, ctx),
                 Effect::UseProvider(provider) => {
                     tracing::info!(workspace = %self.id, from = %self.spec.provider, to = %provider, "workspace recorded on a new provider");

@@ -27,6 +27,8 @@ struct Harness {
     issued_on: Vec<String>,
     /// Providers that hold an instance of the workspace (running or stopped).
     holding: std::collections::BTreeSet<String>,
+    /// Restarts folded into a pending cycle that already served their cause.
+    silent_coalesces: usize,
 }
 
 fn policy() -> Policy {
@@ -60,6 +62,7 @@ impl Harness {
             provider: "a".into(),
             issued_on: vec![],
             holding: Default::default(),
+            silent_coalesces: 0,
         }
     }
 
@@ -94,6 +97,7 @@ impl Harness {
                 Effect::Purge => self.purged = true,
                 Effect::DeliverContext(c) => self.contexts.push(c),
                 Effect::UseProvider(p) => self.provider = p,
+                Effect::Coalesced(_) => self.silent_coalesces += 1,
             }
         }
         // Like the actor: operations run after every other effect of the decision.
@@ -1080,9 +1084,14 @@ proptest! {
         let mut h = Harness::running();
         h.send(Event::Restart(Cause::Manual));
         let mark = h.count("provision_started");
-        for c in causes {
-            prop_assert!(matches!(h.send(Event::Restart(c)), Outcome::Coalesced(_)));
+        let distinct: std::collections::BTreeSet<Cause> = causes.iter().copied().collect();
+        for c in &causes {
+            prop_assert!(matches!(h.send(Event::Restart(*c)), Outcome::Coalesced(_)));
         }
+        // One event per cause of the pending cycle; the rest are only counted.
+        prop_assert_eq!(h.count("restart_coalesced"), distinct.len());
+        prop_assert_eq!(h.silent_coalesces, causes.len() - distinct.len());
+        prop_assert_eq!(h.m.counters().coalesced as usize, causes.len());
         h.settle();
         prop_assert_eq!(h.count("provision_started") - mark, 1);
         prop_assert_eq!(h.m.phase(), Phase::Running);
