@@ -995,6 +995,23 @@ impl Machine {
         now: Timestamp,
         fx: &mut Vec<Effect>,
     ) -> bool {
+        if !self.turn_back(reason, fx) {
+            return false;
+        }
+        let causes = self
+            .state
+            .pending
+            .take()
+            .union(causes)
+            .union(CauseSet::of(Cause::Switch));
+        self.start_cycle(causes, now, fx);
+        true
+    }
+
+    /// Records that the switch failed on its new provider and turns it into the way back
+    /// (`switch_rolled_back`): whatever runs next empties the new provider and returns to the
+    /// old one. `false` if there is no arrived switch to turn back.
+    fn turn_back(&mut self, reason: &str, fx: &mut Vec<Effect>) -> bool {
         let Some(switch) = self
             .state
             .switch
@@ -1018,14 +1035,15 @@ impl Machine {
             stage: SwitchStage::Leaving,
             rollback: true,
         });
-        let causes = self
-            .state
-            .pending
-            .take()
-            .union(causes)
-            .union(CauseSet::of(Cause::Switch));
-        self.start_cycle(causes, now, fx);
         true
+    }
+
+    /// Whether the switch in progress is the way back, still on the provider that failed.
+    fn leaving_failed_provider(&self) -> bool {
+        self.state
+            .switch
+            .as_ref()
+            .is_some_and(|s| s.rollback && s.stage == SwitchStage::Leaving)
     }
 
     /// A switch that cannot get off its old provider is given up; nothing moved.
@@ -1215,7 +1233,12 @@ impl Machine {
                         self.fail(reason, "provision_failed", causes, tick, fx);
                     }
                     // The failed step may have left something behind: make sure it is gone.
-                    Desired::Stopped => self.run(Step::Stop, op.generation, now, fx),
+                    // A switch whose start failed is turned back: once stopped, the workspace
+                    // is released from the new provider and rests on the old one.
+                    Desired::Stopped => {
+                        self.turn_back(&reason, fx);
+                        self.run(Step::Stop, op.generation, now, fx)
+                    }
                     Desired::Deleted => self.run(Step::Remove, op.generation, now, fx),
                 }
             }
@@ -1241,6 +1264,15 @@ impl Machine {
                 self.arrive(fx);
                 self.complete_switch(fx);
                 self.converge_after_stop(now, fx);
+            }
+            (Step::Release, Err(reason)) if self.leaving_failed_provider() => {
+                // The way back of a stopped workspace must empty the failed provider too: keep
+                // trying with backoff (a later start waits for it the same way).
+                self.state.failure = Some(Failure {
+                    reason,
+                    generation: self.state.generation,
+                });
+                self.schedule_retry(CauseSet::EMPTY, tick, fx);
             }
             (Step::Release, Err(reason)) => {
                 // Nothing moved: the workspace stays on the provider it was on.
@@ -1385,6 +1417,9 @@ impl Machine {
                     Desired::Deleted => {
                         self.run(Step::Remove, self.state.observed_generation, tick.now, fx)
                     }
+                    Desired::Stopped if self.leaving_failed_provider() => {
+                        self.run(Step::Release, self.state.observed_generation, tick.now, fx)
+                    }
                     Desired::Stopped => {}
                 }
             }
@@ -1425,7 +1460,13 @@ impl Machine {
                 }
                 None => self.converge_after_stop(now, fx),
             },
-            Desired::Running if self.state.phase == Phase::Failed => {}
+            Desired::Running if self.parked_without_intent() => {
+                // Parked, and no intent since: it stays parked. An instance still there (the
+                // stop of a parked workspace's leftover was cut short) is stopped again.
+                if let Some(generation) = live {
+                    self.run(Step::Stop, generation, now, fx);
+                }
+            }
             Desired::Running => {
                 if self
                     .state
@@ -1588,6 +1629,18 @@ impl Machine {
             .map(|f| f.reason.clone())
             .unwrap_or_default();
         if self.roll_back(&reason, causes, now, fx) {
+            return;
+        }
+        if self.leaving_failed_provider() {
+            // The way back cannot empty the provider that failed (say, its engine is down).
+            // It must, before anything starts on the old one (never two instances), so it
+            // keeps trying with backoff and never parks: the workspace is not left behind
+            // on the broken provider, and the retry goes on once that provider answers.
+            let causes = causes
+                .union(self.state.pending.take())
+                .union(CauseSet::of(Cause::Switch));
+            self.set_phase(Phase::Provisioning, now);
+            self.schedule_retry(causes, tick, fx);
             return;
         }
         if self.state.pending.has_intent() {

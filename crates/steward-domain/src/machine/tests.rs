@@ -1179,6 +1179,17 @@ proptest! {
 // ---- provider switch -------------------------------------------------------------------------
 
 impl Harness {
+    /// Moves the clock to the earliest timer and fires it (and any due with it).
+    fn next_timer(&mut self) {
+        let next = self
+            .timers
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .expect("a timer");
+        self.advance(next.since(self.now));
+    }
+
     fn provisions(&self) -> usize {
         self.count("provision_started")
     }
@@ -1456,5 +1467,154 @@ proptest! {
                 "every claimed switch ends exactly once"
             );
         }
+    }
+}
+
+#[test]
+fn a_rollback_that_cannot_empty_the_failed_provider_keeps_trying_and_never_parks() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.finish(Ok(())); // a emptied
+    h.finish(Err("b: engine unreachable".into())); // start on b fails: way back
+    for attempt in 0..20 {
+        assert_eq!(
+            h.issued_on,
+            ["b"],
+            "attempt {attempt}: b must be emptied first"
+        );
+        h.finish(Err("b: engine unreachable".into()));
+        assert_ne!(h.m.phase(), Phase::Failed, "a rollback never parks");
+        assert!(h.running.is_empty(), "nothing starts on a meanwhile");
+        let at = h.m.retry_at().expect("a retry is scheduled");
+        h.advance(at.since(h.now));
+    }
+    assert_eq!(
+        h.switch("a"),
+        Outcome::Rejected(Rejection::AlreadySwitching),
+        "the way back is in progress"
+    );
+    h.finish_all_ok(); // b answers again
+    assert_eq!(h.provider, "a");
+    assert_eq!(h.m.phase(), Phase::Running);
+    assert_eq!(h.holding, ["a".to_owned()].into());
+    assert_eq!(h.m.state().switch, None);
+}
+
+#[test]
+fn a_stop_while_the_new_provider_fails_to_start_ends_stopped_on_the_old_one() {
+    let mut h = Harness::running();
+    h.switch("b");
+    h.finish(Ok(())); // a emptied, recorded on b, start on b in flight
+    h.send(Event::Stop);
+    h.finish(Err("b: image missing".into()));
+    h.finish_all_ok(); // stop on b, then the release from b
+    assert_eq!(h.m.phase(), Phase::Stopped);
+    assert_eq!(h.provider, "a", "rolled back, not completed");
+    assert!(h.holding.is_empty());
+    assert_eq!(h.count("switch_completed"), 0);
+    assert_eq!(h.count("switch_rolled_back"), 1);
+    assert_eq!(h.m.state().switch, None);
+}
+
+#[test]
+fn an_intent_acknowledged_while_parked_survives_a_crash() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    // Boot timeouts until parked; the stop of the unregistered instance is in flight.
+    for _ in 0..500 {
+        if h.m.phase() == Phase::Failed {
+            break;
+        }
+        if h.running.is_empty() {
+            h.next_timer();
+        } else {
+            h.finish(Ok(()));
+        }
+    }
+    assert_eq!(h.m.phase(), Phase::Failed);
+    assert_eq!(h.running.len(), 1, "the leftover's stop is in flight");
+    h.send(Event::Restart(Cause::Manual)); // acknowledged: pending
+    let generation = h.m.state().generation;
+    h.apply(&Action::Crash(true));
+    assert!(
+        h.m.state().generation > generation,
+        "the acknowledged restart starts a cycle after the crash"
+    );
+    assert_ne!(h.m.phase(), Phase::Failed);
+}
+
+#[test]
+fn a_parked_workspace_restored_with_a_live_leftover_stops_it_again() {
+    let mut h = Harness::new(ReadyWhen::Agent);
+    h.send(Event::Create);
+    for _ in 0..500 {
+        if h.m.phase() == Phase::Failed {
+            break;
+        }
+        if h.running.is_empty() {
+            h.next_timer();
+        } else {
+            h.finish(Ok(()));
+        }
+    }
+    assert_eq!(h.m.phase(), Phase::Failed);
+    let generation = h.m.state().generation;
+    let state = h.m.state().clone();
+    h.m = Machine::restore(Arc::new(policy()), state);
+    h.running.clear();
+    h.issued_on.clear();
+    h.send(Event::Recover {
+        live: Some(generation),
+    });
+    assert_eq!(h.running.len(), 1);
+    assert_eq!(h.running[0].1, Step::Stop);
+    h.finish_all_ok();
+    assert_eq!(h.m.phase(), Phase::Failed, "it stays parked");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_broken_new_provider_never_strands_the_workspace(
+        actions in prop::collection::vec(action(), 0..60),
+        b_failures in 0usize..12,
+    ) {
+        let mut h = Harness::running();
+        for a in &actions {
+            h.apply(a);
+        }
+        h.settle();
+        if h.m.state().desired == Desired::Deleted || h.m.phase() == Phase::Failed {
+            return Ok(());
+        }
+        let home = h.provider.clone();
+        let away = if home == "a" { "b" } else { "a" };
+        prop_assert_eq!(h.switch(away), Outcome::Accepted);
+        // The new provider fails its first `b_failures` operations, then recovers.
+        let mut failures_left = b_failures;
+        for _ in 0..2000 {
+            if let Some(on) = h.issued_on.first().cloned() {
+                let fail = on == away && failures_left > 0;
+                if fail {
+                    failures_left -= 1;
+                }
+                h.finish(if fail { Err("broken".into()) } else { Ok(()) });
+            } else if !h.timers.is_empty() {
+                h.next_timer();
+            } else {
+                break;
+            }
+            prop_assert!(h.holding.len() <= 1, "two instances: {:?}", h.holding);
+        }
+        prop_assert_eq!(h.m.state().switch.as_ref(), None);
+        prop_assert!(h.holding.len() <= 1);
+        if let Some(on) = h.holding.iter().next() {
+            prop_assert_eq!(on, &h.provider);
+        }
+        if b_failures == 0 {
+            prop_assert_eq!(h.provider.as_str(), away);
+        }
+        prop_assert_ne!(h.m.phase(), Phase::Failed, "{:?}", h.names_since(0));
     }
 }
