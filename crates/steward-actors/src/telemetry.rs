@@ -1,5 +1,6 @@
 //! Prometheus metrics derived from what the machines record (names from DESIGN.md).
 
+use std::sync::OnceLock;
 use steward_domain::{Cause, Phase, Record, RecordKind, Timestamp};
 
 /// Counts one record.
@@ -45,10 +46,30 @@ pub fn count(record: &Record, cycle_started_at: Option<Timestamp>, now: Timestam
     }
 }
 
-/// Counts one restart folded into the pending cycle.
+/// Counts one restart folded into the pending cycle. This is the hot path of a restart storm:
+/// the counters are looked up once (handles registered with the recorder installed at
+/// start-up), not per request.
 pub fn coalesced(cause: Cause) {
-    metrics::counter!("steward_restart_requests_total", "cause" => cause.as_str()).increment(1);
-    metrics::counter!("steward_restart_coalesced_total").increment(1);
+    struct Handles {
+        requests: Vec<(Cause, metrics::Counter)>,
+        coalesced: metrics::Counter,
+    }
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| Handles {
+        requests: Cause::ALL
+            .iter()
+            .map(|c| {
+                let counter =
+                    metrics::counter!("steward_restart_requests_total", "cause" => c.as_str());
+                (*c, counter)
+            })
+            .collect(),
+        coalesced: metrics::counter!("steward_restart_coalesced_total"),
+    });
+    if let Some((_, counter)) = handles.requests.iter().find(|(c, _)| *c == cause) {
+        counter.increment(1);
+    }
+    handles.coalesced.increment(1);
 }
 
 /// Moves one workspace from phase `from` to `to` in `steward_workspaces{phase}`.

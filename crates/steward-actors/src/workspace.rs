@@ -341,11 +341,14 @@ impl WorkspaceActor {
             Step::RemoveOld | Step::Remove | Step::Release => Call::Remove,
             Step::Stop => Call::Stop,
         };
-        let scope = if self.machine.state().switch.is_some() {
-            "switch"
-        } else {
-            "cycle"
-        };
+        // A rollback's start runs after its switch record is cleared: the cycle's causes
+        // still say it belongs to a switch.
+        let switching = self.machine.state().switch.is_some()
+            || self
+                .machine
+                .cycle()
+                .is_some_and(|c| c.causes.contains(Cause::Switch));
+        let scope = if switching { "switch" } else { "cycle" };
         let kill_point = format!("{scope}.{}", step.as_str());
         let provider_name = self.spec.provider.clone();
         let work = async move {
@@ -353,7 +356,16 @@ impl WorkspaceActor {
                 return None; // the actor restarts; the operation never ran
             }
             let Some(provider) = provider else {
-                return Some(Err("provider is not configured".to_owned()));
+                // A provider taken out of the configuration cannot be asked: there is nothing
+                // of ours to stop or remove that we could reach. Say so, and let the workspace
+                // move on (a switch away from it, a delete); only a start is an error.
+                return Some(match call {
+                    Call::Start(_) => Err(format!("provider {provider_name:?} is not configured")),
+                    Call::Remove | Call::Stop => {
+                        tracing::warn!(workspace = %id, provider = %provider_name, step = step.as_str(), "provider not configured: nothing to stop or remove");
+                        Ok(())
+                    }
+                });
             };
             failpoints::pass(&format!("{kill_point}.before"));
             let result = match call {
@@ -747,27 +759,37 @@ impl Actor for WorkspaceActor {
     }
 }
 
+/// Answers once the intent's commit is durable: at once when it already is (an intent that
+/// wrote nothing, such as a restart folded into a pending cycle that serves its cause), with
+/// no task spawned; otherwise from a future that awaits it.
 impl Handler<Submit> for WorkspaceActor {
-    type Result = ResponseFuture<Result<IntentReply, ActorError>>;
+    type Result = Response<Result<IntentReply, ActorError>>;
 
     fn handle(&mut self, Submit(intent): Submit, ctx: &mut Self::Context) -> Self::Result {
         let switch = matches!(intent, Intent::SwitchProvider { .. });
-        let result = self.submit(intent, ctx);
-        let current = self.machine.state().generation;
-        Box::pin(async move {
-            let (outcome, commit) = result?;
+        let (outcome, commit) = match self.submit(intent, ctx) {
+            Ok(decided) => decided,
+            Err(e) => return Response::reply(Err(e)),
+        };
+        let generation = match outcome {
+            Outcome::Started(g) | Outcome::Coalesced(g) => g,
+            _ => self.machine.state().generation,
+        };
+        let reply = IntentReply {
+            outcome,
+            generation,
+        };
+        if !switch {
+            if let Some(settled) = commit.peek() {
+                return Response::reply(settled.clone().map(|()| reply).map_err(ActorError::Store));
+            }
+        }
+        Response::fut(async move {
             commit.await.map_err(ActorError::Store)?;
             if switch {
                 failpoints::pass("switch.claimed");
             }
-            let generation = match outcome {
-                Outcome::Started(g) | Outcome::Coalesced(g) => g,
-                _ => current,
-            };
-            Ok(IntentReply {
-                outcome,
-                generation,
-            })
+            Ok(reply)
         })
     }
 }
@@ -855,31 +877,35 @@ impl Handler<Kill> for WorkspaceActor {
 /// Reads answer once the last commit has settled, so a client never sees state (say,
 /// `running`) before the events that explain it are durable.
 impl Handler<Get> for WorkspaceActor {
-    type Result = ResponseFuture<WorkspaceView>;
+    type Result = Response<WorkspaceView>;
 
     fn handle(&mut self, _: Get, _: &mut Self::Context) -> Self::Result {
         let view = self.view();
-        let settled = self.last_commit.clone();
-        Box::pin(async move {
-            let _ = settled.await;
-            view
-        })
+        after_last_commit(&self.last_commit, view)
     }
 }
 
 /// Like `Get`: the snapshot is taken now and answered once the last commit has settled, so
 /// counters never run ahead of the events that record them.
 impl Handler<Inspect> for WorkspaceActor {
-    type Result = ResponseFuture<ActorView>;
+    type Result = Response<ActorView>;
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         let view = self.inspect();
-        let settled = self.last_commit.clone();
-        Box::pin(async move {
-            let _ = settled.await;
-            view
-        })
+        after_last_commit(&self.last_commit, view)
     }
+}
+
+/// Answers `value` once `last` has settled (whatever its outcome): at once if it has.
+fn after_last_commit<T: 'static>(last: &Commit, value: T) -> Response<T> {
+    if last.peek().is_some() {
+        return Response::reply(value);
+    }
+    let settled = last.clone();
+    Response::fut(async move {
+        let _ = settled.await;
+        value
+    })
 }
 
 impl Handler<Shutdown> for WorkspaceActor {
