@@ -16,8 +16,13 @@
 //!   shell, nothing is interpolated.
 //! - **Environment**: cleared, then `PATH` copied from the daemon (so that a bare program name
 //!   resolves as it would for the operator), then the spec's `env`, then its `secrets` — the
-//!   one place this provider exposes secret values. Nothing else of the daemon's environment
-//!   (`HOME`, credentials, `STEWARD_*` of the daemon itself) leaks into an instance.
+//!   one place this provider exposes secret values — and last, when the provider records its
+//!   children (a [`ProcessConfig::state_dir`]), [`NONCE_VAR`] (`STEWARD_PROCESS_NONCE`): 128
+//!   random bits as 32 lowercase hex digits, fresh for each start, by which the next run
+//!   finds a child whose start a crash cut short (see below). Set last, so neither the env
+//!   nor the secrets can choose it; the agent has no use for it. Nothing else of the daemon's
+//!   environment (`HOME`, credentials, `STEWARD_*` of the daemon itself) leaks into an
+//!   instance.
 //! - **Working directory**: the daemon's. A per-workspace directory would need a lifecycle of
 //!   its own (created when, removed on delete?); an agent that wants a scratch directory can
 //!   make one. This keeps the provider's state on disk down to logs and records.
@@ -45,19 +50,45 @@
 //! knows them, every child has a record in [`ProcessConfig::state_dir`]:
 //! `<workspace>.<generation>.<pid>.record` (mode `0600`, new directories `0700`), holding the
 //! workspace, the generation, the pid (= group id), the process start time in clock ticks
-//! after boot (`/proc/<pid>/stat`, field 22) and the wall-clock start. It is written
-//! atomically (temporary file, fsync, rename, fsync of the directory) before `start` reports
-//! success, so a start the daemon acknowledged is never forgotten, and it is removed by the
-//! child's supervisor once nothing of its group runs. One file per child, named after its
-//! pid: the cleanup of one child can never remove another's record, not even that of a newer
-//! generation of the same workspace.
+//! after boot (`/proc/<pid>/stat`, field 22), the boot id (`/proc/sys/kernel/random/boot_id`)
+//! and the wall-clock start. It is written atomically (temporary file, fsync, rename, fsync of
+//! the directory) before `start` reports success, so a start the daemon acknowledged is never
+//! forgotten, and it is removed by the child's supervisor once nothing of its group runs. One
+//! file per child, named after its pid: the cleanup of one child can never remove another's
+//! record, not even that of a newer generation of the same workspace.
+//!
+//! The pid is known only once the child runs, so a crash between the spawn and that record
+//! would leave a child nobody knows of, and the next run would start a second instance beside
+//! it. Hence a *provisional* record comes first: before spawning, `start` durably writes
+//! `<workspace>.<generation>.<tag>.pending` (same modes; `tag` is 64 random bits, so that one
+//! start's cleanup never removes another's), holding the workspace, the generation, the
+//! start's nonce (the value of [`NONCE_VAR`] in the child's environment), the boot id and the
+//! wall-clock start. Once the full record is durable the provisional one is deleted. A start
+//! that cannot write its provisional record fails without spawning anything; one whose spawn
+//! fails deletes it; one whose full record cannot be written kills the child, whose
+//! provisional record then goes with its group (so that a crash before the kill lands still
+//! leaves the child findable).
 //!
 //! A provider built with a state directory adopts, right away, the children its records name:
 //! a record whose process still runs, is not a zombie, leads its own group and has the
 //! recorded start time is tracked again as that workspace's instance of that generation, so
 //! that `list` at boot includes it. Any other record is stale — its process is gone, or its
-//! pid now belongs to another process — and is deleted without signaling anything. Of two live
-//! records of one workspace, the newest generation is adopted and the older one is stopped.
+//! pid now belongs to another process — and is deleted without signaling anything. So is
+//! every record of another boot: after a reboot, pids and start times (counted from boot)
+//! name unrelated processes. Of two live records of one workspace, the newest generation is
+//! adopted and the older one is stopped.
+//!
+//! A provisional record of this boot is resolved by one scan of `/proc`: its child is a
+//! process that runs (not a zombie), leads its own process group but not its own session
+//! (the child is started with `setpgid`, never `setsid`: a program that daemonized itself
+//! does not pass for its launcher), is neither init nor the daemon, and whose initial
+//! environment (`/proc/<pid>/environ`) holds `STEWARD_PROCESS_NONCE=<nonce>`; of several (a
+//! descendant that moved to a group of its own inherits the variable), the earliest started.
+//! One found is adopted like the process of a full record (identity: pid and start time) and
+//! gets its full record (if that cannot be written, the provisional record stays as its
+//! record); either way the provisional record is then deleted. No other process can carry the
+//! nonce by chance: 128 bits from the operating system's generator, written only to a `0600`
+//! file in a `0700` directory and to the child's environment.
 //!
 //! An adopted process is no child of ours (it was reparented when the previous daemon died),
 //! so its supervisor cannot wait for it: every 100 ms it looks in `/proc` whether the process
@@ -68,12 +99,13 @@
 //!
 //! ## What it does not do
 //!
-//! Without a `state_dir`, nothing is recorded and a restarted daemon does not know the
-//! children of its previous run. A group whose leader died while no daemon ran is not drained
-//! (its record is stale, and its id may have been reused, so it is never signaled). The
-//! provider does not sandbox, limit resources or switch users, and `remove` keeps the log file
-//! (restarts remove the old instance too; deleting a workspace's logs is the daemon's
-//! business).
+//! Without a `state_dir` (or without a `/proc` that shows start times and the boot id),
+//! nothing is recorded and a restarted daemon does not know the children of its previous
+//! run. A group whose leader died while no daemon ran is not drained (its record is stale,
+//! and its id may have been reused, so it is never signaled). The provider does not sandbox,
+//! limit resources or switch users (so the children can read each other's environments,
+//! nonces included), and `remove` keeps the log file (restarts remove the old instance too;
+//! deleting a workspace's logs is the daemon's business).
 
 use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
@@ -82,9 +114,10 @@ use dashmap::DashMap;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use rand::RngCore;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -112,6 +145,14 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// How often the supervisor of an adopted process (not our child: nothing tells us when it
 /// exits) looks in `/proc` whether it still runs.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
+/// The variable in each child's environment holding the nonce of its start (when the
+/// provider records its children): how the next run finds a child whose start a crash cut
+/// short. See the module documentation.
+pub const NONCE_VAR: &str = "STEWARD_PROCESS_NONCE";
+
+/// Where Linux publishes the id of the current boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 /// `[providers.process]` configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -154,6 +195,9 @@ pub struct ProcessProvider {
     children: DashMap<WorkspaceId, Arc<Tracked>>,
     /// Set by [`Provider::shutdown`]: no new child may start once the daemon is exiting.
     closed: AtomicBool,
+    /// The id of the current boot, written into every record (empty without a state
+    /// directory: nothing is recorded).
+    boot_id: String,
 }
 
 impl fmt::Debug for ProcessProvider {
@@ -162,6 +206,7 @@ impl fmt::Debug for ProcessProvider {
             .field("name", &self.name)
             .field("config", &self.config)
             .field("children", &self.children.len())
+            .field("boot_id", &self.boot_id)
             .finish()
     }
 }
@@ -260,22 +305,29 @@ impl ProcessProvider {
     /// A process provider called `name`. With a [`ProcessConfig::state_dir`], it adopts at
     /// once the children of previous runs that its records name (and deletes stale records):
     /// build it inside a tokio runtime, which then runs their supervisors. Without a `/proc`
-    /// to tell a process from a later one with its pid, it records nothing (its
-    /// `state_dir` is emptied, with a warning).
+    /// to tell a process from a later one with its pid, and a boot id to tell this boot from
+    /// an earlier one, it records nothing (its `state_dir` is emptied, with a warning).
     pub fn new(name: impl Into<String>, mut config: ProcessConfig) -> Self {
         let name = name.into();
-        if !config.state_dir.as_os_str().is_empty() && read_stat(nix::unistd::getpid()).is_none() {
-            tracing::warn!(
-                provider = %name,
-                "no /proc: instance processes are not recorded, and a restarted daemon will not know them"
-            );
-            config.state_dir = PathBuf::new();
+        let mut boot_id = String::new();
+        if !config.state_dir.as_os_str().is_empty() {
+            match read_boot_id().filter(|_| read_stat(nix::unistd::getpid()).is_some()) {
+                Some(id) => boot_id = id,
+                None => {
+                    tracing::warn!(
+                        provider = %name,
+                        "no /proc (or no boot id in it): instance processes are not recorded, and a restarted daemon will not know them"
+                    );
+                    config.state_dir = PathBuf::new();
+                }
+            }
         }
         let provider = Self {
             name,
             config,
             children: DashMap::new(),
             closed: AtomicBool::new(false),
+            boot_id,
         };
         provider.adopt();
         provider
@@ -378,11 +430,43 @@ impl ProcessProvider {
             workspace,
             generation,
             identity,
+            boot_id: self.boot_id.clone(),
             started_at,
         };
         write_record(dir, &record).map(Some).map_err(|e| {
             ProviderError::Engine(format!(
                 "recording process {group} in {}: {e}",
+                dir.display()
+            ))
+        })
+    }
+
+    /// Before a spawn, when there is a state directory: durably writes the provisional record
+    /// of a start; returns its path and the nonce to put in the child's environment.
+    fn provisional(
+        &self,
+        workspace: WorkspaceId,
+        generation: Generation,
+        started_at: SystemTime,
+    ) -> Result<Option<(PathBuf, String)>, ProviderError> {
+        let dir = &self.config.state_dir;
+        if dir.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let written = random_hex::<16>().and_then(|nonce| {
+            let provisional = Provisional {
+                workspace,
+                generation,
+                nonce,
+                boot_id: self.boot_id.clone(),
+                started_at,
+            };
+            let path = write_provisional(dir, &provisional)?;
+            Ok(Some((path, provisional.nonce)))
+        });
+        written.map_err(|e| {
+            ProviderError::Engine(format!(
+                "recording the start of workspace {workspace} in {}: {e}",
                 dir.display()
             ))
         })
@@ -404,7 +488,15 @@ impl ProcessProvider {
         };
         let mut live = Vec::new();
         for (path, record) in read_records(dir) {
-            if record.identity.adoptable() {
+            if record.boot_id != self.boot_id {
+                tracing::info!(
+                    workspace = %record.workspace,
+                    generation = %record.generation,
+                    pid = record.identity.pid.as_raw(),
+                    "the record of a process is from an earlier boot; removing it"
+                );
+                remove_record(&path);
+            } else if record.identity.adoptable() {
                 live.push((path, record));
             } else {
                 tracing::info!(
@@ -416,6 +508,7 @@ impl ProcessProvider {
                 remove_record(&path);
             }
         }
+        self.resolve_provisionals(dir, &mut live);
         // The newest generation of each workspace first: it is the one tracked.
         live.sort_by(|(_, a), (_, b)| {
             (a.workspace, b.generation).cmp(&(b.workspace, a.generation))
@@ -449,6 +542,75 @@ impl ProcessProvider {
                         "a superseded instance process of a previous run still runs; stopping it"
                     );
                     tracked.request(GroupSignal::Terminate);
+                }
+            }
+        }
+    }
+
+    /// Resolves the provisional records of starts that a crash cut short (see the module
+    /// documentation): the child of each one of this boot is looked for by its nonce and, if
+    /// found, joins `live` with a full record of its own. Every provisional record is deleted,
+    /// unless it has to stand in for a full record that cannot be written.
+    fn resolve_provisionals(&self, dir: &Path, live: &mut Vec<(PathBuf, Record)>) {
+        let mut pending = Vec::new();
+        for (path, provisional) in read_provisionals(dir) {
+            if provisional.boot_id == self.boot_id {
+                pending.push((path, provisional));
+            } else {
+                tracing::info!(
+                    workspace = %provisional.workspace,
+                    generation = %provisional.generation,
+                    "a provisional process record is from an earlier boot; removing it"
+                );
+                remove_record(&path);
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let nonces: HashSet<&str> = pending.iter().map(|(_, p)| p.nonce.as_str()).collect();
+        let found = find_by_nonce(&nonces);
+        for (path, provisional) in pending {
+            let Some(identity) = found.get(&provisional.nonce).copied() else {
+                tracing::info!(
+                    workspace = %provisional.workspace,
+                    generation = %provisional.generation,
+                    "no process carries the nonce of a provisional record (its spawn never happened, or its process is gone); removing it"
+                );
+                remove_record(&path);
+                continue;
+            };
+            if live.iter().any(|(_, record)| record.identity == identity) {
+                // The crash came after the full record was written: that one names the child.
+                remove_record(&path);
+                continue;
+            }
+            let record = Record {
+                workspace: provisional.workspace,
+                generation: provisional.generation,
+                identity,
+                boot_id: self.boot_id.clone(),
+                started_at: provisional.started_at,
+            };
+            tracing::info!(
+                workspace = %record.workspace,
+                generation = %record.generation,
+                pid = identity.pid.as_raw(),
+                "found the process of a start that a crash cut short, by its nonce"
+            );
+            match write_record(dir, &record) {
+                Ok(full) => {
+                    remove_record(&path);
+                    live.push((full, record));
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        workspace = %record.workspace,
+                        pid = identity.pid.as_raw(),
+                        %error,
+                        "cannot write the record of a process found by its nonce; its provisional record stands in"
+                    );
+                    live.push((path, record));
                 }
             }
         }
@@ -496,11 +658,12 @@ impl Provider for ProcessProvider {
         ReadyWhen::Agent
     }
 
-    /// Flow: check the spec, open the log, spawn, record (durably, in the state directory),
-    /// hand the child to its supervisor. Errors: `AlreadyExists` if the workspace's child
-    /// runs; `InvalidSpec` for a missing or unrunnable program or a malformed environment;
-    /// `Engine` for I/O failures — a child that could not be recorded is killed, since the
-    /// next run would not know it.
+    /// Flow: check the spec, write the provisional record (durably, in the state directory),
+    /// open the log, spawn with the record's nonce, write the full record (durably), delete
+    /// the provisional one, hand the child to its supervisor. Errors: `AlreadyExists` if the
+    /// workspace's child runs; `InvalidSpec` for a missing or unrunnable program or a
+    /// malformed environment; `Engine` for I/O failures — nothing is spawned without a
+    /// provisional record, and a child whose full record could not be written is killed.
     async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError> {
         let id = spec.workspace_id;
         if self.closed.load(Ordering::Acquire) {
@@ -527,7 +690,7 @@ impl Provider for ProcessProvider {
         // `command` holds secret values from here on: it is never logged or formatted.
 
         // The slot stays locked from the check to the insert, so two starts cannot both spawn;
-        // nothing in between awaits (the record's fsyncs block this shard of the map for a
+        // nothing in between awaits (the records' fsyncs block this shard of the map for a
         // few milliseconds, no more).
         let slot = self.children.entry(id);
         if let Slot::Occupied(existing) = &slot {
@@ -536,22 +699,52 @@ impl Provider for ProcessProvider {
             }
             // A dead child is replaced; its supervisor finishes draining its group on its own.
         }
+        let started_at = SystemTime::now();
+        let provisional = match self.provisional(id, spec.generation, started_at)? {
+            Some((path, nonce)) => {
+                // Last: neither the env nor the secrets can choose it.
+                command.env(NONCE_VAR, nonce);
+                Some(path)
+            }
+            None => None,
+        };
+        // Until the spawn succeeds, a failure leaves no child: its provisional record goes.
+        let abandon = |error: ProviderError| {
+            if let Some(path) = &provisional {
+                remove_record(path);
+            }
+            error
+        };
         let log_path = self.log_path(id);
-        let log = open_log(&self.config.log_dir, &log_path, spec.generation)?;
-        let stderr = log
-            .try_clone()
-            .map_err(|e| ProviderError::Engine(format!("log file of workspace {id}: {e}")))?;
+        let log = open_log(&self.config.log_dir, &log_path, spec.generation).map_err(abandon)?;
+        let stderr = log.try_clone().map_err(|e| {
+            abandon(ProviderError::Engine(format!(
+                "log file of workspace {id}: {e}"
+            )))
+        })?;
         command.stdout(log).stderr(stderr);
 
-        let child = command.spawn().map_err(|e| spawn_error(&argv[0], &e))?;
+        let child = command
+            .spawn()
+            .map_err(|e| abandon(spawn_error(&argv[0], &e)))?;
         let pid = child
             .id()
             .ok_or_else(|| ProviderError::Engine("the started process has no pid".to_owned()))?;
         let group = i32::try_from(pid)
             .map(Pid::from_raw)
             .map_err(|_| ProviderError::Engine(format!("pid {pid} out of range")))?;
-        let started_at = SystemTime::now();
         let recorded = self.record(id, spec.generation, group, started_at);
+        let record = match &recorded {
+            Ok(full) => {
+                if let Some(path) = &provisional {
+                    remove_record(path);
+                }
+                full.clone()
+            }
+            // The child is killed below; until its group is gone, its provisional record
+            // names it (should the daemon crash before the kill lands).
+            Err(_) => provisional,
+        };
         let tracked = self.supervise(
             &Handle::current(),
             Instance {
@@ -559,7 +752,7 @@ impl Provider for ProcessProvider {
                 generation: spec.generation,
                 group,
                 started_at,
-                record: recorded.as_ref().ok().cloned().flatten(),
+                record,
                 leader: Leader::Child(child),
             },
         );
@@ -716,6 +909,8 @@ struct Record {
     workspace: WorkspaceId,
     generation: Generation,
     identity: Identity,
+    /// The boot it was written in: its pid and start time mean nothing in another.
+    boot_id: String,
     /// Wall-clock start, for inspection.
     started_at: SystemTime,
 }
@@ -730,31 +925,31 @@ impl Record {
     }
 
     fn to_text(&self) -> String {
-        let started_at_ms = self
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         format!(
-            "workspace={}\ngeneration={}\npid={}\nstarttime={}\nstarted_at_ms={started_at_ms}\n",
-            self.workspace, self.generation, self.identity.pid, self.identity.starttime
+            "workspace={}\ngeneration={}\npid={}\nstarttime={}\nboot_id={}\nstarted_at_ms={}\n",
+            self.workspace,
+            self.generation,
+            self.identity.pid,
+            self.identity.starttime,
+            self.boot_id,
+            millis_since_epoch(self.started_at)
         )
     }
 
     /// The record `text` holds: every key once, nothing else.
     fn parse(text: &str) -> Option<Self> {
-        let mut fields = HashMap::new();
-        for line in text.lines() {
-            let (key, value) = line.split_once('=')?;
-            if fields.insert(key, value).is_some() {
-                return None;
-            }
-        }
-        if fields.len() != 5 {
-            return None;
-        }
+        let fields = fields(
+            text,
+            &[
+                "workspace",
+                "generation",
+                "pid",
+                "starttime",
+                "boot_id",
+                "started_at_ms",
+            ],
+        )?;
         let pid: i32 = fields.get("pid")?.parse().ok()?;
-        let started_at_ms: u64 = fields.get("started_at_ms")?.parse().ok()?;
         Some(Self {
             workspace: fields.get("workspace")?.parse().ok()?,
             generation: Generation(fields.get("generation")?.parse().ok()?),
@@ -762,17 +957,134 @@ impl Record {
                 pid: Some(pid).filter(|pid| *pid > 0).map(Pid::from_raw)?,
                 starttime: fields.get("starttime")?.parse().ok()?,
             },
-            started_at: UNIX_EPOCH.checked_add(Duration::from_millis(started_at_ms))?,
+            boot_id: parse_boot_id(fields.get("boot_id")?)?,
+            started_at: parse_millis(fields.get("started_at_ms")?)?,
         })
     }
 }
 
+/// The record of a start, written before the spawn: the child is not known yet, only the
+/// nonce it will carry in its environment ([`NONCE_VAR`]). Stored as `key=value` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Provisional {
+    workspace: WorkspaceId,
+    generation: Generation,
+    /// 128 random bits, 32 lowercase hex digits.
+    nonce: String,
+    /// The boot it was written in: a process of another boot is never its child.
+    boot_id: String,
+    /// Wall-clock start, for inspection.
+    started_at: SystemTime,
+}
+
+impl Provisional {
+    fn to_text(&self) -> String {
+        format!(
+            "workspace={}\ngeneration={}\nnonce={}\nboot_id={}\nstarted_at_ms={}\n",
+            self.workspace,
+            self.generation,
+            self.nonce,
+            self.boot_id,
+            millis_since_epoch(self.started_at)
+        )
+    }
+
+    /// The provisional record `text` holds: every key once, nothing else.
+    fn parse(text: &str) -> Option<Self> {
+        let fields = fields(
+            text,
+            &[
+                "workspace",
+                "generation",
+                "nonce",
+                "boot_id",
+                "started_at_ms",
+            ],
+        )?;
+        let nonce = *fields.get("nonce")?;
+        let well_formed = nonce.len() == 32
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        Some(Self {
+            workspace: fields.get("workspace")?.parse().ok()?,
+            generation: Generation(fields.get("generation")?.parse().ok()?),
+            nonce: Some(nonce.to_owned()).filter(|_| well_formed)?,
+            boot_id: parse_boot_id(fields.get("boot_id")?)?,
+            started_at: parse_millis(fields.get("started_at_ms")?)?,
+        })
+    }
+}
+
+/// The `key=value` lines of `text`, if each of `keys` is there once and nothing else is.
+fn fields<'a>(text: &'a str, keys: &[&str]) -> Option<HashMap<&'a str, &'a str>> {
+    let mut fields = HashMap::new();
+    for line in text.lines() {
+        let (key, value) = line.split_once('=')?;
+        if !keys.contains(&key) || fields.insert(key, value).is_some() {
+            return None;
+        }
+    }
+    (fields.len() == keys.len()).then_some(fields)
+}
+
+fn millis_since_epoch(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+fn parse_millis(text: &str) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(text.parse().ok()?))
+}
+
+/// A boot id as Linux writes it (a UUID); anything else is refused.
+fn parse_boot_id(text: &str) -> Option<String> {
+    let well_formed = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    well_formed.then(|| text.to_owned())
+}
+
+/// The id of the current boot, if `/proc` tells it.
+fn read_boot_id() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID_PATH)
+        .ok()
+        .and_then(|text| parse_boot_id(text.trim()))
+}
+
+/// `BYTES` random bytes from the operating system's generator, as lowercase hex.
+fn random_hex<const BYTES: usize>() -> io::Result<String> {
+    let mut bytes = [0u8; BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Writes `record` into `dir` (`0700` where new) atomically and durably; returns its path.
 fn write_record(dir: &Path, record: &Record) -> io::Result<PathBuf> {
+    write_durably(dir, &record.file_name(), &record.to_text())
+}
+
+/// Writes `provisional` into `dir` as [`write_record`] does, under a name of its own
+/// (`<workspace>.<generation>.<64 random bits>.pending`); returns its path.
+fn write_provisional(dir: &Path, provisional: &Provisional) -> io::Result<PathBuf> {
+    let name = format!(
+        "{}.{}.{}.pending",
+        provisional.workspace,
+        provisional.generation,
+        random_hex::<8>()?
+    );
+    write_durably(dir, &name, &provisional.to_text())
+}
+
+/// Puts `text` at `dir/name` (`dir` `0700` where new) atomically and durably.
+fn write_durably(dir: &Path, name: &str, text: &str) -> io::Result<PathBuf> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let path = dir.join(record.file_name());
-    let temporary = dir.join(format!("{}.tmp", record.file_name()));
-    replace_durably(dir, &temporary, &path, record.to_text().as_bytes()).inspect_err(|_| {
+    let path = dir.join(name);
+    let temporary = dir.join(format!("{name}.tmp"));
+    replace_durably(dir, &temporary, &path, text.as_bytes()).inspect_err(|_| {
         let _ = std::fs::remove_file(&temporary);
     })?;
     Ok(path)
@@ -799,6 +1111,18 @@ fn replace_durably(dir: &Path, temporary: &Path, path: &Path, contents: &[u8]) -
 /// names it, is adopted like any other. A file that does not hold a record is deleted; any
 /// other file is left alone.
 fn read_records(dir: &Path) -> Vec<(PathBuf, Record)> {
+    read_entries(dir, "record", Record::parse)
+}
+
+/// Every provisional record in `dir`, with its path, as [`read_records`] reads records (a
+/// temporary file of an interrupted write is resolved too: no process carries its nonce).
+fn read_provisionals(dir: &Path) -> Vec<(PathBuf, Provisional)> {
+    read_entries(dir, "pending", Provisional::parse)
+}
+
+/// The files of `dir` named `*.<kind>` or `*.<kind>.tmp` that `parse` accepts, with their
+/// paths; the ones it refuses are deleted.
+fn read_entries<T>(dir: &Path, kind: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<(PathBuf, T)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Vec::new(),
@@ -807,17 +1131,18 @@ fn read_records(dir: &Path) -> Vec<(PathBuf, Record)> {
             return Vec::new();
         }
     };
-    let mut records = Vec::new();
+    let (suffix, temporary) = (format!(".{kind}"), format!(".{kind}.tmp"));
+    let mut found = Vec::new();
     for path in entries.flatten().map(|entry| entry.path()) {
-        let is_record = path
+        let is_ours = path
             .file_name()
             .and_then(|name| name.to_str())
-            .is_some_and(|name| name.ends_with(".record") || name.ends_with(".record.tmp"));
-        if !is_record {
+            .is_some_and(|name| name.ends_with(&suffix) || name.ends_with(&temporary));
+        if !is_ours {
             continue;
         }
-        match std::fs::read_to_string(&path).map(|text| Record::parse(&text)) {
-            Ok(Some(record)) => records.push((path, record)),
+        match std::fs::read_to_string(&path).map(|text| parse(&text)) {
+            Ok(Some(entry)) => found.push((path, entry)),
             Ok(None) => {
                 tracing::warn!(path = %path.display(), "removing a malformed process record");
                 remove_record(&path);
@@ -827,7 +1152,64 @@ fn read_records(dir: &Path) -> Vec<(PathBuf, Record)> {
             }
         }
     }
-    records
+    found
+}
+
+/// For each of `nonces`, the process that is the child of the start with that nonce, if one
+/// runs: see the module documentation for what qualifies, and which of several is chosen.
+fn find_by_nonce(nonces: &HashSet<&str>) -> HashMap<String, Identity> {
+    let mut found: HashMap<String, Identity> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+            .map(Pid::from_raw)
+        else {
+            continue;
+        };
+        let Some(stat) = read_stat(pid) else {
+            continue;
+        };
+        let identity = Identity {
+            pid,
+            starttime: stat.starttime,
+        };
+        // A session leader called setsid itself: never the child, which only got setpgid.
+        if stat.session == pid.as_raw() || !identity.adoptable() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let Some(nonce) = nonce_in(&environ).filter(|nonce| nonces.contains(nonce)) else {
+            continue;
+        };
+        // Still the process whose environment was read.
+        if !identity.leads_live_group() {
+            continue;
+        }
+        let earliest = found.entry(nonce.to_owned()).or_insert(identity);
+        if (identity.starttime, pid.as_raw()) < (earliest.starttime, earliest.pid.as_raw()) {
+            *earliest = identity;
+        }
+    }
+    found
+}
+
+/// The value of [`NONCE_VAR`] in the text of `/proc/<pid>/environ` (`NAME=value` entries,
+/// each ended by a NUL byte).
+fn nonce_in(environ: &[u8]) -> Option<&str> {
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry
+            .strip_prefix(NONCE_VAR.as_bytes())?
+            .strip_prefix(b"=")?;
+        std::str::from_utf8(value).ok()
+    })
 }
 
 /// Deletes a record; one already gone is fine, any other failure is only logged (at worst,
@@ -1072,6 +1454,8 @@ fn group_has_live_member(group: i32) -> bool {
 struct Stat {
     state: char,
     pgrp: i32,
+    /// The session id: the pid of a process that called `setsid`.
+    session: i32,
     /// Start time in clock ticks after boot: with the pid, the identity of a process.
     starttime: u64,
 }
@@ -1090,17 +1474,20 @@ fn read_stat(pid: Pid) -> Option<Stat> {
         .and_then(|stat| parse_stat(&stat))
 }
 
-/// Fields 3 (state), 5 (pgrp) and 22 (starttime) of the text of `/proc/<pid>/stat`:
-/// `pid (comm) state ppid pgrp …`, where `comm` may hold spaces and parentheses.
+/// Fields 3 (state), 5 (pgrp), 6 (session) and 22 (starttime) of the text of
+/// `/proc/<pid>/stat`: `pid (comm) state ppid pgrp session …`, where `comm` may hold spaces
+/// and parentheses.
 fn parse_stat(stat: &str) -> Option<Stat> {
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = fields.next()?.chars().next()?;
     let pgrp = fields.nth(1)?.parse().ok()?;
-    // Fields 6 to 21 lie between the group and the start time.
-    let starttime = fields.nth(16)?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    // Fields 7 to 21 lie between the session and the start time.
+    let starttime = fields.nth(15)?.parse().ok()?;
     Some(Stat {
         state,
         pgrp,
+        session,
         starttime,
     })
 }
@@ -1117,6 +1504,7 @@ mod tests {
         let sleep = Stat {
             state: 'S',
             pgrp: 19092,
+            session: 10367,
             starttime: 262_173,
         };
         assert_eq!(parse_stat(SLEEP), Some(sleep));
@@ -1152,6 +1540,20 @@ mod tests {
                 pid: Pid::from_raw(4321),
                 starttime: 98_765,
             },
+            boot_id: BOOT_ID.to_owned(),
+            started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    const BOOT_ID: &str = "5b9c7e0a-2d1f-4c3b-9a8e-7f6d5c4b3a21";
+
+    /// A provisional record of a fresh workspace's generation 7.
+    fn provisional() -> Provisional {
+        Provisional {
+            workspace: WorkspaceId::from(uuid::Uuid::new_v4()),
+            generation: Generation(7),
+            nonce: "0123456789abcdef0123456789abcdef".to_owned(),
+            boot_id: BOOT_ID.to_owned(),
             started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         }
     }
@@ -1176,6 +1578,84 @@ mod tests {
         );
         assert_eq!(Record::parse(&format!("{text}extra=1\n")), None);
         assert_eq!(Record::parse(&text[..text.len() / 2]), None, "cut short");
+        let without_boot = text.replace(&format!("boot_id={BOOT_ID}\n"), "");
+        assert_eq!(Record::parse(&without_boot), None, "a boot id is required");
+        assert_eq!(Record::parse(&text.replace(BOOT_ID, "not a boot id")), None);
+    }
+
+    #[test]
+    fn provisional_records_read_back_as_written_and_anything_else_is_refused() {
+        let provisional = provisional();
+        let text = provisional.to_text();
+        assert!(text.contains("nonce=0123456789abcdef0123456789abcdef\n"));
+        assert_eq!(Provisional::parse(&text), Some(provisional.clone()));
+
+        let nonce = &provisional.nonce;
+        for bad in [
+            "",
+            "0123456789abcdef",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
+            assert_eq!(
+                Provisional::parse(&text.replace(nonce, bad)),
+                None,
+                "nonce {bad:?}"
+            );
+        }
+        let without_boot = text.replace(&format!("boot_id={BOOT_ID}\n"), "");
+        assert_eq!(Provisional::parse(&without_boot), None);
+        assert_eq!(Provisional::parse(&format!("{text}pid=1\n")), None);
+        assert_eq!(
+            Provisional::parse(&record().to_text()),
+            None,
+            "a full record"
+        );
+        assert_eq!(Record::parse(&text), None, "not a full record");
+    }
+
+    #[test]
+    fn provisional_records_get_names_of_their_own() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let provisional = provisional();
+        let first = write_provisional(dir.path(), &provisional).expect("written");
+        let second = write_provisional(dir.path(), &provisional).expect("written again");
+        assert_ne!(first, second);
+        let name = first.file_name().and_then(|n| n.to_str()).expect("a name");
+        let prefix = format!("{}.7.", provisional.workspace);
+        let tag = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".pending"))
+            .expect("<workspace>.<generation>.<tag>.pending");
+        assert!(tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!name.contains(&provisional.nonce), "the nonce stays inside");
+        let mut read = read_provisionals(dir.path());
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = vec![(first, provisional.clone()), (second, provisional)];
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, expected);
+        assert!(read_records(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn the_nonce_is_found_in_an_environment_only_under_its_own_name() {
+        let nonce = "0123456789abcdef0123456789abcdef";
+        let environ = format!("PATH=/bin\0STEWARD_PROCESS_NONCE={nonce}\0FOO=bar\0");
+        assert_eq!(nonce_in(environ.as_bytes()), Some(nonce));
+        assert_eq!(nonce_in(b"PATH=/bin\0FOO=STEWARD_PROCESS_NONCE=x\0"), None);
+        assert_eq!(nonce_in(b"STEWARD_PROCESS_NONCE_X=abc\0"), None);
+        assert_eq!(nonce_in(b"XSTEWARD_PROCESS_NONCE=abc\0"), None);
+        assert_eq!(nonce_in(b""), None);
+        let a = random_hex::<16>().expect("random");
+        assert!(a.len() == 32 && a != random_hex::<16>().expect("random"));
+    }
+
+    #[test]
+    fn the_boot_id_is_read_from_proc() {
+        let id = read_boot_id().expect("a boot id on Linux");
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(read_boot_id(), Some(id));
     }
 
     #[test]

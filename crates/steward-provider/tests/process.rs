@@ -106,14 +106,45 @@ impl Fixture {
         names
     }
 
-    /// Writes a record as a previous run would have.
+    /// Writes a record as a previous run of this boot would have.
     fn write_record(&self, id: WorkspaceId, generation: u64, pid: u32, starttime: u64) -> String {
+        self.write_record_of(&boot_id(), id, generation, pid, starttime)
+    }
+
+    /// Writes a record as a previous run would have, in the boot `boot`.
+    fn write_record_of(
+        &self,
+        boot: &str,
+        id: WorkspaceId,
+        generation: u64,
+        pid: u32,
+        starttime: u64,
+    ) -> String {
         std::fs::create_dir_all(self.state_dir()).expect("state dir");
         let name = format!("{id}.{generation}.{pid}.record");
         let text = format!(
-            "workspace={id}\ngeneration={generation}\npid={pid}\nstarttime={starttime}\nstarted_at_ms=0\n"
+            "workspace={id}\ngeneration={generation}\npid={pid}\nstarttime={starttime}\nboot_id={boot}\nstarted_at_ms=0\n"
         );
         std::fs::write(self.state_dir().join(&name), text).expect("record written");
+        name
+    }
+
+    /// Writes a provisional record as a start in the boot `boot` would have before its spawn,
+    /// in the documented format; `tag` makes the name unique (16 hex digits).
+    fn write_provisional(
+        &self,
+        boot: &str,
+        id: WorkspaceId,
+        generation: u64,
+        nonce: &str,
+        tag: &str,
+    ) -> String {
+        std::fs::create_dir_all(self.state_dir()).expect("state dir");
+        let name = format!("{id}.{generation}.{tag}.pending");
+        let text = format!(
+            "workspace={id}\ngeneration={generation}\nnonce={nonce}\nboot_id={boot}\nstarted_at_ms=0\n"
+        );
+        std::fs::write(self.state_dir().join(&name), text).expect("provisional record written");
         name
     }
 
@@ -217,6 +248,17 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Asserts that `condition` holds throughout `window`: for what must *not* happen (a signal
+/// nobody should send), where no event marks the moment it would have.
+async fn holds_throughout(what: &str, window: Duration, mut condition: impl FnMut() -> bool) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        assert!(condition(), "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(condition(), "{what} stopped holding");
+}
+
 /// `(state, pgrp)` of a process, from `/proc/<pid>/stat`.
 fn stat(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -249,6 +291,60 @@ fn starttime(pid: u32) -> u64 {
         .nth(19)
         .and_then(|t| t.parse().ok())
         .expect("starttime")
+}
+
+/// The id of the current boot.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot id")
+        .trim()
+        .to_owned()
+}
+
+/// Another boot's id.
+const EARLIER_BOOT: &str = "00000000-1111-2222-3333-444444444444";
+
+/// A fresh nonce in the provider's format: 128 bits, 32 lowercase hex digits.
+fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The value of `STEWARD_PROCESS_NONCE` in the environment of `pid`.
+fn nonce_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(b"STEWARD_PROCESS_NONCE=")?;
+        String::from_utf8(value.to_vec()).ok()
+    })
+}
+
+/// Session id of a process (`/proc/<pid>/stat`, field 6).
+fn session(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// `sleep 30` with `nonce` in its environment, in a process group of its own (as the provider
+/// starts its children) or, with `own_group` false, in the test's group.
+fn sleeper(nonce: &str, own_group: bool) -> std::process::Child {
+    let mut command = std::process::Command::new("sleep");
+    command
+        .arg("30")
+        .env("STEWARD_PROCESS_NONCE", nonce)
+        .stdin(std::process::Stdio::null());
+    if own_group {
+        command.process_group(0);
+    }
+    command.spawn().expect("sleep")
+}
+
+/// Whether a child of the test still runs (not reaped, not a zombie).
+fn still_running(child: &mut std::process::Child) -> bool {
+    matches!(child.try_wait(), Ok(None)) && runs(child.id())
 }
 
 /// SIGKILL to one process, from outside the provider.
@@ -340,9 +436,11 @@ async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
     let log = std::fs::metadata(f.provider.log_path(id)).expect("log file");
     assert_eq!(log.permissions().mode() & 0o777, 0o600);
 
-    // The whole environment, without a shell adding its own variables.
+    // The whole environment, without a shell adding its own variables. The nonce of the
+    // start is the provider's: a spec cannot choose it.
     let spec = Spec::new(&["env"])
         .env("FOO", "bar")
+        .env("STEWARD_PROCESS_NONCE", "chosen-by-the-spec")
         .secret("SECRET", "canary-3f9a");
     let id = spec.id();
     f.provider.start(&spec.0).await.expect("start env");
@@ -354,10 +452,42 @@ async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
         .collect();
     assert_eq!(
         names,
-        HashSet::from(["PATH", "FOO", "SECRET"]),
+        HashSet::from(["PATH", "FOO", "SECRET", "STEWARD_PROCESS_NONCE"]),
         "{output:?}"
     );
     assert!(output.contains(&"SECRET=canary-3f9a".to_owned()));
+    let nonce = output
+        .iter()
+        .find_map(|line| line.strip_prefix("STEWARD_PROCESS_NONCE="))
+        .expect("the nonce");
+    assert!(
+        nonce.len() == 32
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "128 random bits in lowercase hex, not the spec's value: {nonce}"
+    );
+
+    // Without a state directory nothing is recorded, and there is no nonce either.
+    let bare = ProcessProvider::new(
+        "process",
+        ProcessConfig {
+            state_dir: PathBuf::new(),
+            ..f.provider.config().clone()
+        },
+    );
+    let spec = Spec::new(&["env"]);
+    bare.start(&spec.0).await.expect("start env");
+    let deadline = Instant::now() + BOUND;
+    while bare.liveness(spec.id()).await.expect("liveness") != Liveness::Dead(Generation(1)) {
+        assert!(Instant::now() < deadline, "env never exited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let output = f.output(spec.id());
+    assert!(
+        output.iter().all(|line| line.starts_with("PATH=")),
+        "{output:?}"
+    );
 }
 
 #[tokio::test]
@@ -497,6 +627,10 @@ async fn a_missing_program_is_a_clear_error_and_leaves_nothing() {
         f.provider.start(&Spec::new(&[path]).0).await,
         Err(ProviderError::InvalidSpec(m)) if m.contains("permission denied")
     ));
+    assert!(
+        f.records().is_empty(),
+        "a failed spawn deletes its provisional record"
+    );
 }
 
 #[tokio::test]
@@ -610,7 +744,7 @@ async fn with_leave_running_shutdown_leaves_the_children_alone() {
 }
 
 #[tokio::test]
-async fn a_child_that_cannot_be_recorded_is_killed_and_the_start_fails() {
+async fn a_start_that_cannot_be_recorded_fails_without_spawning_anything() {
     let mut f = Fixture::new();
     let blocker = f.dir.path().join("not-a-directory");
     std::fs::write(&blocker, "").expect("a file where the state directory should be");
@@ -628,10 +762,11 @@ async fn a_child_that_cannot_be_recorded_is_killed_and_the_start_fails() {
         Err(ProviderError::Engine(m)) if m.contains("recording")
     ));
     assert_eq!(f.liveness(id).await, Liveness::Absent);
-    eventually("the unrecorded child to be killed", || {
-        f.log(id).contains("exited (signal: 9")
-    })
-    .await;
+    assert!(
+        f.log(id).is_empty(),
+        "the provisional record comes before the log and the spawn: {}",
+        f.log(id)
+    );
 }
 
 #[tokio::test]
@@ -879,4 +1014,216 @@ async fn after_a_shutdown_with_leave_running_the_next_run_adopts_the_children() 
         assert!(!runs(*pid));
     }
     assert!(f.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_child_whose_start_a_crash_cut_short_is_found_by_its_nonce_and_adopted() {
+    let mut f = Fixture::new();
+    let spec = Spec::sh("sleep 30 & wait").generation(3);
+    let id = spec.id();
+    let pid = f.previous_run(&[&spec], End::Crash)[0];
+    let record = format!("{id}.3.{pid}.record");
+    assert_eq!(
+        f.records(),
+        [record.as_str()],
+        "the provisional record went once the full one was durable"
+    );
+    eventually("the background sleep", || group_members(pid).len() == 2).await;
+    let nonce = nonce_of(pid).expect("the child carries its start's nonce");
+    let descendant = group_members(pid)
+        .into_iter()
+        .find(|p| *p != pid)
+        .expect("a descendant");
+    assert_eq!(
+        nonce_of(descendant).as_deref(),
+        Some(nonce.as_str()),
+        "inherited, but no group leader"
+    );
+
+    // A crash after the full record, before the provisional one was deleted: both name the
+    // child, which is adopted once.
+    let pending = f.write_provisional(&boot_id(), id, 3, &nonce, "00000000000000a1");
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(3)))]);
+    assert_eq!(f.pid(id), pid);
+    assert_eq!(
+        f.records(),
+        [record.as_str()],
+        "the provisional record is gone"
+    );
+    // Adopted once: a second adoption would stop it as a superseded instance. Five looks of
+    // its supervisor (every 100 ms) give such a stop time to show.
+    holds_throughout(
+        "the adopted child running",
+        Duration::from_millis(500),
+        || runs(pid) && runs(descendant),
+    )
+    .await;
+
+    // A crash between the spawn and the full record: only the provisional record is left.
+    std::fs::remove_file(f.state_dir().join(&record)).expect("remove the full record");
+    assert_ne!(
+        f.write_provisional(&boot_id(), id, 3, &nonce, "00000000000000a2"),
+        pending
+    );
+    f.restart();
+    assert_eq!(
+        f.listed().await,
+        [(id, Liveness::Alive(Generation(3)))],
+        "adopted before anything asks"
+    );
+    assert_eq!(f.pid(id), pid);
+    assert_eq!(
+        f.records(),
+        [record.as_str()],
+        "its full record replaces the provisional one"
+    );
+
+    // The run after that knows it by that record.
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(3)))]);
+    assert_eq!(f.pid(id), pid);
+
+    f.provider.stop(id).await.expect("stop");
+    assert!(!runs(pid) && group_members(pid).is_empty());
+    assert!(!runs(descendant));
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+    eventually("every record to be gone", || f.records().is_empty()).await;
+    f.restart();
+    assert!(f.listed().await.is_empty(), "nothing left to adopt");
+}
+
+#[tokio::test]
+async fn provisional_records_without_their_child_are_deleted_and_nothing_is_adopted() {
+    let mut f = Fixture::new();
+    let workspace = || WorkspaceId::from(uuid::Uuid::new_v4());
+    let boot = boot_id();
+    // A start that never spawned: nobody carries its nonce.
+    f.write_provisional(&boot, workspace(), 1, &nonce(), "00000000000000b1");
+    // A group leader that carries another nonce.
+    let mut other = sleeper(&nonce(), true);
+    f.write_provisional(&boot, workspace(), 1, &nonce(), "00000000000000b2");
+    // The right nonce, but no group leader (it is in the test's group).
+    let member_nonce = nonce();
+    let mut member = sleeper(&member_nonce, false);
+    f.write_provisional(&boot, workspace(), 1, &member_nonce, "00000000000000b3");
+    // The right nonce on a group leader that started a session of its own, as a program that
+    // daemonizes does: not the child, which never calls setsid.
+    let daemon_nonce = nonce();
+    let mut daemonized = std::process::Command::new("setsid")
+        .args(["sleep", "30"])
+        .env("STEWARD_PROCESS_NONCE", &daemon_nonce)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("setsid");
+    f.write_provisional(&boot, workspace(), 1, &daemon_nonce, "00000000000000b4");
+    eventually("the session of its own", || {
+        session(daemonized.id()) == Some(daemonized.id())
+    })
+    .await;
+    // Malformed: a nonce too short to be one of ours.
+    let short = f.write_provisional(&boot, workspace(), 1, "abc", "00000000000000b5");
+    assert_eq!(f.records().len(), 5, "{short}");
+
+    f.restart();
+    assert!(f.listed().await.is_empty(), "none of them is adopted");
+    assert!(
+        f.records().is_empty(),
+        "every provisional record is deleted"
+    );
+    f.provider.shutdown().await;
+    for child in [&mut other, &mut member, &mut daemonized] {
+        assert!(still_running(child), "nobody got a signal");
+        child.kill().expect("clean up");
+        child.wait().expect("reaped");
+    }
+}
+
+#[tokio::test]
+async fn records_of_an_earlier_boot_are_deleted_and_their_processes_never_signaled() {
+    let mut f = Fixture::new();
+    let workspace = || WorkspaceId::from(uuid::Uuid::new_v4());
+    // Leaders whose pid and start time a record of an earlier boot happens to match.
+    let mut recorded = sleeper(&nonce(), true);
+    let stale = f.write_record_of(
+        EARLIER_BOOT,
+        workspace(),
+        1,
+        recorded.id(),
+        starttime(recorded.id()),
+    );
+    let stale_nonce = nonce();
+    let mut carrier = sleeper(&stale_nonce, true);
+    f.write_provisional(
+        EARLIER_BOOT,
+        workspace(),
+        1,
+        &stale_nonce,
+        "00000000000000c1",
+    );
+    assert_eq!(f.records().len(), 2, "{stale}");
+
+    f.restart();
+    assert!(f.listed().await.is_empty(), "none of them is adopted");
+    assert!(
+        f.records().is_empty(),
+        "records of another boot are deleted"
+    );
+    f.provider.shutdown().await;
+    assert!(
+        still_running(&mut recorded) && still_running(&mut carrier),
+        "nobody got a signal"
+    );
+
+    // The same processes, recorded in this boot, are adopted: the boot id alone told the
+    // records apart.
+    let (by_record, by_nonce) = (workspace(), workspace());
+    f.write_record(by_record, 2, recorded.id(), starttime(recorded.id()));
+    f.write_provisional(&boot_id(), by_nonce, 4, &stale_nonce, "00000000000000c2");
+    f.restart();
+    let mut expected = vec![
+        (by_record, Liveness::Alive(Generation(2))),
+        (by_nonce, Liveness::Alive(Generation(4))),
+    ];
+    expected.sort_unstable_by_key(|(id, _)| *id);
+    assert_eq!(f.listed().await, expected);
+    assert_eq!(f.pid(by_nonce), carrier.id());
+    f.provider.shutdown().await;
+    for child in [&mut recorded, &mut carrier] {
+        let status = child.wait().expect("reaped");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15),
+            "SIGTERM from the adopter"
+        );
+    }
+    assert!(f.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_child_found_by_its_nonce_keeps_its_provisional_record_if_no_full_one_can_be_written() {
+    let mut f = Fixture::new();
+    let id = WorkspaceId::from(uuid::Uuid::new_v4());
+    let nonce = nonce();
+    let mut child = sleeper(&nonce, true);
+    let pending = f.write_provisional(&boot_id(), id, 2, &nonce, "00000000000000d1");
+    // A directory where its full record would go: that write fails.
+    let blocker = format!("{id}.2.{}.record", child.id());
+    std::fs::create_dir(f.state_dir().join(&blocker)).expect("blocker");
+
+    f.restart();
+    assert_eq!(f.listed().await, [(id, Liveness::Alive(Generation(2)))]);
+    assert_eq!(f.pid(id), child.id());
+    let mut expected = vec![blocker.clone(), pending];
+    expected.sort_unstable();
+    assert_eq!(f.records(), expected, "the provisional record stands in");
+
+    f.provider.stop(id).await.expect("stop");
+    let status = child.wait().expect("reaped");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15),
+        "SIGTERM from the adopter"
+    );
+    assert_eq!(f.records(), [blocker], "it went with the child");
 }
