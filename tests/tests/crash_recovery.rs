@@ -70,8 +70,10 @@ leave_running = true
 [restart]
 settle_window = "0s"
 boot_timeout = "30s"
+# No probe round during a test: an orphan must be gone after the boot survey alone.
+debounce_window = "3h"
 [health]
-interval = "500ms"
+interval = "1h"
 agent_heartbeat_interval = "200ms"
 heartbeat_timeout = "20s"
 [backoff]
@@ -89,6 +91,26 @@ max_failures = 50
             Backend::Process => json!({ "name": name, "secrets": { "S": "v0" } }),
             Backend::Docker(_) => {
                 json!({ "name": name, "image": IMAGE, "secrets": { "S": "v0" } })
+            }
+        }
+    }
+
+    /// Instances of workspace `id` on this backend, stopped ones included.
+    fn any(&self, id: &str) -> usize {
+        match self {
+            Backend::Process => instance_processes(id).len(),
+            Backend::Docker(owner) => {
+                let workspace = format!("label=io.steward.workspace={id}");
+                steward_tests::docker::docker(&[
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &owner.filter(),
+                    "--filter",
+                    &workspace,
+                ])
+                .lines()
+                .count()
             }
         }
     }
@@ -155,12 +177,16 @@ max_failures = 50
                     .nth(19)
                     .expect("starttime")
                     .to_owned();
+                let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .expect("boot id")
+                    .trim()
+                    .to_owned();
                 let dir = data_dir.join("process");
                 std::fs::create_dir_all(&dir).expect("state dir");
                 std::fs::write(
                     dir.join(format!("{id}.1.{pid}.record")),
                     format!(
-                        "workspace={id}\ngeneration=1\npid={pid}\nstarttime={starttime}\nstarted_at_ms=0\n"
+                        "workspace={id}\ngeneration=1\npid={pid}\nstarttime={starttime}\nboot_id={boot_id}\nstarted_at_ms=0\n"
                     ),
                 )
                 .expect("write the orphan's record");
@@ -207,10 +233,16 @@ impl Drop for Leftovers {
     }
 }
 
-/// The three workspaces of a kill-point scenario.
+/// The workspaces of a kill-point scenario.
 struct Cast {
     /// Restarted (secret write) or stopped to reach a cycle's kill points.
     main: String,
+    /// Starts on `sim` and is switched to the backend at the same time as `mover` (switch
+    /// kill points only: `sim` instances die with the daemon, so its boot recovery runs a
+    /// cycle, which would reach the cycle kill points).
+    arriver: Option<String>,
+    /// Stopped, then switched to `sim` to reach the release kill points.
+    rester: String,
     /// Switched from the backend to `sim` to reach a switch's kill points. (Everything starts
     /// on the backend: `sim` instances die with the daemon, and their recovery cycles would
     /// reach the cycle kill points at boot.)
@@ -264,16 +296,31 @@ async fn instances(backend: &Backend, id: &str, expected: usize) {
 /// Starts the set-up daemon, creates the cast, lets it settle, and stops the daemon
 /// gracefully (the instances stay: `leave_running`, containers). Returns the data dir and
 /// the port the next daemons must use.
-async fn set_up(backend: &Backend) -> (Arc<TempDir>, SocketAddr, Cast) {
+async fn set_up(backend: &Backend, point: &str) -> (Arc<TempDir>, SocketAddr, Cast) {
     let config = backend.config();
     let mut daemon = Daemon::start(&config).await;
     let api = daemon.client();
     let main = id_of(&api.create(&backend.body("main")).await);
     let doomed = id_of(&api.create(&backend.body("doomed")).await);
     let mover = id_of(&api.create(&backend.body("mover")).await);
-    for id in [&main, &doomed, &mover] {
+    let rester = id_of(&api.create(&backend.body("rester")).await);
+    let arriver = if point.starts_with("switch.") && !point.starts_with("switch.release") {
+        let mut body = backend.body("arriver");
+        body["provider"] = json!("sim");
+        Some(id_of(&api.create(&body).await))
+    } else {
+        None
+    };
+    for id in [&main, &doomed, &mover, &rester]
+        .into_iter()
+        .chain(arriver.as_ref())
+    {
         running(&api, id).await;
     }
+    api.post_empty(&format!("/v1/workspaces/{rester}/stop"))
+        .await
+        .expect(202);
+    api.wait_phase_within(&rester, "stopped", WAIT).await;
     let dir = daemon.dir();
     let addr = daemon.addr();
     daemon.stop_gracefully().await;
@@ -282,6 +329,8 @@ async fn set_up(backend: &Backend) -> (Arc<TempDir>, SocketAddr, Cast) {
         addr,
         Cast {
             main,
+            arriver,
+            rester,
             mover,
             doomed,
         },
@@ -291,12 +340,15 @@ async fn set_up(backend: &Backend) -> (Arc<TempDir>, SocketAddr, Cast) {
 /// Kills a daemon at `point` while it serves the intent that reaches it, restarts it, and
 /// checks every guarantee.
 async fn killed_at(backend: Backend, point: &str) {
-    let (dir, addr, cast) = set_up(&backend).await;
-    let _leftovers = Leftovers(vec![
+    let (dir, addr, cast) = set_up(&backend, point).await;
+    let mut everyone = vec![
         cast.main.clone(),
         cast.mover.clone(),
         cast.doomed.clone(),
-    ]);
+        cast.rester.clone(),
+    ];
+    everyone.extend(cast.arriver.clone());
+    let _leftovers = Leftovers(everyone.clone());
     let config = backend.config();
     let armed = format!("{point}=return");
     let mut doomed_daemon =
@@ -311,31 +363,48 @@ async fn killed_at(backend: Backend, point: &str) {
 
     // The intent that reaches the kill point. Its answer may or may not arrive: every kill
     // point lies after the commit that decided the step, so it counts as acknowledged.
-    let (path, body) = if point.starts_with("switch.") {
-        (
-            format!("/v1/workspaces/{}/switch-provider", cast.mover),
-            Some(json!({ "provider": "sim" })),
+    let switch = |id: &str, to: &str| {
+        api.request(
+            reqwest::Method::POST,
+            &format!("/v1/workspaces/{id}/switch-provider"),
         )
+        .json(&json!({ "provider": to }))
+        .send()
+    };
+    if point.starts_with("switch.release") {
+        let _ = switch(&cast.rester, "sim").await;
+    } else if point.starts_with("switch.") {
+        let arriver = cast.arriver.as_deref().expect("an arriver");
+        let _ = tokio::join!(
+            switch(&cast.mover, "sim"),
+            switch(arriver, backend.provider())
+        );
     } else if point.starts_with("cycle.stop.") {
-        (format!("/v1/workspaces/{}/stop", cast.main), None)
+        let _ = api
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/workspaces/{}/stop", cast.main),
+            )
+            .send()
+            .await;
     } else if point.starts_with("cycle.remove.") {
-        (format!("/v1/workspaces/{}", cast.doomed), None)
+        let _ = api
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1/workspaces/{}", cast.doomed),
+            )
+            .send()
+            .await;
     } else {
-        (
-            format!("/v1/workspaces/{}/secrets/S", cast.main),
-            Some(json!({ "value": "v1" })),
-        )
-    };
-    let method = match (point.starts_with("cycle.remove."), &body) {
-        (true, _) => reqwest::Method::DELETE,
-        (false, Some(_)) if path.ends_with("/S") => reqwest::Method::PUT,
-        _ => reqwest::Method::POST,
-    };
-    let mut request = api.request(method, &path);
-    if let Some(body) = &body {
-        request = request.json(body);
+        let _ = api
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v1/workspaces/{}/secrets/S", cast.main),
+            )
+            .json(&json!({ "value": "v1" }))
+            .send()
+            .await;
     }
-    let _ = request.send().await;
     let status = doomed_daemon.wait_exit(WAIT).await;
     assert_eq!(
         status.signal(),
@@ -368,23 +437,56 @@ async fn killed_at(backend: Backend, point: &str) {
             "the committed secret reached the instance"
         );
     }
-    // mover: on sim if switched (claimed before the kill), its old instance gone; else
-    // untouched on the backend.
-    let mover = running(&api, &cast.mover).await;
-    if point.starts_with("switch.") {
-        assert_eq!(mover["provider"], "sim", "{mover}");
-        instances(&backend, &cast.mover, 0).await;
-        let events = api.events(&cast.mover).await;
-        assert_eq!(
-            of_type(&events, "switch_completed").len(),
-            1,
-            "{}",
-            summarize(&events)
-        );
-    } else {
-        assert_eq!(mover["provider"], backend.provider());
-        instances(&backend, &cast.mover, 1).await;
+    // mover and arriver: switched if their switch was claimed before the kill (then it
+    // completed), else untouched; never an instance left behind on the provider left.
+    let movers = [(Some(cast.mover.clone()), backend.provider(), "sim")];
+    let arriver = [(cast.arriver.clone(), "sim", backend.provider())];
+    for (id, from, to) in movers.into_iter().chain(arriver) {
+        let Some(id) = id else { continue };
+        let doc = running(&api, &id).await;
+        let events = api.events(&id).await;
+        let claimed = !of_type(&events, "switch_started").is_empty();
+        let expected = if claimed { to } else { from };
+        assert_eq!(doc["provider"], expected, "{doc} / {}", summarize(&events));
+        if claimed {
+            assert_eq!(
+                of_type(&events, "switch_completed").len(),
+                1,
+                "{}",
+                summarize(&events)
+            );
+        }
+        let on_backend = usize::from(expected == backend.provider());
+        instances(&backend, &id, on_backend).await;
     }
+    // rester: released from the backend and recorded on sim if its switch ran, still
+    // stopped either way.
+    let rester = api.wait_phase_within(&cast.rester, "stopped", WAIT).await;
+    if point.starts_with("switch.release") {
+        eventually(WAIT, "the rester's switch to complete", || async {
+            let doc = api.workspace(&cast.rester).await;
+            if doc["provider"] == "sim" && doc["switch"].is_null() {
+                Ok(())
+            } else {
+                Err(doc.to_string())
+            }
+        })
+        .await;
+        eventually(
+            WAIT,
+            "nothing of the rester left on the backend",
+            || async {
+                match backend.any(&cast.rester) {
+                    0 => Ok(()),
+                    n => Err(format!("{n} instance(s), stopped ones included")),
+                }
+            },
+        )
+        .await;
+    } else {
+        assert_eq!(rester["provider"], backend.provider(), "{rester}");
+    }
+    instances(&backend, &cast.rester, 0).await;
     // doomed: deleted (with its instance) or untouched.
     if point.starts_with("cycle.remove.") {
         gone(&api, &cast.doomed).await;
@@ -393,7 +495,8 @@ async fn killed_at(backend: Backend, point: &str) {
         running(&api, &cast.doomed).await;
         instances(&backend, &cast.doomed, 1).await;
     }
-    clean_up(&api, &backend, &[&cast.main, &cast.mover, &cast.doomed]).await;
+    let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    clean_up(&api, &backend, &everyone).await;
 }
 
 /// Deletes the workspaces that are left and waits for their instances to be gone (the
@@ -435,6 +538,9 @@ macro_rules! kill_points {
 
 kill_points!(
     before_remove_old => "cycle.remove_old.before",
+    before_stop => "cycle.stop.before",
+    switch_before_release => "switch.release.before",
+    switch_after_release => "switch.release.after",
     after_remove_old => "cycle.remove_old.after",
     before_start => "cycle.start.before",
     after_start => "cycle.start.after",

@@ -268,37 +268,43 @@ async fn bad_switch_requests_are_refused_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_hangs_up_after_asking_strands_nothing() {
+async fn a_client_that_hangs_up_right_after_asking_changes_nothing() {
+    use tokio::io::AsyncWriteExt;
     let daemon = Daemon::start(config()).await;
     let api = daemon.client();
     let id = id_of(&api.create(&json!({ "name": "impatient" })).await);
     api.wait_phase(&id, "running").await;
-    // The request is sent and the client gives up at once, before any answer.
-    let hung_up = api
-        .request(
-            steward_tests::Method::POST,
-            &format!("/v1/workspaces/{id}/switch-provider"),
-        )
-        .json(&json!({ "provider": "process" }))
-        .timeout(Duration::from_millis(1))
-        .send()
-        .await;
-    assert!(
-        hung_up.is_err(),
-        "the client was meant to give up: {hung_up:?}"
+    // The whole request is written, then the connection is closed without reading a byte
+    // of the answer.
+    let body = json!({ "provider": "process" }).to_string();
+    let request = format!(
+        "POST /v1/workspaces/{id}/switch-provider HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n{body}",
+        addr = daemon.addr(),
+        token = daemon.token(),
+        len = body.len(),
     );
-    // Whether or not the claim got in, the workspace ends running on one provider, with
-    // no switch left in progress and at most one live process.
-    let doc = eventually(WAIT, "the workspace to settle", || async {
-        let doc = api.workspace(&id).await;
-        let settled = doc["phase"] == "running" && doc["switch"].is_null();
-        if settled {
-            Ok(doc)
-        } else {
-            Err(doc.to_string())
-        }
-    })
-    .await;
-    let expected = if doc["provider"] == "process" { 1 } else { 0 };
-    assert_eq!(instance_processes(&id).len(), expected, "{doc}");
+    let mut socket = tokio::net::TcpStream::connect(daemon.addr())
+        .await
+        .expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    socket.shutdown().await.expect("close the write side");
+    drop(socket);
+    // The switch was claimed and runs to its end: nothing is stranded half-way.
+    let doc = settled_on(&api, &id, "process").await;
+    let events = api.events(&id).await;
+    assert_eq!(
+        of_type(&events, "switch_started").len(),
+        1,
+        "{}",
+        summarize(&events)
+    );
+    assert_eq!(
+        of_type(&events, "switch_completed").len(),
+        1,
+        "{}",
+        summarize(&events)
+    );
+    assert_eq!(instance_processes(&id).len(), 1, "{doc}");
 }
