@@ -1,0 +1,352 @@
+//! In-process benchmarks of the actor layer (`cargo bench -p steward-actors --bench actors`),
+//! each against its baseline measured in the same run. Prints one JSON object per line.
+//!
+//! - `restart`: restart intents through the registry and the workspace actors (1 000
+//!   workspaces, senders on several threads, every answer awaited: the intent is durable in
+//!   SQLite when it is answered) vs bare actix `send().await` round trips to 1 000 trivial
+//!   actors with the same senders. Cycles are slow (sim start 60 s), so after the first
+//!   restart of each workspace every request is folded into its pending cycle: this measures
+//!   the intent path, not the provider.
+//! - `one_slow_cycle`: 1 000 000 restart requests to one workspace while one slow cycle
+//!   runs; must give exactly one extra cycle.
+//! - `idle_memory`: resident memory per idle workspace (actor, registry entry, timers) with
+//!   100 000 sim workspaces.
+//!
+//! Scale with `BENCH_WORKSPACES`, `BENCH_SECONDS`, `BENCH_SENDERS`, `BENCH_IDLE`,
+//! `BENCH_REQUESTS`; pick benchmarks with the first argument (`restart`, `one_slow_cycle`,
+//! `idle_memory`; default all).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use actix::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use steward_actors::{Clock, Deps, EventBus, Intent, NewWorkspace, Registry, RegistryOptions};
+use steward_domain::{Outcome, Policy, WorkspaceId, WorkspaceSpec};
+use steward_provider::sim::{SimConfig, SimProvider};
+use steward_provider::Providers;
+use steward_store::{Store, StoreOptions};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A trivial actor: the baseline's round trip.
+struct Echo;
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+impl Handler<Ping> for Echo {
+    type Result = u64;
+    fn handle(&mut self, Ping(n): Ping, _: &mut Self::Context) -> u64 {
+        n
+    }
+}
+
+async fn registry(dir: &std::path::Path, sim: SimConfig) -> (Registry, Store) {
+    let store = Store::open(
+        StoreOptions {
+            database_url: format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
+            max_batch: 512,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        },
+        &dir.join("secrets.key"),
+    )
+    .await
+    .unwrap();
+    let mut providers = Providers::default();
+    providers.insert(Arc::new(SimProvider::new("sim", sim)));
+    let deps = Deps {
+        store: store.clone(),
+        providers,
+        policy: Arc::new(Policy::default()),
+        clock: Clock::system(),
+        bus: EventBus::new(1024),
+        mailbox_capacity: 100_000,
+        control_url: "http://127.0.0.1:9".into(),
+        http: reqwest::Client::new(),
+        context_timeout: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_secs(10),
+    };
+    // One arbiter, as the daemon runs by default.
+    let registry = Registry::boot(deps, RegistryOptions { arbiters: 1 })
+        .await
+        .unwrap();
+    (registry, store)
+}
+
+fn new_workspace(i: usize) -> NewWorkspace {
+    NewWorkspace {
+        spec: WorkspaceSpec {
+            name: format!("bench-{i}"),
+            provider: "sim".into(),
+            image: None,
+            command: None,
+            env: BTreeMap::new(),
+            model: None,
+        },
+        secrets: BTreeMap::new(),
+        ready_when: None,
+        idempotency: None,
+    }
+}
+
+async fn create_all(registry: &Registry, n: usize) -> Vec<WorkspaceId> {
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(512) {
+        let created =
+            futures::future::join_all(chunk.iter().map(|i| registry.create(new_workspace(*i))))
+                .await;
+        ids.extend(created.into_iter().map(|r| r.unwrap().0.id));
+    }
+    ids
+}
+
+/// Runs `senders` OS threads, each with its own runtime and `window` requests in flight,
+/// calling `op(i)` for `seconds`; returns completed operations per second.
+fn drive<F, Fut>(senders: usize, window: usize, seconds: u64, op: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..senders)
+        .map(|s| {
+            let (op, done, stop) = (op.clone(), done.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let tasks = (0..window).map(|w| {
+                        let (op, done, stop) = (op.clone(), done.clone(), stop.clone());
+                        async move {
+                            let mut i = (s * window + w) as u64 * 7919;
+                            while !stop.load(Ordering::Relaxed) {
+                                op(i).await;
+                                done.fetch_add(1, Ordering::Relaxed);
+                                i += 1;
+                            }
+                        }
+                    });
+                    futures::future::join_all(tasks).await;
+                });
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in threads {
+        t.join().unwrap();
+    }
+    count as f64 / elapsed
+}
+
+async fn bench_restart() {
+    let workspaces = env("BENCH_WORKSPACES", 1000) as usize;
+    let seconds = env("BENCH_SECONDS", 5);
+    let senders = env("BENCH_SENDERS", 2) as usize;
+    let window = 32;
+
+    // Baseline: bare actix round trips to as many trivial actors, on one arbiter.
+    let arbiter = Arbiter::new();
+    let echoes: Arc<Vec<Addr<Echo>>> = Arc::new(
+        (0..workspaces)
+            .map(|_| Echo::start_in_arbiter(&arbiter.handle(), |_| Echo))
+            .collect(),
+    );
+    let baseline = {
+        let echoes = echoes.clone();
+        tokio::task::spawn_blocking(move || {
+            drive(senders, window, seconds, move |i| {
+                let addr = echoes[(i as usize) % echoes.len()].clone();
+                async move {
+                    addr.send(Ping(i)).await.unwrap();
+                }
+            })
+        })
+        .await
+        .unwrap()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimConfig {
+        start_delay_ms: 60_000,
+        ..SimConfig::default()
+    };
+    let (registry, _store) = registry(dir.path(), sim).await;
+    let ids = Arc::new(create_all(&registry, workspaces).await);
+    // Every workspace has a cycle in flight and a pending restart.
+    for id in ids.iter() {
+        registry.submit(*id, Intent::Restart).await.unwrap();
+    }
+    let through_actors = {
+        let (registry, ids) = (registry.clone(), ids.clone());
+        tokio::task::spawn_blocking(move || {
+            drive(senders, window, seconds, move |i| {
+                let (registry, id) = (registry.clone(), ids[(i as usize) % ids.len()]);
+                async move {
+                    let reply = registry.submit(id, Intent::Restart).await.unwrap();
+                    assert!(matches!(reply.outcome, Outcome::Coalesced(_)));
+                }
+            })
+        })
+        .await
+        .unwrap()
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "restart_in_process",
+            "workspaces": workspaces,
+            "senders": senders,
+            "in_flight_per_sender": window,
+            "seconds": seconds,
+            "baseline_actix_send_per_s": baseline.round(),
+            "restart_intents_per_s": through_actors.round(),
+            "ratio": (through_actors / baseline * 100.0).round() / 100.0,
+            "target": ">= 0.5",
+        })
+    );
+    arbiter.stop();
+}
+
+async fn bench_one_slow_cycle() {
+    let requests = env("BENCH_REQUESTS", 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimConfig {
+        start_delay_ms: 3_600_000,
+        ..SimConfig::default()
+    };
+    let (registry, store) = registry(dir.path(), sim).await;
+    let id = create_all(&registry, 1).await[0];
+    // The create's cycle is the slow one: every request below arrives while it runs.
+    let started = Instant::now();
+    let window = 64;
+    let next = Arc::new(AtomicU64::new(0));
+    let coalesced = Arc::new(AtomicU64::new(0));
+    futures::future::join_all((0..window).map(|_| {
+        let (registry, next, coalesced) = (registry.clone(), next.clone(), coalesced.clone());
+        async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let reply = registry.submit(id, Intent::Restart).await.unwrap();
+                if matches!(reply.outcome, Outcome::Coalesced(_)) {
+                    coalesced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let view = registry.inspect(id).await.unwrap();
+    let events = store.events(id, 0, 1_000_000).await.unwrap();
+    let kinds = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "one_slow_cycle",
+            "requests": requests,
+            "seconds": (elapsed * 100.0).round() / 100.0,
+            "requests_per_s": (requests as f64 / elapsed).round(),
+            "coalesced": coalesced.load(Ordering::Relaxed),
+            "cycles_started": view.counters.cycles,
+            "extra_cycles_pending": u64::from(!view.pending.is_empty()),
+            "events_recorded": events.len(),
+            "restart_coalesced_events": kinds("restart_coalesced"),
+            "target": "exactly one extra cycle",
+        })
+    );
+    assert_eq!(coalesced.load(Ordering::Relaxed), requests);
+    assert_eq!(
+        view.counters.cycles, 1,
+        "only the create's cycle ran so far"
+    );
+    assert!(
+        !view.pending.is_empty(),
+        "exactly one extra cycle is pending"
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+async fn bench_idle_memory() {
+    let n = env("BENCH_IDLE", 100_000) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimConfig {
+        start_delay_ms: 0,
+        stop_delay_ms: 0,
+        ..SimConfig::default()
+    };
+    let (registry, _store) = registry(dir.path(), sim).await;
+    // Warm up the store, the allocator and the registry's map with a first small batch.
+    create_all(&registry, 1000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes();
+    let started = Instant::now();
+    create_all(&registry, n).await;
+    // Idle: every workspace running, nothing in flight.
+    loop {
+        let census = registry.census().await;
+        if census.get("running").copied().unwrap_or(0) >= n + 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_bytes();
+    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "idle_memory",
+            "workspaces": n,
+            "create_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "rss_before_mib": before / (1 << 20),
+            "rss_after_mib": after / (1 << 20),
+            "bytes_per_idle_workspace": per.round(),
+            "target": "<= 4096",
+        })
+    );
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let system = System::new();
+    system.block_on(async {
+        if wants("restart") {
+            bench_restart().await;
+        }
+        if wants("one_slow_cycle") {
+            bench_one_slow_cycle().await;
+        }
+        if wants("idle_memory") {
+            bench_idle_memory().await;
+        }
+    });
+}
