@@ -4,11 +4,24 @@
 #
 #   scripts/bench.sh            # everything
 #   BENCH_SECONDS=20 scripts/bench.sh
+#   BENCH_DOCKER=0 scripts/bench.sh   # without the Docker benches (1 000 containers take minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v wrk >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
+if ! command -v oha >/dev/null 2>&1; then
+    cargo install oha --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -p steward
-exec python3 scripts/bench/restart_http.py
+
+echo "== in-process: actors (restart intents vs actix round trips, 1M restarts in one cycle, idle memory)"
+cargo bench -p steward-actors --bench actors
+echo "== HTTP: POST /restart vs GET /healthz (wrk), fixed-rate latency (oha)"
+python3 scripts/bench/restart_http.py
+if [ "${BENCH_DOCKER:-1}" = "1" ]; then
+    echo "== Docker: cycle, throughput, reconcile vs direct bollard"
+    scripts/bench/docker.sh
+fi

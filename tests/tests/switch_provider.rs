@@ -48,6 +48,20 @@ async fn removals(api: &Api, provider: &str) -> f64 {
         .sum()
 }
 
+/// The workspace's events, asserting they hold exactly one switch, completed.
+async fn one_completed_switch(api: &Api, id: &str) -> Vec<Value> {
+    let events = api.events(id).await;
+    for kind in ["switch_started", "switch_completed"] {
+        assert_eq!(
+            of_type(&events, kind).len(),
+            1,
+            "{kind}: {}",
+            summarize(&events)
+        );
+    }
+    events
+}
+
 /// Waits until the workspace runs on `provider` with no switch in progress.
 async fn settled_on(api: &Api, id: &str, provider: &str) -> Value {
     eventually(
@@ -102,19 +116,7 @@ async fn twenty_concurrent_switches_have_exactly_one_winner_and_one_stop() {
         doc["ready_when"], "agent",
         "the new provider's readiness rule applies"
     );
-    let events = api.events(&id).await;
-    assert_eq!(
-        of_type(&events, "switch_started").len(),
-        1,
-        "{}",
-        summarize(&events)
-    );
-    assert_eq!(
-        of_type(&events, "switch_completed").len(),
-        1,
-        "{}",
-        summarize(&events)
-    );
+    let events = one_completed_switch(&api, &id).await;
     assert!(of_type(&events, "switch_rolled_back").is_empty());
     let switch_cycles = of_type(&events, "provision_started")
         .into_iter()
@@ -293,18 +295,6 @@ async fn a_client_that_hangs_up_right_after_asking_changes_nothing() {
     drop(socket);
     // The switch was claimed and runs to its end: nothing is stranded half-way.
     let doc = settled_on(&api, &id, "process").await;
-    let events = api.events(&id).await;
-    assert_eq!(
-        of_type(&events, "switch_started").len(),
-        1,
-        "{}",
-        summarize(&events)
-    );
-    assert_eq!(
-        of_type(&events, "switch_completed").len(),
-        1,
-        "{}",
-        summarize(&events)
-    );
+    one_completed_switch(&api, &id).await;
     assert_eq!(instance_processes(&id).len(), 1, "{doc}");
 }

@@ -1179,6 +1179,25 @@ proptest! {
 // ---- provider switch -------------------------------------------------------------------------
 
 impl Harness {
+    /// A workspace whose agent never registers, parked in `failed` by its boot timeouts; the
+    /// stop of its last instance has just been issued.
+    fn parked_by_boot_timeouts() -> Self {
+        let mut h = Harness::new(ReadyWhen::Agent);
+        h.send(Event::Create);
+        for _ in 0..500 {
+            if h.m.phase() == Phase::Failed {
+                break;
+            }
+            if h.running.is_empty() {
+                h.next_timer();
+            } else {
+                h.finish(Ok(()));
+            }
+        }
+        assert_eq!(h.m.phase(), Phase::Failed);
+        h
+    }
+
     /// Moves the clock to the earliest timer and fires it (and any due with it).
     fn next_timer(&mut self) {
         let next = self
@@ -1518,20 +1537,8 @@ fn a_stop_while_the_new_provider_fails_to_start_ends_stopped_on_the_old_one() {
 
 #[test]
 fn an_intent_acknowledged_while_parked_survives_a_crash() {
-    let mut h = Harness::new(ReadyWhen::Agent);
-    h.send(Event::Create);
     // Boot timeouts until parked; the stop of the unregistered instance is in flight.
-    for _ in 0..500 {
-        if h.m.phase() == Phase::Failed {
-            break;
-        }
-        if h.running.is_empty() {
-            h.next_timer();
-        } else {
-            h.finish(Ok(()));
-        }
-    }
-    assert_eq!(h.m.phase(), Phase::Failed);
+    let mut h = Harness::parked_by_boot_timeouts();
     assert_eq!(h.running.len(), 1, "the leftover's stop is in flight");
     h.send(Event::Restart(Cause::Manual)); // acknowledged: pending
     let generation = h.m.state().generation;
@@ -1545,19 +1552,7 @@ fn an_intent_acknowledged_while_parked_survives_a_crash() {
 
 #[test]
 fn a_parked_workspace_restored_with_a_live_leftover_stops_it_again() {
-    let mut h = Harness::new(ReadyWhen::Agent);
-    h.send(Event::Create);
-    for _ in 0..500 {
-        if h.m.phase() == Phase::Failed {
-            break;
-        }
-        if h.running.is_empty() {
-            h.next_timer();
-        } else {
-            h.finish(Ok(()));
-        }
-    }
-    assert_eq!(h.m.phase(), Phase::Failed);
+    let mut h = Harness::parked_by_boot_timeouts();
     let generation = h.m.state().generation;
     let state = h.m.state().clone();
     h.m = Machine::restore(Arc::new(policy()), state);
