@@ -61,8 +61,9 @@ struct Instance {
     started_at: Instant,
     dead: bool,
     /// The environment the instance was started with, secrets included (for drills and
-    /// tests: a real instance would see exactly this).
-    env: BTreeMap<String, String>,
+    /// tests: a real instance would see exactly this). A flat boxed slice, not a map: a
+    /// hundred thousand simulated instances must stay cheap.
+    env: Box<[(Box<str>, Box<str>)]>,
 }
 
 /// Simulated instances.
@@ -128,7 +129,12 @@ impl SimProvider {
 
     /// The environment the workspace's instance was started with, if it has one.
     pub fn instance_env(&self, id: WorkspaceId) -> Option<BTreeMap<String, String>> {
-        self.instances.get(&id).map(|i| i.env.clone())
+        self.instances.get(&id).map(|i| {
+            i.env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
     }
 
     /// Number of instances that exist (alive, booting or dead).
@@ -205,12 +211,16 @@ impl Provider for SimProvider {
         if let Some(existing) = self.instances.get(&spec.workspace_id) {
             return Err(ProviderError::AlreadyExists(existing.generation.0));
         }
-        let mut env = spec.env.clone();
-        env.extend(
-            spec.secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
-        );
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .chain(
+                spec.secrets
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.expose_secret().into())),
+            )
+            .collect();
         self.instances.insert(
             spec.workspace_id,
             Instance {
