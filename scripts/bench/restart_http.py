@@ -80,7 +80,7 @@ def wrk(args, env=None):
 def oha_fixed_rate(addr, token, ids):
     """Latency of POST /restart at a fixed rate, spread over the workspaces."""
     rate = int(os.environ.get("BENCH_RATE", "5000"))
-    host = addr.replace(".", "\\.")
+    host = addr.replace(".", "[.]")
     url = f"http://{host}/v1/workspaces/({'|'.join(ids)})/restart"
     out = subprocess.run(
         ["oha", "--no-tui", "--output-format", "json", "-q", str(rate), "-z", f"{SECONDS}s",
