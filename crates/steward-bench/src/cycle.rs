@@ -19,9 +19,9 @@
 //! kind with their latencies, and the idle gaps between consecutive calls (time spent in the
 //! daemon between two engine calls of a cycle, e.g. the step change from remove to start).
 
-use crate::daemon::{self, wait_event, Daemon, DaemonConfig};
+use crate::daemon::{self, wait_event, Daemon};
 use crate::engine::{self, Baseline, Variant};
-use crate::proxy::{Call, Proxy};
+use crate::proxy::Call;
 use crate::report::{self, at_most, ms, num, ratio, times, Report, Summary};
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
@@ -77,28 +77,8 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
         bail!("--cycles must be at least 1");
     }
     let dir = session.subdir("cycle")?;
-    let (daemon_proxy, baseline_proxy) = if args.via_proxy {
-        (
-            Some(Proxy::start(
-                &dir.join("daemon-engine.sock"),
-                &session.socket,
-            )?),
-            Some(Proxy::start(
-                &dir.join("baseline-engine.sock"),
-                &session.socket,
-            )?),
-        )
-    } else {
-        (None, None)
-    };
-    let config = DaemonConfig {
-        socket: daemon_proxy
-            .as_ref()
-            .map_or_else(|| session.socket.clone(), |p| p.path.clone()),
-        owner: session.daemon_owner(),
-        max_concurrent_ops: session.cap,
-        heartbeat: None,
-    };
+    let (daemon_proxy, baseline_proxy) = session.proxies(&dir, args.via_proxy)?;
+    let config = session.daemon_config(daemon_proxy.as_ref());
     let mut daemon = Daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
     let api = daemon.wait_up(Duration::from_secs(30)).await?;
     eprintln!("docker-cycle: daemon up at {:?}", daemon.addr);

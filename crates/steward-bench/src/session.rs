@@ -33,6 +33,36 @@ pub struct Session {
 }
 
 impl Session {
+    /// Counting proxies in front of the engine socket for the daemon and for the baseline,
+    /// when `via_proxy` (so that both sides pay the same extra hop); else none.
+    pub fn proxies(
+        &self,
+        dir: &std::path::Path,
+        via_proxy: bool,
+    ) -> Result<(Option<crate::proxy::Proxy>, Option<crate::proxy::Proxy>)> {
+        if !via_proxy {
+            return Ok((None, None));
+        }
+        let start = |name: &str| crate::proxy::Proxy::start(&dir.join(name), &self.socket);
+        Ok((
+            Some(start("daemon-engine.sock")?),
+            Some(start("baseline-engine.sock")?),
+        ))
+    }
+
+    /// The daemon's configuration for this session, on `proxy` if there is one.
+    pub fn daemon_config(
+        &self,
+        proxy: Option<&crate::proxy::Proxy>,
+    ) -> crate::daemon::DaemonConfig {
+        crate::daemon::DaemonConfig {
+            socket: proxy.map_or_else(|| self.socket.clone(), |p| p.path.clone()),
+            owner: self.daemon_owner(),
+            max_concurrent_ops: self.cap,
+            heartbeat: None,
+        }
+    }
+
     /// Checks the binary, the engine and the image, and makes the temporary directory.
     pub async fn open(
         steward: PathBuf,

@@ -19,7 +19,7 @@
 //! counting proxy of its own).
 
 use crate::cpu;
-use crate::daemon::{wait_event, Api, Daemon, DaemonConfig, StreamEvent};
+use crate::daemon::{wait_event, Api, Daemon, StreamEvent};
 use crate::engine::{self, BaseContainer, Baseline, Variant};
 use crate::proxy::{self, Proxy};
 use crate::report::{at_least, ms, num, ratio, round3, Report, Summary};
@@ -155,28 +155,8 @@ impl Window {
 /// Runs `docker-throughput`.
 pub async fn run(session: &Session, args: &ThroughputArgs) -> Result<()> {
     let dir = session.subdir("throughput")?;
-    let (daemon_proxy, baseline_proxy) = if args.via_proxy {
-        (
-            Some(Proxy::start(
-                &dir.join("daemon-engine.sock"),
-                &session.socket,
-            )?),
-            Some(Proxy::start(
-                &dir.join("baseline-engine.sock"),
-                &session.socket,
-            )?),
-        )
-    } else {
-        (None, None)
-    };
-    let config = DaemonConfig {
-        socket: daemon_proxy
-            .as_ref()
-            .map_or_else(|| session.socket.clone(), |p| p.path.clone()),
-        owner: session.daemon_owner(),
-        max_concurrent_ops: session.cap,
-        heartbeat: None,
-    };
+    let (daemon_proxy, baseline_proxy) = session.proxies(&dir, args.via_proxy)?;
+    let config = session.daemon_config(daemon_proxy.as_ref());
     let mut daemon = Daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
     let api = daemon.wait_up(Duration::from_secs(30)).await?;
     let pid = daemon.pid();
