@@ -44,3 +44,10 @@ pub(crate) fn pass(name: &str) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     });
 }
+
+/// Passes `<scope>.<step>.<when>`; the name is only built in builds that have kill points.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn pass_step(scope: &str, step: &str, when: &str) {
+    #[cfg(feature = "failpoints")]
+    pass(&format!("{scope}.{step}.{when}"));
+}

@@ -349,7 +349,6 @@ impl WorkspaceActor {
                 .cycle()
                 .is_some_and(|c| c.causes.contains(Cause::Switch));
         let scope = if switching { "switch" } else { "cycle" };
-        let kill_point = format!("{scope}.{}", step.as_str());
         let provider_name = self.spec.provider.clone();
         let work = async move {
             if commit.await.is_err() {
@@ -367,13 +366,13 @@ impl WorkspaceActor {
                     }
                 });
             };
-            failpoints::pass(&format!("{kill_point}.before"));
+            failpoints::pass_step(scope, step.as_str(), "before");
             let result = match call {
                 Call::Start(spec) => provider.start(&spec).await,
                 Call::Remove => provider.remove(id).await,
                 Call::Stop => provider.stop(id).await,
             };
-            failpoints::pass(&format!("{kill_point}.after"));
+            failpoints::pass_step(scope, step.as_str(), "after");
             metrics::counter!(
                 "steward_provider_operations_total",
                 "provider" => provider_name,

@@ -806,10 +806,8 @@ impl Machine {
             return Outcome::Deferred;
         }
         self.state.desired = Desired::Running;
-        if cause.is_intent() && self.state.phase == Phase::Failed {
-            // A user revives a parked workspace: it gets a fresh failure budget.
-            self.state.recent_failures.clear();
-            self.state.backoff_attempt = 0;
+        if cause.is_intent() {
+            self.revive_if_parked();
         }
         if self.state.cycle.is_some() && self.state.phase == Phase::Stopping {
             // A stop was overruled while the cycle still runs: it is provisioning again.
@@ -922,27 +920,20 @@ impl Machine {
             stage: SwitchStage::Leaving,
             rollback: false,
         });
-        match self.state.desired {
-            Desired::Deleted => unreachable!("refused above"),
-            Desired::Stopped => {
-                if self.op.is_none() {
-                    self.run(Step::Release, self.state.observed_generation, now, fx);
-                }
-                // Otherwise the stop in flight finishes first; see `converge_after_stop`.
+        if self.state.desired == Desired::Stopped {
+            // The stop in flight, if any, finishes first; see `converge_after_stop`.
+            if self.op.is_none() {
+                self.run(Step::Release, self.state.observed_generation, now, fx);
             }
-            Desired::Running => {
-                if self.state.phase == Phase::Failed {
-                    // A user intent revives a parked workspace with a fresh failure budget.
-                    self.state.recent_failures.clear();
-                    self.state.backoff_attempt = 0;
-                }
-                if self.op.is_some() {
-                    self.state.pending.insert(Cause::Switch);
-                } else {
-                    let causes = self.take_retry_causes().union(CauseSet::of(Cause::Switch));
-                    self.start_cycle(causes, now, fx);
-                }
-            }
+            return Outcome::Accepted;
+        }
+        // Running (deleting was refused above).
+        self.revive_if_parked();
+        if self.op.is_some() {
+            self.state.pending.insert(Cause::Switch);
+        } else {
+            let causes = self.take_retry_causes().union(CauseSet::of(Cause::Switch));
+            self.start_cycle(causes, now, fx);
         }
         Outcome::Accepted
     }
@@ -1676,6 +1667,14 @@ impl Machine {
             at: retry.at,
             timer: Timer::Retry(self.retry_token),
         });
+    }
+
+    /// A user intent revives a parked workspace: it gets a fresh failure budget.
+    fn revive_if_parked(&mut self) {
+        if self.state.phase == Phase::Failed {
+            self.state.recent_failures.clear();
+            self.state.backoff_attempt = 0;
+        }
     }
 
     /// Parks the workspace in `failed`; only a user intent moves it on.
