@@ -44,7 +44,7 @@ def start(arbiters):
     log = open(os.path.join(tmp, "steward.log"), "w")
     proc = subprocess.Popen(
         [BIN, "serve", "--config", config, "--data-dir", data, "--listen", "127.0.0.1:0"],
-        stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"},
+        stdout=log, stderr=log, env={**os.environ, "RUST_LOG": os.environ.get("BENCH_LOG", "warn")},
     )
     addr_file = os.path.join(data, "listen.addr")
     for _ in range(1000):

@@ -76,6 +76,8 @@ pub struct WorkspaceActor {
     persisted_generation: Generation,
     /// The operation running in the background, if any.
     running_op: Option<(OpId, SpawnHandle)>,
+    /// The timers armed, one per kind (see [`timer_slot`]).
+    timers: [Option<SpawnHandle>; 3],
     /// The last commit enqueued: a respawn waits for it before reloading.
     last_commit: Commit,
     origin: Option<Origin>,
@@ -125,6 +127,7 @@ impl WorkspaceActor {
             last_event_seq: record.last_event_seq,
             inserted,
             running_op: None,
+            timers: [None; 3],
             last_commit: futures::future::ready(Ok(())).boxed().shared(),
             origin: Some(origin),
             deps,
@@ -390,6 +393,8 @@ impl WorkspaceActor {
                     .is_some_and(|(running, _)| *running == op)
                 {
                     act.running_op = None;
+                    // Its deadline has nothing left to watch.
+                    act.cancel_timer(timer_slot(Timer::StepDeadline(op)), ctx);
                 }
                 match result {
                     Ok(Some(result)) => act.react(Event::StepFinished { op, result }, ctx),
@@ -428,9 +433,24 @@ impl WorkspaceActor {
         }
     }
 
+    /// Arms `timer`. A newer timer of a kind supersedes the armed one, which is cancelled:
+    /// the machine holds at most one operation, one boot deadline and one retry, so nothing
+    /// is lost, and superseded timers do not pile up in the context (every message would poll
+    /// them all: a restart storm used to leave hundreds of dead deadlines per actor).
     fn schedule(&mut self, at: Timestamp, timer: Timer, ctx: &mut Context<Self>) {
         let delay = at.since(self.deps.clock.now());
-        ctx.run_later(delay, move |act, ctx| act.react(Event::Timer(timer), ctx));
+        let slot = timer_slot(timer);
+        self.cancel_timer(slot, ctx);
+        self.timers[slot] = Some(ctx.run_later(delay, move |act, ctx| {
+            act.timers[slot] = None;
+            act.react(Event::Timer(timer), ctx);
+        }));
+    }
+
+    fn cancel_timer(&mut self, slot: usize, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timers[slot].take() {
+            ctx.cancel_future(handle);
+        }
     }
 
     fn purge(&mut self, last_words: Vec<EventRecord>, ctx: &mut Context<Self>) -> Commit {
@@ -718,6 +738,15 @@ impl WorkspaceActor {
         let commit = self.execute(effects, extra, ctx);
         self.inserted = true;
         Ok((outcome, commit))
+    }
+}
+
+/// Where [`WorkspaceActor::timers`] keeps a timer of this kind.
+fn timer_slot(timer: Timer) -> usize {
+    match timer {
+        Timer::StepDeadline(_) => 0,
+        Timer::BootDeadline(_) => 1,
+        Timer::Retry(_) => 2,
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod crypto;
 mod error;
+mod grouped;
 mod rows;
 #[cfg(test)]
 mod tests;

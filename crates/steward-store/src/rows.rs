@@ -21,6 +21,40 @@ use steward_domain::{
 /// A query on the Any driver, with its arguments.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
+/// One column value, owned: statements can be built before they are bound, and a NULL keeps
+/// its column's type (PostgreSQL types a `VALUES` list from its parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Value {
+    pub(crate) fn text(value: String) -> Self {
+        Value::Text(Some(value))
+    }
+
+    pub(crate) fn int(value: i64) -> Self {
+        Value::Int(Some(value))
+    }
+
+    pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
+        match self {
+            Value::Text(value) => query.bind(value),
+            Value::Int(value) => query.bind(value),
+        }
+    }
+
+    pub(crate) fn bind_all<'q>(
+        query: AnyQuery<'q>,
+        values: impl IntoIterator<Item = Value>,
+    ) -> AnyQuery<'q> {
+        values
+            .into_iter()
+            .fold(query, |query, value| value.bind(query))
+    }
+}
+
 /// Configuration columns of `workspaces`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct SpecColumns {
@@ -46,14 +80,23 @@ impl SpecColumns {
 
     /// Binds, in order: name, provider, image, command, env, model.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
-        query
-            .bind(self.name)
-            .bind(self.provider)
-            .bind(self.image)
-            .bind(self.command)
-            .bind(self.env)
-            .bind(self.model)
+        Value::bind_all(query, self.values())
     }
+
+    /// The values [`SpecColumns::bind`] binds.
+    pub(crate) fn values(self) -> [Value; 6] {
+        [
+            Value::text(self.name),
+            Value::text(self.provider),
+            Value::Text(self.image),
+            Value::Text(self.command),
+            Value::text(self.env),
+            Value::Text(self.model),
+        ]
+    }
+
+    /// NULLs of the types of [`SpecColumns::values`].
+    pub(crate) const NULLS: [Value; 6] = [const { Value::Text(None) }; 6];
 
     fn parse(self) -> Result<WorkspaceSpec, StoreError> {
         Ok(WorkspaceSpec {
@@ -176,27 +219,40 @@ impl StateColumns {
     /// last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes,
     /// cycle_generation, cycle_causes, cycle_started_at, switch_state.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
-        query
-            .bind(self.ready_when)
-            .bind(self.phase)
-            .bind(self.desired)
-            .bind(self.generation)
-            .bind(self.observed_generation)
-            .bind(self.pending)
-            .bind(self.failure_reason)
-            .bind(self.failure_generation)
-            .bind(self.backoff_attempt)
-            .bind(self.recent_failures)
-            .bind(self.last_cycle_started_at)
-            .bind(self.last_cycle_ended_at)
-            .bind(self.healthy_since)
-            .bind(self.retry_at)
-            .bind(self.retry_causes)
-            .bind(self.cycle_generation)
-            .bind(self.cycle_causes)
-            .bind(self.cycle_started_at)
-            .bind(self.switch_state)
+        Value::bind_all(query, self.values())
     }
+
+    /// The values [`StateColumns::bind`] binds.
+    pub(crate) fn values(self) -> [Value; 19] {
+        [
+            Value::text(self.ready_when),
+            Value::text(self.phase),
+            Value::text(self.desired),
+            Value::int(self.generation),
+            Value::int(self.observed_generation),
+            Value::text(self.pending),
+            Value::Text(self.failure_reason),
+            Value::Int(self.failure_generation),
+            Value::int(self.backoff_attempt),
+            Value::text(self.recent_failures),
+            Value::Int(self.last_cycle_started_at),
+            Value::Int(self.last_cycle_ended_at),
+            Value::Int(self.healthy_since),
+            Value::Int(self.retry_at),
+            Value::text(self.retry_causes),
+            Value::Int(self.cycle_generation),
+            Value::text(self.cycle_causes),
+            Value::Int(self.cycle_started_at),
+            Value::Text(self.switch_state),
+        ]
+    }
+
+    /// NULLs of the types of [`StateColumns::values`].
+    pub(crate) const NULLS: [Value; 19] = {
+        const T: Value = Value::Text(None);
+        const I: Value = Value::Int(None);
+        [T, T, T, I, I, T, T, I, I, T, I, I, I, I, T, I, T, I, T]
+    };
 
     fn parse(self) -> Result<MachineState, StoreError> {
         let failure = match (self.failure_reason, self.failure_generation) {
@@ -271,12 +327,26 @@ impl AgentColumns {
     /// Binds, in order: agent_generation, agent_token_hash, agent_url,
     /// agent_last_heartbeat_at.
     pub(crate) fn bind(self, query: AnyQuery<'_>) -> AnyQuery<'_> {
-        query
-            .bind(self.agent_generation)
-            .bind(self.agent_token_hash)
-            .bind(self.agent_url)
-            .bind(self.agent_last_heartbeat_at)
+        Value::bind_all(query, self.values())
     }
+
+    /// The values [`AgentColumns::bind`] binds.
+    pub(crate) fn values(self) -> [Value; 4] {
+        [
+            Value::int(self.agent_generation),
+            Value::Text(self.agent_token_hash),
+            Value::Text(self.agent_url),
+            Value::Int(self.agent_last_heartbeat_at),
+        ]
+    }
+
+    /// NULLs of the types of [`AgentColumns::values`].
+    pub(crate) const NULLS: [Value; 4] = [
+        Value::Int(None),
+        Value::Text(None),
+        Value::Text(None),
+        Value::Int(None),
+    ];
 
     fn parse(self) -> Result<AgentRecord, StoreError> {
         Ok(AgentRecord {

@@ -53,6 +53,7 @@ on_both_backends!(
     reopening_keeps_everything,
     concurrent_commits_are_grouped_and_all_succeed,
     enqueued_commits_apply_in_order_and_overload_is_refused,
+    one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity,
 );
 
 /// `$N` placeholders are bound by number, not by position, on both backends.
@@ -196,9 +197,12 @@ async fn a_fenced_commit_changes_nothing_and_spares_its_batch(db: &TestDb) {
         Write::AppendEvent(event(record.id, 1, "current")),
         save_state(record.id, Generation(3), next.clone()),
     ];
-    let batches = store.inner.batches.load(Ordering::Relaxed);
+    let batches = store.inner.counters.batches.load(Ordering::Relaxed);
     let (stale, current) = tokio::join!(store.commit(stale), store.commit(current));
-    assert_eq!(store.inner.batches.load(Ordering::Relaxed), batches + 1);
+    assert_eq!(
+        store.inner.counters.batches.load(Ordering::Relaxed),
+        batches + 1
+    );
     assert_eq!(
         stale.expect("stale"),
         CommitOutcome::Fenced {
@@ -302,7 +306,7 @@ async fn events_are_listed_in_order_after_a_seq(db: &TestDb) {
     );
 
     // A failed request in a batch fails alone.
-    let batches = store.inner.batches.load(Ordering::Relaxed);
+    let batches = store.inner.counters.batches.load(Ordering::Relaxed);
     let (duplicate, next) = tokio::join!(
         store.commit(vec![
             Write::AppendEvent(event(record.id, 6, "first")),
@@ -310,7 +314,10 @@ async fn events_are_listed_in_order_after_a_seq(db: &TestDb) {
         ]),
         store.commit(vec![Write::AppendEvent(event(record.id, 6, "second"))]),
     );
-    assert_eq!(store.inner.batches.load(Ordering::Relaxed), batches + 1);
+    assert_eq!(
+        store.inner.counters.batches.load(Ordering::Relaxed),
+        batches + 1
+    );
     assert!(
         matches!(duplicate, Err(StoreError::Conflict(_))),
         "{duplicate:?}"
@@ -415,7 +422,7 @@ async fn concurrent_commits_are_grouped_and_all_succeed(db: &TestDb) {
     let store = db.open().await;
     let record = bare_workspace();
     commit(&store, vec![insert(&record)]).await;
-    let batches = store.inner.batches.load(Ordering::Relaxed);
+    let batches = store.inner.counters.batches.load(Ordering::Relaxed);
 
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 1..=COMMITS {
@@ -430,7 +437,7 @@ async fn concurrent_commits_are_grouped_and_all_succeed(db: &TestDb) {
         );
     }
 
-    let batches = store.inner.batches.load(Ordering::Relaxed) - batches;
+    let batches = store.inner.counters.batches.load(Ordering::Relaxed) - batches;
     assert!(batches < 50, "{batches} batches for {COMMITS} commits");
     assert_eq!(load(&store, record.id).await.last_event_seq, COMMITS);
     let events = store.events(record.id, 0, 1_000).await.expect("events");
@@ -477,6 +484,192 @@ async fn enqueued_commits_apply_in_order_and_overload_is_refused(db: &TestDb) {
     }
     assert!(store.load(record.id).await.expect("load").is_some());
     store.close().await;
+}
+
+/// A batch mixing lifecycle commits (applied grouped), a create and a delete (applied one by
+/// one between them): every commit gets the outcome it would get alone, in enqueue order, and
+/// a commit that fails inside a grouped run fails alone.
+async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &TestDb) {
+    let store = db.open().await;
+    let a = workspace(); // generation 3
+    let b = bare_workspace(); // generation 0
+    let doomed = bare_workspace();
+    commit(&store, vec![insert(&a), insert(&doomed)]).await;
+    let at = |state: &MachineState, generation: u64, phase: Phase| {
+        let mut next = state.clone();
+        next.generation = Generation(generation);
+        next.phase = phase;
+        next
+    };
+    let a4 = at(&a.state, 4, Phase::Provisioning);
+    let a5 = at(&a.state, 5, Phase::Running);
+    let b1 = at(&b.state, 1, Phase::Provisioning);
+    let agent = |generation: u64, url: &str| AgentRecord {
+        generation: Generation(generation),
+        token_hash: Some(format!("{generation:064}")),
+        url: Some(url.into()),
+        last_heartbeat_at: None,
+    };
+    let mut spec = a.spec.clone();
+    spec.model = Some("large".into());
+
+    let requests = vec![
+        // a: 3 -> 4 with its agent and events; then a stale writer; then 4 -> 5.
+        vec![
+            save_state(a.id, Generation(3), a4.clone()),
+            Write::SaveAgent {
+                id: a.id,
+                agent: agent(4, "http://a4"),
+            },
+            Write::AppendEvent(event(a.id, 1, "a1")),
+            Write::AppendEvent(event(a.id, 2, "a2")),
+        ],
+        vec![
+            save_state(a.id, Generation(3), a4.clone()),
+            Write::AppendEvent(event(a.id, 3, "stale")),
+        ],
+        // The create of b, then b's first cycle, in the same batch.
+        vec![insert(&b)],
+        vec![
+            save_state(b.id, Generation(0), b1.clone()),
+            Write::AppendEvent(event(b.id, 1, "b1")),
+        ],
+        vec![
+            save_state(a.id, Generation(4), a5.clone()),
+            Write::SaveSpec {
+                id: a.id,
+                expected_generation: Generation(4),
+                spec: spec.clone(),
+            },
+            // An agent record of the generation just replaced: the whole commit is fenced.
+            Write::SaveAgent {
+                id: a.id,
+                agent: agent(4, "http://a4-late"),
+            },
+        ],
+        vec![
+            save_state(a.id, Generation(4), a5.clone()),
+            Write::SaveSpec {
+                id: a.id,
+                expected_generation: Generation(5),
+                spec: spec.clone(),
+            },
+            Write::SaveAgent {
+                id: a.id,
+                agent: agent(5, "http://a5"),
+            },
+            Write::AppendEvent(event(a.id, 3, "a3")),
+        ],
+        vec![Write::DeleteWorkspace { id: doomed.id }],
+    ];
+    let outcomes = one_batch(&store, requests).await;
+    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 0);
+    let fenced = |id, generation| {
+        Ok(CommitOutcome::Fenced {
+            id,
+            expected: Generation(generation),
+        })
+    };
+    let committed = Ok(CommitOutcome::Committed);
+    let outcomes: Vec<Result<CommitOutcome, ()>> = outcomes
+        .iter()
+        .map(|outcome| outcome.as_ref().copied().map_err(|_| ()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            committed,
+            fenced(a.id, 3),
+            committed,
+            committed,
+            fenced(a.id, 4),
+            committed,
+            committed,
+        ]
+    );
+
+    let stored_a = load(&store, a.id).await;
+    assert_eq!(stored_a.state, a5);
+    assert_eq!(stored_a.spec, spec);
+    assert_eq!(stored_a.agent, agent(5, "http://a5"));
+    let events = store.events(a.id, 0, 10).await.expect("events");
+    assert_eq!(kinds(&events), ["a1", "a2", "a3"]);
+    let stored_b = load(&store, b.id).await;
+    assert_eq!(stored_b.state, b1);
+    assert_eq!(
+        kinds(&store.events(b.id, 0, 10).await.expect("events")),
+        ["b1"]
+    );
+    assert!(store.load(doomed.id).await.expect("load").is_none());
+
+    // When the grouped way's guess is wrong (a stale writer alone, a row that is gone) or a
+    // statement fails (a duplicate event seq), the batch is applied again commit by commit:
+    // each commit gets its own outcome, and the others still apply.
+    let b2 = at(&b.state, 2, Phase::Running);
+    let outcomes = one_batch(
+        &store,
+        vec![
+            vec![
+                save_state(b.id, Generation(1), b2.clone()),
+                Write::AppendEvent(event(b.id, 1, "b1-again")),
+            ],
+            vec![save_state(a.id, Generation(4), a5.clone())],
+            vec![save_state(doomed.id, Generation(0), b1.clone())],
+            vec![
+                save_state(b.id, Generation(1), b2.clone()),
+                Write::AppendEvent(event(b.id, 2, "b2")),
+            ],
+        ],
+    )
+    .await;
+    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 1);
+    assert!(
+        matches!(outcomes[0], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(
+        outcomes[1..]
+            .iter()
+            .map(|outcome| outcome.as_ref().ok().copied())
+            .collect::<Vec<_>>(),
+        [
+            Some(CommitOutcome::Fenced {
+                id: a.id,
+                expected: Generation(4)
+            }),
+            Some(CommitOutcome::Fenced {
+                id: doomed.id,
+                expected: Generation(0)
+            }),
+            Some(CommitOutcome::Committed),
+        ]
+    );
+    assert_eq!(load(&store, a.id).await.state, a5);
+    assert_eq!(load(&store, b.id).await.state, b2);
+    assert_eq!(
+        kinds(&store.events(b.id, 0, 10).await.expect("events")),
+        ["b1", "b2"]
+    );
+    store.close().await;
+}
+
+/// Enqueues every commit before any is written (so they form one batch) and awaits them all.
+async fn one_batch(
+    store: &Store,
+    requests: Vec<Vec<Write>>,
+) -> Vec<Result<CommitOutcome, StoreError>> {
+    let batches = store.inner.counters.batches.load(Ordering::Relaxed);
+    let pending: Vec<_> = requests.into_iter().map(|w| store.enqueue(w)).collect();
+    let mut outcomes = Vec::new();
+    for commit in pending {
+        outcomes.push(commit.await);
+    }
+    assert_eq!(
+        store.inner.counters.batches.load(Ordering::Relaxed),
+        batches + 1
+    );
+    outcomes
 }
 
 /// A database for one test: a SQLite file in a temporary directory, or a fresh PostgreSQL

@@ -6,15 +6,18 @@
 //! A fenced or failed request rolls back its savepoint only. Readers use the pool directly;
 //! nothing but this task writes.
 //!
-//! Placeholders are `$1, $2...` on both backends: PostgreSQL's native form, which SQLite reads
+//! Placeholders are `$1, $2...` on both backends (but in the grouped statements, see
+//! `grouped.rs`): PostgreSQL's native form, which SQLite reads
 //! as numbered parameters (sqlx binds `$N` by its number, tested in `tests.rs`).
 
 use crate::error::database;
+use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
 use crate::{CommitOutcome, SecretKey, Store, StoreError, StoreOptions, Write};
 use secrecy::ExposeSecret;
 use sqlx::any::{Any, AnyPoolOptions};
-use sqlx::{Acquire, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, AnyConnection, AnyPool, Executor};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,9 +43,9 @@ pub(crate) struct Inner {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     /// The writer task, awaited by the first `close`.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Batches taken from the queue so far, for tests to observe grouping.
+    /// What the writer did, for tests to observe grouping.
     #[cfg(test)]
-    pub(crate) batches: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// One caller's commit.
@@ -54,6 +57,7 @@ struct Request {
 pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
     sqlx::any::install_default_drivers();
     let key = Arc::new(SecretKey::load_or_create(key_path)?);
+    let is_sqlite = options.database_url.starts_with("sqlite:");
     if let Some(file) = sqlite_file(&options.database_url) {
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(""))).map_err(|e| {
             StoreError::Database(format!(
@@ -88,11 +92,14 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         key: Arc::clone(&key),
         max_batch,
         #[cfg(test)]
-        batches: Arc::default(),
+        counters: Arc::default(),
     };
     #[cfg(test)]
-    let batches = Arc::clone(&writer.batches);
+    let counters = Arc::clone(&writer.counters);
     let task = tokio::spawn(writer.run(requests));
+    if is_sqlite {
+        tokio::spawn(checkpoints(pool.clone()));
+    }
     Ok(Store {
         inner: Arc::new(Inner {
             pool,
@@ -100,7 +107,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
             #[cfg(test)]
-            batches,
+            counters,
         }),
     })
 }
@@ -111,10 +118,38 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
 async fn configure_sqlite(conn: &mut AnyConnection, busy_timeout_ms: u128) -> sqlx::Result<()> {
     conn.execute("PRAGMA journal_mode = WAL").await?;
     conn.execute("PRAGMA synchronous = FULL").await?;
+    // Checkpoints run beside the writer (see `checkpoints`), not inside its commits: an
+    // automatic checkpoint syncs the database file in the committing call, and every commit
+    // waiting in that batch would pay for it.
+    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
     Ok(())
+}
+
+/// How often the SQLite write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies the SQLite write-ahead log back into the database file every [`CHECKPOINT_EVERY`]
+/// on a reader connection, until the pool closes. `PASSIVE` never blocks the writer or the
+/// readers; once a checkpoint has caught up, the next write starts the log over, so the log
+/// stays about as small as with SQLite's automatic checkpoints.
+async fn checkpoints(pool: AnyPool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+        }
+    }
 }
 
 /// The database file of a `sqlite:` URL, unless it is in memory.
@@ -172,11 +207,24 @@ struct Writer {
     key: Arc<SecretKey>,
     max_batch: usize,
     #[cfg(test)]
-    batches: Arc<std::sync::atomic::AtomicUsize>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer task did so far (tests only).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Batches taken from the queue.
+    pub(crate) batches: std::sync::atomic::AtomicUsize,
+    /// Batches applied again request by request after a grouped run diverged.
+    pub(crate) diverged: std::sync::atomic::AtomicUsize,
 }
 
 impl Writer {
+    /// Takes what is queued, batch after batch, on one connection of its own (acquired again
+    /// after a batch fails, in case the connection is what broke).
     async fn run(self, mut requests: mpsc::Receiver<Request>) {
+        let mut conn: Option<PoolConnection<Any>> = None;
         while let Some(first) = requests.recv().await {
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
@@ -187,43 +235,58 @@ impl Writer {
             }
             metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
             #[cfg(test)]
-            self.batches
+            self.counters
+                .batches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.commit_batch(batch).await;
-        }
-    }
-
-    /// Applies every request of `batch` in one transaction, then answers each.
-    async fn commit_batch(&self, batch: Vec<Request>) {
-        match self.apply_batch(&batch).await {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    // A caller that went away still had its writes committed.
-                    let _ = request.reply.send(outcome);
+            let started = std::time::Instant::now();
+            let outcomes = match &mut conn {
+                Some(conn) => self.apply_batch(conn, &batch).await,
+                None => match self.pool.acquire().await {
+                    Ok(acquired) => {
+                        let conn = conn.insert(acquired);
+                        self.apply_batch(conn, &batch).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if outcomes.is_err() {
+                if let Some(mut broken) = conn.take() {
+                    broken.close_on_drop();
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::error!(
-                    error = %message,
-                    size = batch.len(),
-                    "store batch failed; none of it was committed"
-                );
-                for request in batch {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::Database(message.clone())));
-                }
-            }
+            answer(batch, outcomes);
+            metrics::histogram!("steward_store_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
     /// The outcome of each request, once the transaction holding them all is committed.
+    ///
+    /// Runs of lifecycle commits go the grouped way (a few statements for the whole run); the
+    /// other requests go one by one, each in its own savepoint. If a grouped run diverges from
+    /// what it predicted, the transaction is rolled back and the batch is applied again one
+    /// request at a time, which gives every request its exact outcome.
     async fn apply_batch(
         &self,
+        conn: &mut AnyConnection,
         batch: &[Request],
     ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
+        match self.apply_grouped(&mut tx, batch).await? {
+            Ok(outcomes) => {
+                tx.commit().await?;
+                return Ok(outcomes);
+            }
+            Err(diverged) => {
+                tracing::warn!(error = %diverged, size = batch.len(), "store batch applied again request by request");
+                tx.rollback().await?;
+                #[cfg(test)]
+                self.counters
+                    .diverged
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let mut tx = conn.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in batch {
             outcomes.push(self.apply_request(&mut tx, &request.writes).await?);
@@ -232,11 +295,34 @@ impl Writer {
         Ok(outcomes)
     }
 
+    /// Applies `batch` with runs of groupable requests grouped. The outer error means the
+    /// transaction itself is broken; the inner one, that a grouped run diverged.
+    async fn apply_grouped(
+        &self,
+        tx: &mut AnyConnection,
+        batch: &[Request],
+    ) -> sqlx::Result<Result<Vec<Result<CommitOutcome, StoreError>>, grouped::Diverged>> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let groupable = |request: &Request| grouped::accepts(&request.writes);
+        for part in batch.chunk_by(|a, b| groupable(a) && groupable(b)) {
+            if !groupable(&part[0]) {
+                outcomes.push(self.apply_request(tx, &part[0].writes).await?);
+                continue;
+            }
+            let run: Vec<&[Write]> = part.iter().map(|request| &request.writes[..]).collect();
+            match grouped::apply(tx, &run).await {
+                Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
+                Err(diverged) => return Ok(Err(diverged)),
+            }
+        }
+        Ok(Ok(outcomes))
+    }
+
     /// Applies one request inside a savepoint. The outer error means the transaction itself
     /// is broken (the savepoint could not be opened, released or rolled back).
     async fn apply_request(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         writes: &[Write],
     ) -> sqlx::Result<Result<CommitOutcome, StoreError>> {
         let mut savepoint = tx.begin().await?;
@@ -447,6 +533,31 @@ impl Writer {
         .await
         .map_err(database)?;
         Ok(())
+    }
+}
+
+/// Answers every request of `batch` with its outcome, or all with the batch's error.
+fn answer(batch: Vec<Request>, outcomes: sqlx::Result<Vec<Result<CommitOutcome, StoreError>>>) {
+    match outcomes {
+        Ok(outcomes) => {
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                // A caller that went away still had its writes committed.
+                let _ = request.reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::error!(
+                error = %message,
+                size = batch.len(),
+                "store batch failed; none of it was committed"
+            );
+            for request in batch {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Database(message.clone())));
+            }
+        }
     }
 }
 

@@ -1,0 +1,482 @@
+//! The writer's fast path: a run of lifecycle commits applied with one statement per kind of
+//! write, however many commits the run holds.
+//!
+//! A restart storm is thousands of small commits per second, each a fenced state update, an
+//! agent credential and an event or two. Applied one statement at a time (with a savepoint
+//! per commit for atomicity) the writer spends its time on statement round trips, not on the
+//! database. Here a run of such commits is decided first and written after, with no read:
+//!
+//! 1. each workspace the run touches is assumed to be stored at the generation its first
+//!    fenced write expects (the actor that wrote last knows it; a stale one is the rare case);
+//! 2. the commits are replayed in order from there, exactly as the database would check
+//!    their fences one after the other: a fenced commit is dropped whole, so a commit's
+//!    writes still apply together or not at all;
+//! 3. what survives is written with one multi-row statement per kind: the last state, spec
+//!    and agent columns of each workspace (`UPDATE … FROM (VALUES …)`, fenced in SQL on the
+//!    generation assumed at the start or reached at the end) and every event, in order.
+//!
+//! The fenced `UPDATE`s check the assumptions: each must touch exactly one row per
+//! workspace. If one does not (a stale actor wrote, a row is gone), or a statement fails, or
+//! a fenced verdict rests on an assumption nothing checked, the run *diverged*: the caller
+//! rolls the transaction back and applies the batch the slow way, commit by commit, which
+//! gives every commit its exact outcome. Only commits made of fenced updates and event
+//! appends take this path; anything else (creates, secrets, deletes) goes the slow way
+//! between runs.
+
+use crate::error::database;
+use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns, Value};
+use crate::{CommitOutcome, EventRecord, StoreError, Write};
+use sqlx::AnyConnection;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use steward_domain::{Timestamp, WorkspaceId};
+
+/// Most rows in one statement.
+const MAX_ROWS: usize = 256;
+
+/// Whether a commit made of `writes` can be grouped: fenced updates and event appends only.
+pub(crate) fn accepts(writes: &[Write]) -> bool {
+    writes.iter().all(|write| {
+        matches!(
+            write,
+            Write::SaveState { .. }
+                | Write::SaveSpec { .. }
+                | Write::SaveAgent { .. }
+                | Write::AppendEvent(_)
+        )
+    })
+}
+
+/// Why a run could not be applied as decided: the caller rolls back and goes the slow way.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Diverged {
+    /// A grouped statement failed, or a commit's columns did not encode (the error is pinned
+    /// on its commit by the slow way).
+    #[error("a grouped commit failed: {0}")]
+    Failed(StoreError),
+    /// A commit would be fenced, but nothing else in the run checks the generation it was
+    /// fenced against.
+    #[error("workspace {0} was fenced on an assumed generation")]
+    Unverified(WorkspaceId),
+    /// A grouped statement touched another number of rows than the replay predicted.
+    #[error("grouped statements touched {actual} rows, {expected} expected")]
+    Rows { expected: u64, actual: u64 },
+}
+
+impl From<StoreError> for Diverged {
+    fn from(e: StoreError) -> Self {
+        Diverged::Failed(e)
+    }
+}
+
+/// One workspace of the run: its generation and the last columns written of each kind.
+struct Row {
+    id: WorkspaceId,
+    /// Generation the row is assumed to have when the run starts (checked by the fenced
+    /// `UPDATE`s: a wrong guess means the run diverged).
+    stored: Option<i64>,
+    /// Generation after the commits replayed so far.
+    generation: Option<i64>,
+    state: Option<(Box<StateColumns>, Timestamp)>,
+    spec: Option<SpecColumns>,
+    agent: Option<AgentColumns>,
+}
+
+/// What one commit changes, once its fences held.
+enum Change<'a> {
+    State(usize, Box<StateColumns>, Timestamp, i64),
+    Spec(usize, SpecColumns),
+    Agent(usize, AgentColumns),
+    Event(&'a EventRecord),
+}
+
+/// Applies `run` (commits that [`accepts`]) on `conn`, inside the caller's transaction.
+/// Returns each commit's outcome, or why the run diverged.
+pub(crate) async fn apply(
+    conn: &mut AnyConnection,
+    run: &[&[Write]],
+) -> Result<Vec<CommitOutcome>, Diverged> {
+    let (mut rows, index) = assumed_generations(run);
+    let mut events = Vec::new();
+    let mut outcomes = Vec::with_capacity(run.len());
+    for writes in run {
+        outcomes.push(replay(writes, &index, &mut rows, &mut events)?);
+    }
+    // A fenced verdict rests on the assumed generation: only a write in this run checks it.
+    for outcome in &outcomes {
+        if let CommitOutcome::Fenced { id, .. } = outcome {
+            let row = &rows[index[id]];
+            if row.state.is_none() && row.spec.is_none() && row.agent.is_none() {
+                return Err(Diverged::Unverified(*id));
+            }
+        }
+    }
+    let dialect = Dialect::of(conn);
+    let mut statements = update_statements(dialect, rows);
+    statements.extend(event_statements(dialect, &events)?);
+    execute(conn, dialect, statements).await?;
+    Ok(outcomes)
+}
+
+/// Replays one commit against the generations so far: keeps its changes if every fence holds.
+fn replay<'a>(
+    writes: &'a [Write],
+    index: &HashMap<WorkspaceId, usize>,
+    rows: &mut [Row],
+    events: &mut Vec<&'a EventRecord>,
+) -> Result<CommitOutcome, StoreError> {
+    // Generations this commit has moved so far (a commit may touch several workspaces).
+    let mut moved: Vec<(usize, i64)> = Vec::new();
+    let mut changes = Vec::with_capacity(writes.len());
+    for write in writes {
+        let (id, expected) = match write {
+            Write::SaveState {
+                id,
+                expected_generation,
+                ..
+            }
+            | Write::SaveSpec {
+                id,
+                expected_generation,
+                ..
+            } => (*id, *expected_generation),
+            Write::SaveAgent { id, agent } => (*id, agent.generation),
+            Write::AppendEvent(event) => {
+                changes.push(Change::Event(event));
+                continue;
+            }
+            _ => unreachable!("grouped::accepts admits only fenced updates and events"),
+        };
+        let i = index[&id];
+        let current = moved
+            .iter()
+            .rev()
+            .find(|(j, _)| *j == i)
+            .map_or(rows[i].generation, |(_, generation)| Some(*generation));
+        if current != Some(generation_column(expected)?) {
+            return Ok(CommitOutcome::Fenced { id, expected });
+        }
+        changes.push(match write {
+            Write::SaveState { state, at, .. } => {
+                let generation = generation_column(state.generation)?;
+                moved.push((i, generation));
+                Change::State(i, Box::new(StateColumns::new(state)?), *at, generation)
+            }
+            Write::SaveSpec { spec, .. } => Change::Spec(i, SpecColumns::new(spec)?),
+            Write::SaveAgent { agent, .. } => Change::Agent(i, AgentColumns::new(agent)?),
+            _ => unreachable!("matched above"),
+        });
+    }
+    for change in changes {
+        match change {
+            Change::State(i, columns, at, generation) => {
+                rows[i].generation = Some(generation);
+                rows[i].state = Some((columns, at));
+            }
+            Change::Spec(i, columns) => rows[i].spec = Some(columns),
+            Change::Agent(i, columns) => rows[i].agent = Some(columns),
+            Change::Event(event) => events.push(event),
+        }
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+/// One row per workspace the run's fenced writes touch, in first-touched order, assumed to be
+/// stored at the generation its first fenced write expects, and where each id is.
+fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usize>) {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut index = HashMap::new();
+    for write in run.iter().flat_map(|writes| writes.iter()) {
+        let (id, expected) = match write {
+            Write::SaveState {
+                id,
+                expected_generation,
+                ..
+            }
+            | Write::SaveSpec {
+                id,
+                expected_generation,
+                ..
+            } => (*id, *expected_generation),
+            Write::SaveAgent { id, agent } => (*id, agent.generation),
+            _ => continue,
+        };
+        index.entry(id).or_insert_with(|| {
+            // A generation that does not encode is left unknown: its write fails the replay.
+            let stored = generation_column(expected).ok();
+            rows.push(Row {
+                id,
+                stored,
+                generation: stored,
+                state: None,
+                spec: None,
+                agent: None,
+            });
+            rows.len() - 1
+        });
+    }
+    (rows, index)
+}
+
+/// A statement built before it is bound, and how many rows it must touch.
+struct Statement {
+    sql: String,
+    values: Vec<Value>,
+    rows: usize,
+}
+
+/// The columns one `UPDATE` sets: state (with `updated_at`), configuration and agent, each
+/// group behind a flag (`s`, `c`, `a`: 1 to set it, 0 to keep what is stored).
+const UPDATE_GROUPS: [(&str, &str); 3] = [
+    (
+        "s",
+        "ready_when, phase, desired, generation, observed_generation, pending, \
+         failure_reason, failure_generation, backoff_attempt, recent_failures, \
+         last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes, \
+         cycle_generation, cycle_causes, cycle_started_at, switch_state, updated_at",
+    ),
+    ("c", "name, provider, image, command, env, model"),
+    (
+        "a",
+        "agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at",
+    ),
+];
+
+/// One `UPDATE workspaces … FROM (VALUES …)` per chunk of workspaces: each row sets the last
+/// state, configuration and agent columns the run left for its workspace, fenced on the
+/// generation the run assumed it starts from.
+fn update_statements(dialect: Dialect, rows: Vec<Row>) -> Vec<Statement> {
+    let mut names = Vec::new();
+    let mut set = Vec::new();
+    for (flag, columns) in UPDATE_GROUPS {
+        names.push(flag.to_owned());
+        for column in columns.split(", ") {
+            names.push(column.to_owned());
+            set.push(format!(
+                "{column} = CASE WHEN v.{flag} = 1 THEN v.{column} ELSE workspaces.{column} END"
+            ));
+        }
+    }
+    let width = names.len() + 2;
+    let (names, set) = (names.join(", "), set.join(", "));
+    let flag = |set: bool| Value::int(i64::from(set));
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|row| row.state.is_some() || row.spec.is_some() || row.agent.is_some())
+        .collect();
+    let mut statements = Vec::new();
+    let mut rows = rows.into_iter();
+    for (count, size) in dialect.statements(rows.len()) {
+        let mut values = Vec::with_capacity(size * width);
+        for row in rows.by_ref().take(count) {
+            values.push(flag(row.state.is_some()));
+            match row.state {
+                Some((columns, at)) => {
+                    values.extend(columns.values());
+                    values.push(Value::int(at.0));
+                }
+                None => {
+                    values.extend(StateColumns::NULLS);
+                    values.push(Value::Int(None));
+                }
+            }
+            values.push(flag(row.spec.is_some()));
+            match row.spec {
+                Some(columns) => values.extend(columns.values()),
+                None => values.extend(SpecColumns::NULLS),
+            }
+            values.push(flag(row.agent.is_some()));
+            match row.agent {
+                Some(columns) => values.extend(columns.values()),
+                None => values.extend(AgentColumns::NULLS),
+            }
+            values.push(Value::text(row.id.to_string()));
+            values.push(Value::Int(row.stored));
+        }
+        values.resize(size * width, Value::Int(None));
+        statements.push(Statement {
+            sql: format!(
+                "WITH v ({names}, id, fence) AS (VALUES {}) \
+                 UPDATE workspaces SET {set} FROM v \
+                 WHERE workspaces.id = v.id AND workspaces.generation = v.fence",
+                dialect.rows(size, width)
+            ),
+            values,
+            rows: count,
+        });
+    }
+    statements
+}
+
+/// `INSERT`s of every event of the run, in order.
+fn event_statements(
+    dialect: Dialect,
+    events: &[&EventRecord],
+) -> Result<Vec<Statement>, StoreError> {
+    const COLUMNS: &str = "workspace_id, seq, generation, at, kind, data";
+    let mut events = events.iter();
+    let mut statements = Vec::new();
+    for (count, size) in dialect.statements(events.len()) {
+        let mut values = Vec::with_capacity(size * 6);
+        for event in events.by_ref().take(count) {
+            values.extend([
+                Value::text(event.workspace_id.to_string()),
+                Value::int(event.seq),
+                Value::int(generation_column(event.generation)?),
+                Value::int(event.at.0),
+                Value::text(event.kind.clone()),
+                Value::text(to_json(&event.data)?),
+            ]);
+        }
+        values.resize(size * 6, Value::Int(None));
+        statements.push(Statement {
+            sql: format!(
+                "WITH v ({COLUMNS}) AS (VALUES {}) \
+                 INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM v \
+                 WHERE workspace_id IS NOT NULL",
+                dialect.rows(size, 6)
+            ),
+            values,
+            rows: count,
+        });
+    }
+    Ok(statements)
+}
+
+/// Runs `statements`, checking that each touches the rows it must: on SQLite all of them in
+/// one call (one round trip to the connection's thread; the total is checked, which is
+/// enough, as an `INSERT` inserts all its rows or fails), on PostgreSQL one by one.
+async fn execute(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    statements: Vec<Statement>,
+) -> Result<(), Diverged> {
+    match dialect {
+        Dialect::Sqlite => {
+            if statements.is_empty() {
+                return Ok(());
+            }
+            let sql = statements
+                .iter()
+                .map(|statement| statement.sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let rows = statements.iter().map(|statement| statement.rows).sum();
+            let values = statements
+                .into_iter()
+                .flat_map(|statement| statement.values);
+            let done = Value::bind_all(sqlx::query(&sql), values)
+                .execute(&mut *conn)
+                .await
+                .map_err(database)?;
+            expect_rows(rows, done.rows_affected())
+        }
+        Dialect::Postgres => {
+            for statement in statements {
+                let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(database)?;
+                expect_rows(statement.rows, done.rows_affected())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn expect_rows(expected: usize, actual: u64) -> Result<(), Diverged> {
+    let expected = expected as u64;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Diverged::Rows { expected, actual })
+    }
+}
+
+/// How a backend takes these long statements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// Parameters `$1, $2, …`; statements as long as their rows.
+    Postgres,
+    /// Parameters `?` bound in order: sqlx looks up the name of every numbered parameter when
+    /// it binds, and SQLite finds a name by a linear scan, so `$N` parameters cost O(N²) per
+    /// statement (this dominated the writer with multi-row statements). Statements are padded
+    /// to a power of two rows, so a connection prepares a handful of distinct statements and
+    /// keeps them in its statement cache.
+    Sqlite,
+}
+
+impl Dialect {
+    fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name() == "SQLite" {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        }
+    }
+
+    /// The statements for `n` rows: `(rows, size)`, `rows` of them real, written for `size`.
+    fn statements(self, mut n: usize) -> impl Iterator<Item = (usize, usize)> {
+        std::iter::from_fn(move || {
+            if n == 0 {
+                return None;
+            }
+            let rows = n.min(MAX_ROWS);
+            n -= rows;
+            Some(match self {
+                Dialect::Postgres => (rows, rows),
+                Dialect::Sqlite => (rows, rows.next_power_of_two()),
+            })
+        })
+    }
+
+    /// `(…), (…)`: `rows` tuples of `width` placeholders.
+    fn rows(self, rows: usize, width: usize) -> String {
+        let mut out = String::with_capacity(rows * width * 5);
+        for row in 0..rows {
+            out.push_str(if row == 0 { "(" } else { "), (" });
+            for column in 0..width {
+                if column > 0 {
+                    out.push_str(", ");
+                }
+                match self {
+                    Dialect::Postgres => {
+                        let _ = write!(out, "${}", row * width + column + 1);
+                    }
+                    Dialect::Sqlite => out.push('?'),
+                }
+            }
+        }
+        out.push(')');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_cover_every_row_and_sqlite_sizes_are_few() {
+        for n in 1..600 {
+            for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+                let statements: Vec<_> = dialect.statements(n).collect();
+                assert_eq!(statements.iter().map(|(rows, _)| rows).sum::<usize>(), n);
+                assert!(statements
+                    .iter()
+                    .all(|(rows, size)| rows <= size && *size <= MAX_ROWS));
+                assert_eq!(statements.len(), n.div_ceil(MAX_ROWS));
+                if dialect == Dialect::Sqlite {
+                    assert!(statements.iter().all(|(_, size)| size.is_power_of_two()));
+                }
+            }
+        }
+        assert_eq!(Dialect::Sqlite.statements(5).collect::<Vec<_>>(), [(5, 8)]);
+    }
+
+    #[test]
+    fn placeholders_number_across_tuples_or_go_in_order() {
+        assert_eq!(Dialect::Postgres.rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Dialect::Sqlite.rows(2, 2), "(?, ?), (?, ?)");
+    }
+}
