@@ -83,6 +83,9 @@ type IdempotentCreate = Result<(WorkspaceId, String, Option<WorkspaceView>), Act
 struct Inner {
     deps: Arc<Deps>,
     actors: DashMap<WorkspaceId, Entry>,
+    /// The configured providers' names, shared by every entry that names one (a hundred
+    /// thousand entries hold a pointer each, not a copy).
+    provider_names: HashMap<String, Arc<str>>,
     arbiters: Vec<ArbiterHandle>,
     /// Creates in progress per idempotency key (removed once settled: the store has it).
     creating: DashMap<String, Arc<OnceCell<IdempotentCreate>>>,
@@ -114,10 +117,17 @@ impl Registry {
         let arbiters = (0..options.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
+        let provider_names = deps
+            .providers
+            .names()
+            .into_iter()
+            .map(|name| (name.to_owned(), Arc::from(name)))
+            .collect();
         let registry = Registry {
             inner: Arc::new(Inner {
                 deps: Arc::new(deps),
                 actors: DashMap::new(),
+                provider_names,
                 arbiters,
                 creating: DashMap::new(),
                 shutting_down: AtomicBool::new(false),
@@ -183,7 +193,7 @@ impl Registry {
 
     fn spawn(&self, record: WorkspaceRecord, origin: Origin, restarts: u32) -> Entry {
         let id = record.id;
-        let provider: Arc<str> = record.spec.provider.as_str().into();
+        let provider = self.provider_name(&record.spec.provider);
         let mailbox = Arc::new(AtomicUsize::new(0));
         let actor = WorkspaceActor::new(
             record,
@@ -617,8 +627,17 @@ impl Registry {
     /// report on it.
     pub(crate) fn provider_changed(&self, id: WorkspaceId, provider: &str) {
         if let Some(mut entry) = self.inner.actors.get_mut(&id) {
-            entry.provider = provider.into();
+            entry.provider = self.provider_name(provider);
         }
+    }
+
+    /// `name`, shared if it is a configured provider's.
+    fn provider_name(&self, name: &str) -> Arc<str> {
+        self.inner
+            .provider_names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.into())
     }
 
     /// Drops the registry entry of a purged workspace (if `addr` is still its actor).

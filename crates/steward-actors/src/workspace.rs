@@ -41,6 +41,11 @@ use crate::{
 /// the next respawn). `Err` carries a reason to record.
 type Commit = Shared<BoxFuture<'static, Result<(), String>>>;
 
+/// The commit of an actor whose last commit has settled: one for all, so an idle actor keeps
+/// no commit of its own and a decision that writes nothing allocates nothing.
+static SETTLED: std::sync::LazyLock<Commit> =
+    std::sync::LazyLock::new(|| futures::future::ready(Ok(())).boxed().shared());
+
 /// One provider call, prepared inside the actor (the spec is read at decision time).
 enum Call {
     Start(Box<InstanceSpec>),
@@ -76,10 +81,12 @@ pub struct WorkspaceActor {
     persisted_generation: Generation,
     /// The operation running in the background, if any.
     running_op: Option<(OpId, SpawnHandle)>,
-    /// The timers armed, one per kind (see [`timer_slot`]).
-    timers: [Option<SpawnHandle>; 3],
-    /// The last commit enqueued: a respawn waits for it before reloading.
-    last_commit: Commit,
+    /// The timers armed, one per kind (see [`timer_slot`]); `SpawnHandle::default()` (which
+    /// no spawn returns) when none is.
+    timers: [SpawnHandle; 3],
+    /// The last commit enqueued while it is in flight (`None` once it has settled): a
+    /// respawn waits for it before reloading.
+    last_commit: Option<Commit>,
     origin: Option<Origin>,
     deps: Arc<Deps>,
     registry: Registry,
@@ -127,8 +134,8 @@ impl WorkspaceActor {
             last_event_seq: record.last_event_seq,
             inserted,
             running_op: None,
-            timers: [None; 3],
-            last_commit: futures::future::ready(Ok(())).boxed().shared(),
+            timers: [SpawnHandle::default(); 3],
+            last_commit: None,
             origin: Some(origin),
             deps,
             registry,
@@ -271,7 +278,7 @@ impl WorkspaceActor {
             self.persisted_generation = self.machine.state().generation;
         }
         let commit = if writes.is_empty() {
-            self.last_commit.clone()
+            self.last_commit()
         } else {
             self.commit(writes, events, ctx)
         };
@@ -319,13 +326,31 @@ impl WorkspaceActor {
         }
         .boxed()
         .shared();
-        self.last_commit = commit.clone();
-        ctx.spawn(commit.clone().into_actor(self).map(|result, act, ctx| {
-            if let Err(reason) = result {
-                act.crash(reason, ctx);
-            }
-        }));
+        self.last_commit = Some(commit.clone());
+        let watched = commit.clone();
+        ctx.spawn(
+            commit
+                .clone()
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Err(reason) => act.crash(reason, ctx),
+                    Ok(()) => {
+                        if act
+                            .last_commit
+                            .as_ref()
+                            .is_some_and(|last| last.ptr_eq(&watched))
+                        {
+                            act.last_commit = None;
+                        }
+                    }
+                }),
+        );
         commit
+    }
+
+    /// The last commit enqueued (settled or not).
+    fn last_commit(&self) -> Commit {
+        self.last_commit.clone().unwrap_or_else(|| SETTLED.clone())
     }
 
     /// Runs one provider operation in the background, after `commit` is durable.
@@ -441,14 +466,15 @@ impl WorkspaceActor {
         let delay = at.since(self.deps.clock.now());
         let slot = timer_slot(timer);
         self.cancel_timer(slot, ctx);
-        self.timers[slot] = Some(ctx.run_later(delay, move |act, ctx| {
-            act.timers[slot] = None;
+        self.timers[slot] = ctx.run_later(delay, move |act, ctx| {
+            act.timers[slot] = SpawnHandle::default();
             act.react(Event::Timer(timer), ctx);
-        }));
+        });
     }
 
     fn cancel_timer(&mut self, slot: usize, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.timers[slot].take() {
+        let handle = std::mem::take(&mut self.timers[slot]);
+        if handle != SpawnHandle::default() {
             ctx.cancel_future(handle);
         }
     }
@@ -775,7 +801,7 @@ impl Actor for WorkspaceActor {
             let _ = waiter.send(());
         }
         if self.crashed && !self.shutting_down {
-            let last = self.last_commit.clone();
+            let last = self.last_commit();
             let registry = self.registry.clone();
             let id = self.id;
             let restarts = self.restarts + 1;
@@ -909,7 +935,7 @@ impl Handler<Get> for WorkspaceActor {
 
     fn handle(&mut self, _: Get, _: &mut Self::Context) -> Self::Result {
         let view = self.view();
-        after_last_commit(&self.last_commit, view)
+        after_last_commit(&self.last_commit(), view)
     }
 }
 
@@ -920,7 +946,7 @@ impl Handler<Inspect> for WorkspaceActor {
 
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         let view = self.inspect();
-        after_last_commit(&self.last_commit, view)
+        after_last_commit(&self.last_commit(), view)
     }
 }
 
@@ -941,7 +967,7 @@ impl Handler<Shutdown> for WorkspaceActor {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
-        let last = self.last_commit.clone();
+        let last = self.last_commit();
         if self.running_op.is_none() {
             return Box::pin(async move {
                 let _ = last.await;
@@ -968,5 +994,28 @@ pub(crate) fn live_generation(liveness: Liveness) -> Option<Generation> {
     match liveness {
         Liveness::Alive(g) | Liveness::Booting(g) => Some(g),
         Liveness::Dead(_) | Liveness::Absent => None,
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!("actor {}", size_of::<super::WorkspaceActor>());
+        eprintln!("machine {}", size_of::<steward_domain::Machine>());
+        eprintln!("state {}", size_of::<steward_domain::MachineState>());
+        eprintln!("spec {}", size_of::<steward_domain::WorkspaceSpec>());
+        eprintln!("agent {}", size_of::<steward_store::AgentRecord>());
+        eprintln!(
+            "ctxfut {}",
+            size_of::<
+                actix::dev::ContextFut<
+                    super::WorkspaceActor,
+                    actix::Context<super::WorkspaceActor>,
+                >,
+            >()
+        );
+        eprintln!("ctx {}", size_of::<actix::Context<super::WorkspaceActor>>());
     }
 }

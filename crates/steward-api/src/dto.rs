@@ -438,18 +438,18 @@ impl From<ActorView> for ActorDto {
                 retry_at: v.retry_at.map(rfc3339),
             },
             counters: CountersDto {
-                cycles: v.counters.cycles,
-                cycles_failed: v.counters.cycles_failed,
-                coalesced: v.counters.coalesced,
+                cycles: u64::from(v.counters.cycles),
+                cycles_failed: u64::from(v.counters.cycles_failed),
+                coalesced: u64::from(v.counters.coalesced),
                 dropped: BTreeMap::from([(
                     Cause::Health.as_str(),
                     DropReason::ALL
                         .iter()
                         .map(|r| r.as_str())
-                        .zip(v.counters.dropped)
+                        .zip(v.counters.dropped.map(u64::from))
                         .collect(),
                 )]),
-                stale_results: v.counters.stale_results,
+                stale_results: u64::from(v.counters.stale_results),
             },
             mailbox_len: v.mailbox_len,
             last_error: v.last_error,

@@ -496,18 +496,19 @@ pub struct Transition {
 }
 
 /// Counters kept for inspection (the shell exports metrics from effects, not from these).
+/// 32 bits each, saturating: every machine carries them, and the metrics are exact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Cycles started.
-    pub cycles: u64,
+    pub cycles: u32,
     /// Cycles that failed.
-    pub cycles_failed: u64,
+    pub cycles_failed: u32,
     /// Restarts folded into a pending cycle.
-    pub coalesced: u64,
+    pub coalesced: u32,
     /// Health restarts dropped, by reason (indexed like [`DropReason::ALL`]).
-    pub dropped: [u64; 6],
+    pub dropped: [u32; 6],
     /// Stale completions and timers ignored.
-    pub stale_results: u64,
+    pub stale_results: u32,
 }
 
 /// The persisted part of a machine: what survives an actor or daemon restart.
@@ -814,7 +815,7 @@ impl Machine {
             self.set_phase(Phase::Provisioning, now);
         }
         if self.op.is_some() {
-            self.counters.coalesced += 1;
+            self.counters.coalesced = self.counters.coalesced.saturating_add(1);
             if self.state.pending.contains(cause) {
                 // The pending cycle already serves this cause, durably: nothing to write.
                 // A million requests during one cycle must not be a million rows.
@@ -1139,7 +1140,7 @@ impl Machine {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        self.counters.dropped[idx] += 1;
+        self.counters.dropped[idx] = self.counters.dropped[idx].saturating_add(1);
         if reason != DropReason::NotRunning {
             self.record(
                 fx,
@@ -1211,7 +1212,7 @@ impl Machine {
                     .map(|c| c.causes)
                     .unwrap_or_default();
                 self.state.last_cycle_ended_at = Some(now);
-                self.counters.cycles_failed += 1;
+                self.counters.cycles_failed = self.counters.cycles_failed.saturating_add(1);
                 self.record(
                     fx,
                     RecordKind::ProvisionFailed {
@@ -1383,7 +1384,7 @@ impl Machine {
                     && self.op.is_none();
                 if booting {
                     self.instance_up = false;
-                    self.counters.cycles_failed += 1;
+                    self.counters.cycles_failed = self.counters.cycles_failed.saturating_add(1);
                     self.record(fx, RecordKind::BootTimedOut);
                     let causes = CauseSet::of(Cause::Recovery);
                     self.fail("boot_timeout".into(), "boot_timeout", causes, tick, fx);
@@ -1547,7 +1548,7 @@ impl Machine {
             previous_generation: replaced,
             causes: owed.map_or(causes, |c| c.causes.union(causes)),
         });
-        self.counters.cycles += 1;
+        self.counters.cycles = self.counters.cycles.saturating_add(1);
         self.set_phase(Phase::Provisioning, now);
         self.record(
             fx,
@@ -1746,7 +1747,7 @@ impl Machine {
     }
 
     fn stale(&mut self, what: String, fx: &mut Vec<Effect>) {
-        self.counters.stale_results += 1;
+        self.counters.stale_results = self.counters.stale_results.saturating_add(1);
         self.record(fx, RecordKind::StaleResultIgnored { what });
     }
 

@@ -61,9 +61,53 @@ struct Instance {
     started_at: Instant,
     dead: bool,
     /// The environment the instance was started with, secrets included (for drills and
-    /// tests: a real instance would see exactly this). A flat boxed slice, not a map: a
-    /// hundred thousand simulated instances must stay cheap.
-    env: Box<[(Box<str>, Box<str>)]>,
+    /// tests: a real instance would see exactly this).
+    env: Env,
+}
+
+/// An environment in two allocations, not a map or a string per name and value: a hundred
+/// thousand simulated instances must stay cheap. Every name and value back to back in `text`;
+/// `ends` says where each ends (name, value, name, value...).
+#[derive(Clone)]
+struct Env {
+    text: Box<str>,
+    ends: Box<[u32]>,
+}
+
+/// Names only: values may be secrets.
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl Env {
+    fn new<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (name, value) in pairs {
+            for part in [name, value] {
+                text.push_str(part);
+                ends.push(u32::try_from(text.len()).expect("an environment under 4 GiB"));
+            }
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        let mut parts = self.ends.iter().map(move |&end| {
+            let part = &self.text[start..end as usize];
+            start = end as usize;
+            part
+        });
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
 }
 
 /// Simulated instances.
@@ -132,7 +176,7 @@ impl SimProvider {
         self.instances.get(&id).map(|i| {
             i.env
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect()
         })
     }
@@ -211,16 +255,16 @@ impl Provider for SimProvider {
         if let Some(existing) = self.instances.get(&spec.workspace_id) {
             return Err(ProviderError::AlreadyExists(existing.generation.0));
         }
-        let env = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-            .chain(
-                spec.secrets
-                    .iter()
-                    .map(|(k, v)| (k.as_str().into(), v.expose_secret().into())),
-            )
-            .collect();
+        let env = Env::new(
+            spec.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(
+                    spec.secrets
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.expose_secret())),
+                ),
+        );
         self.instances.insert(
             spec.workspace_id,
             Instance {
@@ -274,6 +318,19 @@ impl Provider for SimProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_keeps_every_name_and_value_and_debug_shows_names_only() {
+        let pairs = [
+            ("A", "1"),
+            ("EMPTY", ""),
+            ("URL", "http://x/?a=b=c"),
+            ("", "odd"),
+        ];
+        let env = Env::new(pairs.into_iter());
+        assert_eq!(env.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(format!("{env:?}"), r#"["A", "EMPTY", "URL", ""]"#);
+    }
 
     fn spec(id: WorkspaceId, generation: u64) -> InstanceSpec {
         InstanceSpec {

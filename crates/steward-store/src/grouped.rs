@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use steward_domain::{Timestamp, WorkspaceId};
 
-/// Most rows in one statement.
+/// Most rows in one PostgreSQL statement (35 parameters a row, well under its 65 535).
 const MAX_ROWS: usize = 256;
 
 /// Whether a commit made of `writes` can be grouped: fenced updates and event appends only.
@@ -112,9 +112,19 @@ pub(crate) async fn apply(
         }
     }
     let dialect = Dialect::of(conn);
-    let mut statements = update_statements(dialect, rows);
-    statements.extend(event_statements(dialect, &events)?);
-    execute(conn, dialect, statements).await?;
+    let events = events
+        .iter()
+        .map(|event| event_row(event))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut statements = updates(dialect, update_rows(rows));
+    statements.extend(inserts(dialect, events));
+    for statement in statements {
+        let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
+            .execute(&mut *conn)
+            .await
+            .map_err(database)?;
+        expect_rows(statement.rows, done.rows_affected())?;
+    }
     Ok(outcomes)
 }
 
@@ -242,33 +252,15 @@ const UPDATE_GROUPS: [(&str, &str); 3] = [
     ),
 ];
 
-/// One `UPDATE workspaces … FROM (VALUES …)` per chunk of workspaces: each row sets the last
-/// state, configuration and agent columns the run left for its workspace, fenced on the
-/// generation the run assumed it starts from.
-fn update_statements(dialect: Dialect, rows: Vec<Row>) -> Vec<Statement> {
-    let mut names = Vec::new();
-    let mut set = Vec::new();
-    for (flag, columns) in UPDATE_GROUPS {
-        names.push(flag.to_owned());
-        for column in columns.split(", ") {
-            names.push(column.to_owned());
-            set.push(format!(
-                "{column} = CASE WHEN v.{flag} = 1 THEN v.{column} ELSE workspaces.{column} END"
-            ));
-        }
-    }
-    let width = names.len() + 2;
-    let (names, set) = (names.join(", "), set.join(", "));
+/// The values of one row of the `UPDATE`: per group its flag and columns (NULLs when the
+/// run left nothing of that group), then the id and the generation it is fenced on. Only
+/// workspaces with something to write.
+fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
     let flag = |set: bool| Value::int(i64::from(set));
-    let rows: Vec<Row> = rows
-        .into_iter()
+    rows.into_iter()
         .filter(|row| row.state.is_some() || row.spec.is_some() || row.agent.is_some())
-        .collect();
-    let mut statements = Vec::new();
-    let mut rows = rows.into_iter();
-    for (count, size) in dialect.statements(rows.len()) {
-        let mut values = Vec::with_capacity(size * width);
-        for row in rows.by_ref().take(count) {
+        .map(|row| {
+            let mut values = Vec::with_capacity(UPDATE_WIDTH);
             values.push(flag(row.state.is_some()));
             match row.state {
                 Some((columns, at)) => {
@@ -292,96 +284,69 @@ fn update_statements(dialect: Dialect, rows: Vec<Row>) -> Vec<Statement> {
             }
             values.push(Value::text(row.id.to_string()));
             values.push(Value::Int(row.stored));
-        }
-        values.resize(size * width, Value::Int(None));
-        statements.push(Statement {
-            sql: format!(
-                "WITH v ({names}, id, fence) AS (VALUES {}) \
-                 UPDATE workspaces SET {set} FROM v \
-                 WHERE workspaces.id = v.id AND workspaces.generation = v.fence",
-                dialect.rows(size, width)
-            ),
-            values,
-            rows: count,
-        });
-    }
-    statements
+            values
+        })
+        .collect()
 }
 
-/// `INSERT`s of every event of the run, in order.
-fn event_statements(
-    dialect: Dialect,
-    events: &[&EventRecord],
-) -> Result<Vec<Statement>, StoreError> {
-    const COLUMNS: &str = "workspace_id, seq, generation, at, kind, data";
-    let mut events = events.iter();
-    let mut statements = Vec::new();
-    for (count, size) in dialect.statements(events.len()) {
-        let mut values = Vec::with_capacity(size * 6);
-        for event in events.by_ref().take(count) {
-            values.extend([
-                Value::text(event.workspace_id.to_string()),
-                Value::int(event.seq),
-                Value::int(generation_column(event.generation)?),
-                Value::int(event.at.0),
-                Value::text(event.kind.clone()),
-                Value::text(to_json(&event.data)?),
-            ]);
-        }
-        values.resize(size * 6, Value::Int(None));
-        statements.push(Statement {
-            sql: format!(
-                "WITH v ({COLUMNS}) AS (VALUES {}) \
-                 INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM v \
-                 WHERE workspace_id IS NOT NULL",
-                dialect.rows(size, 6)
-            ),
-            values,
-            rows: count,
-        });
-    }
-    Ok(statements)
+/// The values of one row of `events`.
+fn event_row(event: &EventRecord) -> Result<Vec<Value>, StoreError> {
+    Ok(vec![
+        Value::text(event.workspace_id.to_string()),
+        Value::int(event.seq),
+        Value::int(generation_column(event.generation)?),
+        Value::int(event.at.0),
+        Value::text(event.kind.clone()),
+        Value::text(to_json(&event.data)?),
+    ])
 }
 
-/// Runs `statements`, checking that each touches the rows it must: on SQLite all of them in
-/// one call (one round trip to the connection's thread; the total is checked, which is
-/// enough, as an `INSERT` inserts all its rows or fails), on PostgreSQL one by one.
-async fn execute(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    statements: Vec<Statement>,
-) -> Result<(), Diverged> {
-    match dialect {
-        Dialect::Sqlite => {
-            if statements.is_empty() {
-                return Ok(());
-            }
-            let sql = statements
-                .iter()
-                .map(|statement| statement.sql.as_str())
-                .collect::<Vec<_>>()
-                .join(";\n");
-            let rows = statements.iter().map(|statement| statement.rows).sum();
-            let values = statements
-                .into_iter()
-                .flat_map(|statement| statement.values);
-            let done = Value::bind_all(sqlx::query(&sql), values)
-                .execute(&mut *conn)
-                .await
-                .map_err(database)?;
-            expect_rows(rows, done.rows_affected())
-        }
-        Dialect::Postgres => {
-            for statement in statements {
-                let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(database)?;
-                expect_rows(statement.rows, done.rows_affected())?;
-            }
-            Ok(())
+const EVENT_COLUMNS: &str = "workspace_id, seq, generation, at, kind, data";
+
+/// Parameters in a row of the `UPDATE`: a flag per group, its columns, the id, the fence.
+const UPDATE_WIDTH: usize = 35;
+
+/// The `UPDATE`'s column names (flags included, then `id, fence`) and its `SET` list.
+fn update_columns() -> (Vec<String>, String) {
+    let mut names = Vec::with_capacity(UPDATE_WIDTH);
+    let mut set = Vec::new();
+    for (flag, columns) in UPDATE_GROUPS {
+        names.push(flag.to_owned());
+        for column in columns.split(", ") {
+            names.push(column.to_owned());
+            set.push(format!(
+                "{column} = CASE WHEN v.{flag} = 1 THEN v.{column} ELSE workspaces.{column} END"
+            ));
         }
     }
+    names.extend(["id".to_owned(), "fence".to_owned()]);
+    debug_assert_eq!(names.len(), UPDATE_WIDTH);
+    (names, set.join(", "))
+}
+
+/// `UPDATE workspaces … FROM (VALUES …)`: the last state, configuration and agent columns
+/// the run left for each workspace, fenced on the generation the run assumed it starts from.
+fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+    let (names, set) = update_columns();
+    let names = names.join(", ");
+    dialect.statements(rows, UPDATE_WIDTH, |values| {
+        format!(
+            "WITH v ({names}) AS (VALUES {values}) \
+             UPDATE workspaces SET {set} FROM v \
+             WHERE workspaces.id = v.id AND workspaces.generation = v.fence"
+        )
+    })
+}
+
+/// `INSERT INTO events`, every event of the run in order (rows of NULLs, padding, skipped).
+fn inserts(dialect: Dialect, events: Vec<Vec<Value>>) -> Vec<Statement> {
+    dialect.statements(events, 6, |values| {
+        format!(
+            "WITH v ({EVENT_COLUMNS}) AS (VALUES {values}) \
+             INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM v \
+             WHERE workspace_id IS NOT NULL"
+        )
+    })
 }
 
 fn expect_rows(expected: usize, actual: u64) -> Result<(), Diverged> {
@@ -393,18 +358,22 @@ fn expect_rows(expected: usize, actual: u64) -> Result<(), Diverged> {
     }
 }
 
-/// How a backend takes these long statements.
+/// How a backend takes these multi-row statements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dialect {
-    /// Parameters `$1, $2, …`; statements as long as their rows.
+    /// Parameters `$1, $2, …`; up to [`MAX_ROWS`] rows a statement, as many as there are.
     Postgres,
-    /// Parameters `?` bound in order: sqlx looks up the name of every numbered parameter when
-    /// it binds, and SQLite finds a name by a linear scan, so `$N` parameters cost O(N²) per
-    /// statement (this dominated the writer with multi-row statements). Statements are padded
-    /// to a power of two rows, so a connection prepares a handful of distinct statements and
-    /// keeps them in its statement cache.
+    /// Parameters `?`, bound in order: sqlx looks up the name of every numbered parameter
+    /// when it binds, and SQLite finds a name by a linear scan, so `$N` parameters cost
+    /// O(N²) per statement (this dominated the writer with multi-row statements). Up to
+    /// [`SQLITE_ROWS`] rows a statement, padded with NULL rows to a power of two: a connection
+    /// prepares a handful of small statements once and keeps them (a statement per batch
+    /// size, hundreds of rows each, cost tens of megabytes of prepared statements).
     Sqlite,
 }
+
+/// Most rows in one SQLite statement.
+const SQLITE_ROWS: usize = 32;
 
 impl Dialect {
     fn of(conn: &AnyConnection) -> Self {
@@ -415,23 +384,37 @@ impl Dialect {
         }
     }
 
-    /// The statements for `n` rows: `(rows, size)`, `rows` of them real, written for `size`.
-    fn statements(self, mut n: usize) -> impl Iterator<Item = (usize, usize)> {
-        std::iter::from_fn(move || {
-            if n == 0 {
-                return None;
-            }
-            let rows = n.min(MAX_ROWS);
-            n -= rows;
-            Some(match self {
-                Dialect::Postgres => (rows, rows),
-                Dialect::Sqlite => (rows, rows.next_power_of_two()),
+    /// `rows` (each `width` values) cut into statements; `sql` writes a statement around
+    /// its `VALUES` list.
+    fn statements(
+        self,
+        rows: Vec<Vec<Value>>,
+        width: usize,
+        sql: impl Fn(&str) -> String,
+    ) -> Vec<Statement> {
+        let chunk = match self {
+            Dialect::Postgres => MAX_ROWS,
+            Dialect::Sqlite => SQLITE_ROWS,
+        };
+        rows.chunks(chunk)
+            .map(|rows| {
+                let size = match self {
+                    Dialect::Postgres => rows.len(),
+                    Dialect::Sqlite => rows.len().next_power_of_two(),
+                };
+                let mut values = rows.concat();
+                values.resize(size * width, Value::Int(None));
+                Statement {
+                    sql: sql(&self.placeholders(size, width)),
+                    rows: rows.len(),
+                    values,
+                }
             })
-        })
+            .collect()
     }
 
     /// `(…), (…)`: `rows` tuples of `width` placeholders.
-    fn rows(self, rows: usize, width: usize) -> String {
+    fn placeholders(self, rows: usize, width: usize) -> String {
         let mut out = String::with_capacity(rows * width * 5);
         for row in 0..rows {
             out.push_str(if row == 0 { "(" } else { "), (" });
@@ -457,26 +440,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statements_cover_every_row_and_sqlite_sizes_are_few() {
-        for n in 1..600 {
-            for dialect in [Dialect::Postgres, Dialect::Sqlite] {
-                let statements: Vec<_> = dialect.statements(n).collect();
-                assert_eq!(statements.iter().map(|(rows, _)| rows).sum::<usize>(), n);
-                assert!(statements
-                    .iter()
-                    .all(|(rows, size)| rows <= size && *size <= MAX_ROWS));
-                assert_eq!(statements.len(), n.div_ceil(MAX_ROWS));
-                if dialect == Dialect::Sqlite {
-                    assert!(statements.iter().all(|(_, size)| size.is_power_of_two()));
-                }
-            }
-        }
-        assert_eq!(Dialect::Sqlite.statements(5).collect::<Vec<_>>(), [(5, 8)]);
+    fn placeholders_number_across_tuples_or_go_in_order() {
+        assert_eq!(
+            Dialect::Postgres.placeholders(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(Dialect::Sqlite.placeholders(2, 2), "(?, ?), (?, ?)");
     }
 
     #[test]
-    fn placeholders_number_across_tuples_or_go_in_order() {
-        assert_eq!(Dialect::Postgres.rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(Dialect::Sqlite.rows(2, 2), "(?, ?), (?, ?)");
+    fn sqlite_statements_are_few_sizes_and_padded_with_nulls() {
+        let rows = |n: usize| (0..n).map(|i| vec![Value::int(i as i64)]).collect();
+        let sizes = |dialect: Dialect, n| {
+            dialect
+                .statements(rows(n), 1, |values| values.to_owned())
+                .iter()
+                .map(|s| (s.rows, s.values.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(Dialect::Sqlite, 5), [(5, 8)]);
+        assert_eq!(sizes(Dialect::Sqlite, 40), [(32, 32), (8, 8)]);
+        assert_eq!(sizes(Dialect::Postgres, 40), [(40, 40)]);
+        let padded = Dialect::Sqlite.statements(rows(3), 1, |values| values.to_owned());
+        assert_eq!(padded[0].values[3], Value::Int(None));
+    }
+
+    #[test]
+    fn the_update_names_every_column_once() {
+        let (names, set) = update_columns();
+        assert_eq!(names.len(), UPDATE_WIDTH);
+        assert_eq!(set.matches(" = CASE WHEN ").count(), UPDATE_WIDTH - 5);
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
     }
 }

@@ -22,8 +22,10 @@ use steward_domain::{
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
 /// One column value, owned: statements can be built before they are bound, and a NULL keeps
-/// its column's type (PostgreSQL types a `VALUES` list from its parameters).
-#[derive(Clone, Debug, PartialEq)]
+/// its column's type (PostgreSQL types a `VALUES` list from its parameters). Serializes as
+/// the bare JSON string, number or null (rows handed to SQLite as JSON).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub(crate) enum Value {
     Text(Option<String>),
     Int(Option<i64>),

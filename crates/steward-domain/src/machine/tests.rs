@@ -421,7 +421,7 @@ fn registration_of_another_generation_is_stale() {
 
 // ---- health --------------------------------------------------------------------------------
 
-fn dropped(h: &Harness, reason: DropReason) -> u64 {
+fn dropped(h: &Harness, reason: DropReason) -> u32 {
     let idx = DropReason::ALL
         .iter()
         .position(|r| *r == reason)
