@@ -15,7 +15,7 @@ use steward_domain::{Generation, RestartContext, WorkspaceId};
 use subtle::ConstantTimeEq;
 
 /// A new token for `generation` of `id`, with the hash to store.
-pub(crate) fn issue_token(id: WorkspaceId, generation: Generation) -> (SecretString, String) {
+pub(crate) fn issue_token(id: WorkspaceId, generation: Generation) -> (SecretString, [u8; 32]) {
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
@@ -24,12 +24,9 @@ pub(crate) fn issue_token(id: WorkspaceId, generation: Generation) -> (SecretStr
     (SecretString::from(token), hash)
 }
 
-/// SHA-256 hex of a token.
-pub(crate) fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// SHA-256 of a token.
+pub(crate) fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The workspace and generation a token claims (unverified).
@@ -42,8 +39,8 @@ pub fn token_claims(token: &str) -> Option<(WorkspaceId, Generation)> {
 }
 
 /// Whether `token` hashes to `stored_hash` (constant-time).
-pub(crate) fn verify(token: &str, stored_hash: &str) -> bool {
-    bool::from(hash(token).as_bytes().ct_eq(stored_hash.as_bytes()))
+pub(crate) fn verify(token: &str, stored_hash: &[u8; 32]) -> bool {
+    bool::from(hash(token).ct_eq(stored_hash))
 }
 
 /// POSTs `context` to the agent at `url` (authenticated with the agent's own token), retrying

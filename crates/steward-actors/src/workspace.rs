@@ -608,7 +608,7 @@ impl WorkspaceActor {
             && self
                 .agent
                 .token_hash
-                .as_deref()
+                .as_ref()
                 .is_some_and(|h| crate::agent::verify(token, h));
         if current {
             Ok(generation)
@@ -994,28 +994,5 @@ pub(crate) fn live_generation(liveness: Liveness) -> Option<Generation> {
     match liveness {
         Liveness::Alive(g) | Liveness::Booting(g) => Some(g),
         Liveness::Dead(_) | Liveness::Absent => None,
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        eprintln!("actor {}", size_of::<super::WorkspaceActor>());
-        eprintln!("machine {}", size_of::<steward_domain::Machine>());
-        eprintln!("state {}", size_of::<steward_domain::MachineState>());
-        eprintln!("spec {}", size_of::<steward_domain::WorkspaceSpec>());
-        eprintln!("agent {}", size_of::<steward_store::AgentRecord>());
-        eprintln!(
-            "ctxfut {}",
-            size_of::<
-                actix::dev::ContextFut<
-                    super::WorkspaceActor,
-                    actix::Context<super::WorkspaceActor>,
-                >,
-            >()
-        );
-        eprintln!("ctx {}", size_of::<actix::Context<super::WorkspaceActor>>());
     }
 }

@@ -26,7 +26,8 @@
 use crate::error::database;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns, Value};
 use crate::{CommitOutcome, EventRecord, StoreError, Write};
-use sqlx::AnyConnection;
+use futures::TryStreamExt;
+use sqlx::{AnyConnection, Executor};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use steward_domain::{Timestamp, WorkspaceId};
@@ -96,6 +97,97 @@ pub(crate) async fn apply(
     conn: &mut AnyConnection,
     run: &[&[Write]],
 ) -> Result<Vec<CommitOutcome>, Diverged> {
+    let Plan {
+        outcomes,
+        statements,
+    } = plan(Dialect::of(conn), run)?;
+    for statement in statements {
+        let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
+            .execute(&mut *conn)
+            .await
+            .map_err(database)?;
+        expect_rows(statement.rows, done.rows_affected())?;
+    }
+    Ok(outcomes)
+}
+
+/// What a run will do: each commit's outcome, and the statements that apply what survives.
+pub(crate) struct Plan {
+    outcomes: Vec<CommitOutcome>,
+    statements: Vec<Statement>,
+}
+
+/// A SQLite plan for a whole batch of commits that [`accepts`], if it fits in one call (see
+/// [`commit_in_one_call`]); `None` sends the batch the usual way.
+pub(crate) fn small_sqlite_plan(run: &[&[Write]]) -> Option<Result<Plan, Diverged>> {
+    match plan(Dialect::Sqlite, run) {
+        // One UPDATE and one INSERT at most: the statement list's text is one of a few dozen,
+        // so the connection's statement cache keeps them all (a list per batch size would
+        // fill it with megabytes of prepared statements).
+        Ok(plan) if plan.statements.len() > 2 => None,
+        planned => Some(planned),
+    }
+}
+
+/// On SQLite, commits a [`small_sqlite_plan`] in two calls to the connection's thread:
+/// `BEGIN IMMEDIATE` and the grouped statements as one statement list, then (once the rows
+/// they touched are checked) `COMMIT`. `conn` must not be in a transaction. On any error the
+/// transaction is rolled back before returning, so the caller can go the slow way on the same
+/// connection.
+pub(crate) async fn commit_in_one_call(
+    conn: &mut AnyConnection,
+    Plan {
+        outcomes,
+        statements,
+    }: Plan,
+) -> Result<Vec<CommitOutcome>, Diverged> {
+    let mut sql = String::from("BEGIN IMMEDIATE");
+    for statement in &statements {
+        sql.push_str(";\n");
+        sql.push_str(&statement.sql);
+    }
+    let expected: Vec<usize> = statements.iter().map(|statement| statement.rows).collect();
+    let values = statements
+        .into_iter()
+        .flat_map(|statement| statement.values);
+    let query = Value::bind_all(sqlx::query(&sql), values);
+    let results: Result<Vec<u64>, sqlx::Error> = conn
+        .fetch_many(query)
+        .try_filter_map(|step| async move { Ok(step.left().map(|done| done.rows_affected())) })
+        .try_collect()
+        .await;
+    let checked = match results {
+        // BEGIN, then each statement: one result each.
+        Ok(touched) if touched.len() == expected.len() + 1 => expected
+            .iter()
+            .zip(&touched[1..])
+            .try_for_each(|(expected, touched)| expect_rows(*expected, *touched)),
+        Ok(touched) => Err(Diverged::Rows {
+            expected: expected.len() as u64 + 1,
+            actual: touched.len() as u64,
+        }),
+        Err(e) => Err(Diverged::Failed(database(e))),
+    };
+    let committed = match checked {
+        Ok(()) => conn
+            .execute("COMMIT")
+            .await
+            .map_err(|e| Diverged::Failed(database(e))),
+        Err(diverged) => Err(diverged),
+    };
+    match committed {
+        Ok(_) => Ok(outcomes),
+        Err(diverged) => {
+            // Open unless BEGIN itself failed ("no transaction is active" then, which is fine).
+            let _ = conn.execute("ROLLBACK").await;
+            Err(diverged)
+        }
+    }
+}
+
+/// Replays `run` and writes the statements that apply what survives: each commit's outcome,
+/// and the statements to run.
+fn plan(dialect: Dialect, run: &[&[Write]]) -> Result<Plan, Diverged> {
     let (mut rows, index) = assumed_generations(run);
     let mut events = Vec::new();
     let mut outcomes = Vec::with_capacity(run.len());
@@ -111,21 +203,16 @@ pub(crate) async fn apply(
             }
         }
     }
-    let dialect = Dialect::of(conn);
     let events = events
         .iter()
         .map(|event| event_row(event))
         .collect::<Result<Vec<_>, _>>()?;
     let mut statements = updates(dialect, update_rows(rows));
     statements.extend(inserts(dialect, events));
-    for statement in statements {
-        let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
-            .execute(&mut *conn)
-            .await
-            .map_err(database)?;
-        expect_rows(statement.rows, done.rows_affected())?;
-    }
-    Ok(outcomes)
+    Ok(Plan {
+        outcomes,
+        statements,
+    })
 }
 
 /// Replays one commit against the generations so far: keeps its changes if every fence holds.

@@ -65,8 +65,8 @@ pub struct WorkspaceRecord {
 pub struct AgentRecord {
     /// Generation whose token is valid.
     pub generation: Generation,
-    /// SHA-256 hex of that token.
-    pub token_hash: Option<String>,
+    /// SHA-256 of that token (stored as hex).
+    pub token_hash: Option<[u8; 32]>,
     /// URL the agent registered.
     pub url: Option<String>,
     /// Last heartbeat.

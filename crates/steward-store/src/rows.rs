@@ -320,7 +320,7 @@ impl AgentColumns {
     pub(crate) fn new(agent: &AgentRecord) -> Result<Self, StoreError> {
         Ok(Self {
             agent_generation: generation_column(agent.generation)?,
-            agent_token_hash: agent.token_hash.clone(),
+            agent_token_hash: agent.token_hash.as_ref().map(to_hex),
             agent_url: agent.url.clone(),
             agent_last_heartbeat_at: agent.last_heartbeat_at.map(|t| t.0),
         })
@@ -353,7 +353,13 @@ impl AgentColumns {
     fn parse(self) -> Result<AgentRecord, StoreError> {
         Ok(AgentRecord {
             generation: generation_value(self.agent_generation)?,
-            token_hash: self.agent_token_hash,
+            token_hash: self
+                .agent_token_hash
+                .as_deref()
+                .map(|hex| {
+                    from_hex(hex).ok_or_else(|| corrupt("agent_token_hash is not 64 hex digits"))
+                })
+                .transpose()?,
             url: self.agent_url,
             last_heartbeat_at: self.agent_last_heartbeat_at.map(Timestamp),
         })
@@ -576,6 +582,27 @@ fn parse_causes(column: &str) -> Result<CauseSet, StoreError> {
 
 fn from_json<T: serde::de::DeserializeOwned>(column: &str) -> Result<T, StoreError> {
     serde_json::from_str(column).map_err(|e| corrupt(&format!("json {column:?}: {e}")))
+}
+
+fn to_hex(bytes: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn unknown(what: &str, value: &str) -> StoreError {

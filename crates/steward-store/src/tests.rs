@@ -506,7 +506,7 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
     let b1 = at(&b.state, 1, Phase::Provisioning);
     let agent = |generation: u64, url: &str| AgentRecord {
         generation: Generation(generation),
-        token_hash: Some(format!("{generation:064}")),
+        token_hash: Some([generation as u8; 32]),
         url: Some(url.into()),
         last_heartbeat_at: None,
     };
@@ -815,7 +815,7 @@ fn workspace() -> WorkspaceRecord {
         .into(),
         agent: AgentRecord {
             generation: Generation(3),
-            token_hash: Some("ab".repeat(32)),
+            token_hash: Some([0xab; 32]),
             url: Some("http://127.0.0.1:1".into()),
             last_heartbeat_at: Some(Timestamp(6_000)),
         },

@@ -129,7 +129,7 @@ async fn configure_sqlite(conn: &mut AnyConnection, busy_timeout_ms: u128) -> sq
 }
 
 /// How often the SQLite write-ahead log is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies the SQLite write-ahead log back into the database file every [`CHECKPOINT_EVERY`]
 /// on a reader connection, until the pool closes. `PASSIVE` never blocks the writer or the
@@ -271,6 +271,26 @@ impl Writer {
         conn: &mut AnyConnection,
         batch: &[Request],
     ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
+        if conn.backend_name() == "SQLite"
+            && batch
+                .iter()
+                .all(|request| grouped::accepts(&request.writes))
+        {
+            let run: Vec<&[Write]> = batch.iter().map(|request| &request.writes[..]).collect();
+            let committed = match grouped::small_sqlite_plan(&run) {
+                None => None,
+                Some(Ok(plan)) => Some(grouped::commit_in_one_call(conn, plan).await),
+                Some(Err(diverged)) => Some(Err(diverged)),
+            };
+            match committed {
+                None => {}
+                Some(Ok(outcomes)) => return Ok(outcomes.into_iter().map(Ok).collect()),
+                Some(Err(diverged)) => {
+                    self.diverged(&diverged, batch.len());
+                    return self.apply_one_by_one(conn, batch).await;
+                }
+            }
+        }
         let mut tx = conn.begin().await?;
         match self.apply_grouped(&mut tx, batch).await? {
             Ok(outcomes) => {
@@ -278,14 +298,27 @@ impl Writer {
                 return Ok(outcomes);
             }
             Err(diverged) => {
-                tracing::warn!(error = %diverged, size = batch.len(), "store batch applied again request by request");
                 tx.rollback().await?;
-                #[cfg(test)]
-                self.counters
-                    .diverged
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.diverged(&diverged, batch.len());
             }
         }
+        self.apply_one_by_one(conn, batch).await
+    }
+
+    fn diverged(&self, diverged: &grouped::Diverged, size: usize) {
+        tracing::warn!(error = %diverged, size, "store batch applied again request by request");
+        #[cfg(test)]
+        self.counters
+            .diverged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The slow way: every request in its own savepoint of one transaction.
+    async fn apply_one_by_one(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[Request],
+    ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
         let mut tx = conn.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in batch {
