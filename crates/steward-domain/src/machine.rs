@@ -545,7 +545,7 @@ pub struct MachineState {
     /// interrupted: it adopts its instance or closes it and serves its causes again.
     pub cycle: Option<Cycle>,
     /// The provider switch in progress, if any.
-    pub switch: Option<Switch>,
+    pub switch: Option<Box<Switch>>,
 }
 
 /// A retry scheduled after a failure.
@@ -913,14 +913,14 @@ impl Machine {
                 to: to.clone(),
             },
         );
-        self.state.switch = Some(Switch {
+        self.state.switch = Some(Box::new(Switch {
             from,
             to,
             from_ready: self.state.ready_when,
             to_ready,
             stage: SwitchStage::Leaving,
             rollback: false,
-        });
+        }));
         if self.state.desired == Desired::Stopped {
             // The stop in flight, if any, finishes first; see `converge_after_stop`.
             if self.op.is_none() {
@@ -1019,14 +1019,14 @@ impl Machine {
                 reason: reason.to_owned(),
             },
         );
-        self.state.switch = Some(Switch {
+        self.state.switch = Some(Box::new(Switch {
             from: switch.to,
             to: switch.from,
             from_ready: switch.to_ready,
             to_ready: switch.from_ready,
             stage: SwitchStage::Leaving,
             rollback: true,
-        });
+        }));
         true
     }
 

@@ -290,15 +290,6 @@ impl DockerProvider {
         HashMap::from([("label".to_owned(), labels)])
     }
 
-    /// Ids of every container of ours labelled with workspace `id` (one list call).
-    async fn labelled(&self, id: WorkspaceId) -> Result<Vec<String>, ProviderError> {
-        let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
-        let containers = self
-            .containers(filters, &format!("listing containers of workspace {id}"))
-            .await?;
-        Ok(containers.into_iter().filter_map(|c| c.id).collect())
-    }
-
     /// The container that has the workspace's name, if any. One list call filtered by name
     /// (see the module doc for why not `inspect`).
     async fn find(&self, name: &str) -> Result<Found, ProviderError> {
@@ -381,8 +372,8 @@ impl DockerProvider {
             };
             match failure.status() {
                 Some(409) if !replaced => {}
-                // The image went away since it was checked. (A 404 can also be a missing
-                // network of the operator's `network_mode`: that one is the engine's.)
+                // Nothing is pulled. (A 404 can also be a missing network of the operator's
+                // `network_mode`: that one is the engine's.)
                 Some(404) if failure.message().contains("No such image") => {
                     return Err(ProviderError::InvalidSpec(format!(
                         "image {image:?} is not present on the engine (no registry to pull from)"
@@ -508,27 +499,8 @@ impl Provider for DockerProvider {
         let image = spec::image(spec)?;
         spec::check(spec)?;
         let name = self.container_name(spec.workspace_id);
-        let image_owned = image.to_owned();
-        let checked = self
-            .engine
-            .call(Duration::ZERO, |d| async move {
-                d.inspect_image(&image_owned).await
-            })
-            .await;
-        match checked {
-            Ok(_) => {}
-            Err(failure) if failure.status() == Some(404) => {
-                return Err(ProviderError::InvalidSpec(format!(
-                    "image {image:?} is not present on the engine (no registry to pull from)"
-                )))
-            }
-            Err(failure) => {
-                return Err(self
-                    .engine
-                    .error(failure, format_args!("looking up image {image:?}")))
-            }
-        }
-
+        // No image inspect first: the create reports a missing image itself (one engine
+        // call less per cycle, which is most of what Steward adds to one).
         let container = self.create(spec, image).await?;
         let target = container.clone();
         let started = self
@@ -607,17 +579,34 @@ impl Provider for DockerProvider {
     /// anonymous volumes.
     /// Removes the workspace's container and any other container of ours labelled with the
     /// workspace (a leftover under another name, e.g. made by hand or by an older daemon).
+    ///
+    /// One list call finds them all: every container of ours carries the workspace label, and
+    /// one that merely has the workspace's name without being labelled ours is never touched.
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
-        let name = self.container_name(id);
-        if let Some((container, generation)) = self.ours(id, "remove").await? {
-            self.quiet.expect(&container);
-            self.remove_container(&container, &name).await?;
-            tracing::info!(workspace = %id, %generation, container = %name, "instance container removed");
-        }
-        for container in self.labelled(id).await? {
-            self.quiet.expect(&container);
-            self.remove_container(&container, &container).await?;
-            tracing::info!(workspace = %id, container = %container, "leftover container of the workspace removed");
+        let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
+        let containers = self
+            .containers(filters, &format!("listing containers of workspace {id}"))
+            .await?;
+        let name = format!("/{}", self.container_name(id));
+        for container in containers {
+            let Some(container_id) = container.id else {
+                continue;
+            };
+            let generation = labels::generation(&container.labels.unwrap_or_default());
+            let named = container
+                .names
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| container_id.clone());
+            let shown = named.trim_start_matches('/').to_owned();
+            self.quiet.expect(&container_id);
+            self.remove_container(&container_id, &shown).await?;
+            if named == name {
+                tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
+            } else {
+                tracing::info!(workspace = %id, container = %shown, "leftover container of the workspace removed");
+            }
         }
         Ok(())
     }

@@ -301,7 +301,7 @@ impl StateColumns {
             switch: self
                 .switch_state
                 .as_deref()
-                .map(|column| from_json::<SwitchColumn>(column)?.parse())
+                .map(|column| from_json::<SwitchColumn>(column)?.parse().map(Box::new))
                 .transpose()?,
         })
     }

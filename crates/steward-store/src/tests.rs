@@ -789,14 +789,14 @@ fn workspace() -> WorkspaceRecord {
         causes: [Cause::Manual].into_iter().collect(),
         started_at: Timestamp(7_000),
     });
-    state.switch = Some(Switch {
+    state.switch = Some(Box::new(Switch {
         from: "docker".into(),
         to: "process".into(),
         from_ready: ReadyWhen::Instance,
         to_ready: ReadyWhen::Agent,
         stage: SwitchStage::Arrived,
         rollback: false,
-    });
+    }));
     WorkspaceRecord {
         id: WorkspaceId::from(uuid::Uuid::new_v4()),
         spec: WorkspaceSpec {

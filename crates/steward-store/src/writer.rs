@@ -1,14 +1,16 @@
 //! Opening the store and the single writer task (group commit).
 //!
 //! Owns the pool, the secrets key and the one task that writes. Callers queue a request (their
-//! writes and a reply channel); the task takes what is queued (up to `max_batch`), applies each
-//! request inside its own savepoint of one transaction, commits once, then answers everyone.
-//! A fenced or failed request rolls back its savepoint only. Readers use the pool directly;
-//! nothing but this task writes.
+//! writes and a reply channel); the task takes what is queued (up to `max_batch`), applies it
+//! in one transaction, commits once, then answers everyone. Runs of lifecycle commits are
+//! applied grouped (`grouped.rs`: a few multi-row statements for the whole run); other
+//! requests, and every request of a batch whose grouped run diverged, are applied one by one,
+//! each inside its own savepoint, so a fenced or failed request rolls back alone. Readers use
+//! the pool directly; nothing but this task writes.
 //!
-//! Placeholders are `$1, $2...` on both backends (but in the grouped statements, see
-//! `grouped.rs`): PostgreSQL's native form, which SQLite reads
-//! as numbered parameters (sqlx binds `$N` by its number, tested in `tests.rs`).
+//! Placeholders are `$1, $2...` on both backends (but in SQLite's grouped statements, see
+//! `grouped.rs`): PostgreSQL's native form, which SQLite reads as numbered parameters (sqlx
+//! binds `$N` by its number, tested in `tests.rs`).
 
 use crate::error::database;
 use crate::grouped;
