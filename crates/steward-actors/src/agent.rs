@@ -8,20 +8,32 @@
 
 use base64::Engine;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox, SecretString};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use steward_domain::{Generation, RestartContext, WorkspaceId};
 use subtle::ConstantTimeEq;
 
-/// A new token for `generation` of `id`, with the hash to store.
-pub(crate) fn issue_token(id: WorkspaceId, generation: Generation) -> (SecretString, [u8; 32]) {
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let token = format!("{id}.{generation}.{secret}");
-    let hash = hash(&token);
-    (SecretString::from(token), hash)
+/// The random part of a new token for `generation` of `id`, with the hash to store. The
+/// token itself is [`token`] of it: 32 bytes are kept, not the 80-character text.
+pub(crate) fn issue_token(
+    id: WorkspaceId,
+    generation: Generation,
+) -> (SecretBox<[u8; 32]>, [u8; 32]) {
+    let mut secret = SecretBox::new(Box::new([0u8; 32]));
+    rand::rngs::OsRng.fill_bytes(secret.expose_secret_mut());
+    let hash = hash(token(id, generation, &secret).expose_secret());
+    (secret, hash)
+}
+
+/// The token of `generation` of `id` with random part `secret`.
+pub(crate) fn token(
+    id: WorkspaceId,
+    generation: Generation,
+    secret: &SecretBox<[u8; 32]>,
+) -> SecretString {
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.expose_secret());
+    SecretString::from(format!("{id}.{generation}.{secret}"))
 }
 
 /// SHA-256 of a token.
@@ -89,13 +101,17 @@ mod tests {
     #[test]
     fn a_token_names_its_workspace_and_generation_and_verifies_only_itself() {
         let id = WorkspaceId::from(uuid::Uuid::new_v4());
-        let (token, stored) = issue_token(id, Generation(7));
+        let (secret, stored) = issue_token(id, Generation(7));
+        let token = token(id, Generation(7), &secret);
         let token = token.expose_secret();
         assert_eq!(token_claims(token), Some((id, Generation(7))));
         assert!(verify(token, &stored));
         let (other, _) = issue_token(id, Generation(7));
         assert!(
-            !verify(other.expose_secret(), &stored),
+            !verify(
+                super::token(id, Generation(7), &other).expose_secret(),
+                &stored
+            ),
             "same claims, other secret"
         );
         assert!(token.len() > 43 + 36, "at least 256 random bits");

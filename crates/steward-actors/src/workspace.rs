@@ -103,9 +103,10 @@ pub struct WorkspaceActor {
     /// Start of the cycle that was in flight before the event being handled (for the
     /// cycle-duration histogram, which is fed when that cycle ends).
     cycle_started_at: Option<Timestamp>,
-    /// The plaintext agent token of the instance being started or up (memory only): used to
-    /// authenticate restart-context deliveries to that agent.
-    agent_token: Option<(Generation, SecretString)>,
+    /// The random part of the agent token of the instance being started or up (memory only):
+    /// the token is given to that instance and authenticates restart-context deliveries to
+    /// its agent.
+    agent_token: Option<(Generation, secrecy::SecretBox<[u8; 32]>)>,
 }
 
 impl WorkspaceActor {
@@ -530,10 +531,8 @@ impl WorkspaceActor {
             env.insert("STEWARD_MODEL".into(), model.clone());
         }
         let mut secrets = self.secrets.clone();
-        if let Some((token_generation, token)) = &self.agent_token {
-            if *token_generation == generation {
-                secrets.insert("STEWARD_AGENT_TOKEN".into(), token.clone());
-            }
+        if let Some(token) = self.agent_token(generation) {
+            secrets.insert("STEWARD_AGENT_TOKEN".into(), token);
         }
         InstanceSpec {
             workspace_id: self.id,
@@ -543,6 +542,14 @@ impl WorkspaceActor {
             env,
             secrets,
         }
+    }
+
+    /// The agent token of `generation`, if it is the one issued last.
+    fn agent_token(&self, generation: Generation) -> Option<SecretString> {
+        self.agent_token
+            .as_ref()
+            .filter(|(issued, _)| *issued == generation)
+            .map(|(_, secret)| crate::agent::token(self.id, generation, secret))
     }
 
     /// Issues the agent token of `generation`; returns the agent record to persist (hash only).
@@ -562,11 +569,7 @@ impl WorkspaceActor {
     /// re-enters the machine as `ContextDelivery`.
     fn deliver_context(&mut self, context: RestartContext, ctx: &mut Context<Self>) {
         let url = self.agent.url.clone();
-        let token = self
-            .agent_token
-            .as_ref()
-            .filter(|(g, _)| *g == context.generation)
-            .map(|(_, t)| t.clone());
+        let token = self.agent_token(context.generation);
         let (Some(url), Some(token)) = (url, token) else {
             // Not from inside `execute`: its commit must be enqueued before this one.
             let failed = Event::ContextDelivery {

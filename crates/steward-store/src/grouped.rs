@@ -30,7 +30,7 @@ use futures::TryStreamExt;
 use sqlx::{AnyConnection, Executor};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use steward_domain::{Timestamp, WorkspaceId};
+use steward_domain::{Generation, Timestamp, WorkspaceId};
 
 /// Most rows in one PostgreSQL statement (35 parameters a row, well under its 65 535).
 const MAX_ROWS: usize = 256;
@@ -226,23 +226,11 @@ fn replay<'a>(
     let mut moved: Vec<(usize, i64)> = Vec::new();
     let mut changes = Vec::with_capacity(writes.len());
     for write in writes {
-        let (id, expected) = match write {
-            Write::SaveState {
-                id,
-                expected_generation,
-                ..
-            }
-            | Write::SaveSpec {
-                id,
-                expected_generation,
-                ..
-            } => (*id, *expected_generation),
-            Write::SaveAgent { id, agent } => (*id, agent.generation),
-            Write::AppendEvent(event) => {
+        let Some((id, expected)) = fence(write) else {
+            if let Write::AppendEvent(event) = write {
                 changes.push(Change::Event(event));
-                continue;
             }
-            _ => unreachable!("grouped::accepts admits only fenced updates and events"),
+            continue;
         };
         let i = index[&id];
         let current = moved
@@ -278,25 +266,32 @@ fn replay<'a>(
     Ok(CommitOutcome::Committed)
 }
 
+/// The workspace a fenced write is about and the generation it expects stored.
+fn fence(write: &Write) -> Option<(WorkspaceId, Generation)> {
+    match write {
+        Write::SaveState {
+            id,
+            expected_generation,
+            ..
+        }
+        | Write::SaveSpec {
+            id,
+            expected_generation,
+            ..
+        } => Some((*id, *expected_generation)),
+        Write::SaveAgent { id, agent } => Some((*id, agent.generation)),
+        _ => None,
+    }
+}
+
 /// One row per workspace the run's fenced writes touch, in first-touched order, assumed to be
 /// stored at the generation its first fenced write expects, and where each id is.
 fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usize>) {
     let mut rows: Vec<Row> = Vec::new();
     let mut index = HashMap::new();
     for write in run.iter().flat_map(|writes| writes.iter()) {
-        let (id, expected) = match write {
-            Write::SaveState {
-                id,
-                expected_generation,
-                ..
-            }
-            | Write::SaveSpec {
-                id,
-                expected_generation,
-                ..
-            } => (*id, *expected_generation),
-            Write::SaveAgent { id, agent } => (*id, agent.generation),
-            _ => continue,
+        let Some((id, expected)) = fence(write) else {
+            continue;
         };
         index.entry(id).or_insert_with(|| {
             // A generation that does not encode is left unknown: its write fails the replay.
