@@ -13,11 +13,13 @@
 //!    writes still apply together or not at all;
 //! 3. what survives is written with one multi-row statement per kind: the last state, spec
 //!    and agent columns of each workspace (`UPDATE … FROM (VALUES …)`, fenced in SQL on the
-//!    generation assumed at the start or reached at the end) and every event, in order.
+//!    generation assumed at the start) and every event, in order (statements of at most 32
+//!    rows on SQLite, 256 on PostgreSQL).
 //!
 //! The fenced `UPDATE`s check the assumptions: each must touch exactly one row per
 //! workspace. If one does not (a stale actor wrote, a row is gone), or a statement fails, or
-//! a fenced verdict rests on an assumption nothing checked, the run *diverged*: the caller
+//! a fenced verdict rests on an assumption nothing checked or follows other writes of its
+//! commit, the run *diverged*: the caller
 //! rolls the transaction back and applies the batch the slow way, commit by commit, which
 //! gives every commit its exact outcome. Only commits made of fenced updates and event
 //! appends take this path; anything else (creates, secrets, deletes) goes the slow way
@@ -59,6 +61,9 @@ pub(crate) enum Diverged {
     /// fenced against.
     #[error("workspace {0} was fenced on an assumed generation")]
     Unverified(WorkspaceId),
+    /// A commit would be fenced after writes of its own that the replay cannot judge.
+    #[error("a commit on workspace {0} was fenced after other writes")]
+    BeforeFence(WorkspaceId),
     /// A grouped statement touched another number of rows than the replay predicted.
     #[error("grouped statements touched {actual} rows, {expected} expected")]
     Rows { expected: u64, actual: u64 },
@@ -221,7 +226,7 @@ fn replay<'a>(
     index: &HashMap<WorkspaceId, usize>,
     rows: &mut [Row],
     events: &mut Vec<&'a EventRecord>,
-) -> Result<CommitOutcome, StoreError> {
+) -> Result<CommitOutcome, Diverged> {
     // Generations this commit has moved so far (a commit may touch several workspaces).
     let mut moved: Vec<(usize, i64)> = Vec::new();
     let mut changes = Vec::with_capacity(writes.len());
@@ -239,6 +244,12 @@ fn replay<'a>(
             .find(|(j, _)| *j == i)
             .map_or(rows[i].generation, |(_, generation)| Some(*generation));
         if current != Some(generation_column(expected)?) {
+            if !changes.is_empty() {
+                // Applied one by one, a write before the fence could fail first (a duplicate
+                // event), or rest on another workspace's unchecked generation: only the slow
+                // way knows this commit's outcome.
+                return Err(Diverged::BeforeFence(id));
+            }
             return Ok(CommitOutcome::Fenced { id, expected });
         }
         changes.push(match write {

@@ -54,6 +54,7 @@ on_both_backends!(
     concurrent_commits_are_grouped_and_all_succeed,
     enqueued_commits_apply_in_order_and_overload_is_refused,
     one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity,
+    fenced_verdicts_in_a_grouped_batch_match_one_by_one,
 );
 
 /// `$N` placeholders are bound by number, not by position, on both backends.
@@ -563,7 +564,9 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
         vec![Write::DeleteWorkspace { id: doomed.id }],
     ];
     let outcomes = one_batch(&store, requests).await;
-    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 0);
+    // The commit fenced on its agent record after its state and spec writes is one the
+    // grouped way cannot judge: the batch went the slow way, once.
+    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 1);
     let fenced = |id, generation| {
         Ok(CommitOutcome::Fenced {
             id,
@@ -622,7 +625,7 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
         ],
     )
     .await;
-    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 1);
+    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 2);
     assert!(
         matches!(outcomes[0], Err(StoreError::Conflict(_))),
         "{:?}",
@@ -650,6 +653,91 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
     assert_eq!(
         kinds(&store.events(b.id, 0, 10).await.expect("events")),
         ["b1", "b2"]
+    );
+    store.close().await;
+}
+
+/// Batches made only of lifecycle commits (SQLite's two-call path): every commit gets the
+/// outcome applying them one by one would give, including when a write before a commit's fence
+/// would fail first or concerns another workspace.
+async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
+    let store = db.open().await;
+    let a = workspace(); // generation 3
+    let b = bare_workspace(); // generation 0
+    commit(&store, vec![insert(&a), insert(&b)]).await;
+    let at = |generation: u64| {
+        let mut next = a.state.clone();
+        next.generation = Generation(generation);
+        next
+    };
+    let diverged = || store.inner.counters.diverged.load(Ordering::Relaxed);
+    let outcomes = |done: Vec<Result<CommitOutcome, StoreError>>| {
+        done.into_iter()
+            .map(|outcome| outcome.map_err(|e| matches!(e, StoreError::Conflict(_))))
+            .collect::<Vec<_>>()
+    };
+    let fenced = |id, generation| {
+        Ok(CommitOutcome::Fenced {
+            id,
+            expected: Generation(generation),
+        })
+    };
+
+    // A stale writer after the current one: fenced, decided without going the slow way.
+    let before = diverged();
+    let done = one_batch(
+        &store,
+        vec![
+            vec![save_state(a.id, Generation(3), at(4))],
+            vec![save_state(a.id, Generation(3), at(4))],
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes(done),
+        [Ok(CommitOutcome::Committed), fenced(a.id, 3)]
+    );
+    assert_eq!(diverged(), before);
+
+    // An event before a stale fence: one by one, its duplicate seq fails the commit first.
+    let done = one_batch(
+        &store,
+        vec![
+            vec![
+                save_state(a.id, Generation(4), at(5)),
+                Write::AppendEvent(event(a.id, 1, "a1")),
+            ],
+            vec![
+                Write::AppendEvent(event(a.id, 1, "dup")),
+                save_state(a.id, Generation(4), at(5)),
+            ],
+        ],
+    )
+    .await;
+    assert_eq!(outcomes(done), [Ok(CommitOutcome::Committed), Err(true)]);
+    assert_eq!(diverged(), before + 1);
+
+    // A commit on two workspaces whose first is stale: fenced on that one, not the other.
+    let done = one_batch(
+        &store,
+        vec![
+            vec![save_state(a.id, Generation(5), at(6))],
+            vec![
+                save_state(b.id, Generation(9), b.state.clone()),
+                save_state(a.id, Generation(5), at(6)),
+            ],
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes(done),
+        [Ok(CommitOutcome::Committed), fenced(b.id, 9)]
+    );
+    assert_eq!(load(&store, a.id).await.state, at(6));
+    assert_eq!(load(&store, b.id).await.state, b.state);
+    assert_eq!(
+        kinds(&store.events(a.id, 0, 10).await.expect("events")),
+        ["a1"]
     );
     store.close().await;
 }
