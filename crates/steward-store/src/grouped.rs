@@ -88,6 +88,13 @@ struct Row {
     agent: Option<AgentColumns>,
 }
 
+impl Row {
+    /// Whether the run leaves anything to write for this workspace.
+    fn writes_anything(&self) -> bool {
+        self.state.is_some() || self.spec.is_some() || self.agent.is_some()
+    }
+}
+
 /// What one commit changes, once its fences held.
 enum Change<'a> {
     State(usize, Box<StateColumns>, Timestamp, i64),
@@ -96,45 +103,69 @@ enum Change<'a> {
     Event(&'a EventRecord),
 }
 
-/// Applies `run` (commits that [`accepts`]) on `conn`, inside the caller's transaction.
-/// Returns each commit's outcome, or why the run diverged.
-pub(crate) async fn apply(
-    conn: &mut AnyConnection,
-    run: &[&[Write]],
-) -> Result<Vec<CommitOutcome>, Diverged> {
-    let Plan {
-        outcomes,
-        statements,
-    } = plan(Dialect::of(conn), run)?;
-    for statement in statements {
-        let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
-            .execute(&mut *conn)
-            .await
-            .map_err(database)?;
-        expect_rows(statement.rows, done.rows_affected())?;
-    }
-    Ok(outcomes)
-}
-
-/// What a run will do: each commit's outcome, and the statements that apply what survives.
+/// What a run (commits that [`accepts`]) will do: each commit's outcome, and the statements
+/// that apply what survives.
 pub(crate) struct Plan {
     outcomes: Vec<CommitOutcome>,
     statements: Vec<Statement>,
 }
 
-/// A SQLite plan for a whole batch of commits that [`accepts`], if it fits in one call (see
-/// [`commit_in_one_call`]); `None` sends the batch the usual way.
-pub(crate) fn small_sqlite_plan(run: &[&[Write]]) -> Option<Result<Plan, Diverged>> {
-    match plan(Dialect::Sqlite, run) {
-        // One UPDATE and one INSERT at most: the statement list's text is one of a few dozen,
-        // so the connection's statement cache keeps them all (a list per batch size would
-        // fill it with megabytes of prepared statements).
-        Ok(plan) if plan.statements.len() > 2 => None,
-        planned => Some(planned),
+impl Plan {
+    /// Replays `run` and writes the statements that apply what survives, or says why the run
+    /// cannot be decided this way.
+    pub(crate) fn new(dialect: Dialect, run: &[&[Write]]) -> Result<Plan, Diverged> {
+        let (mut rows, index) = assumed_generations(run);
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(run.len());
+        for writes in run {
+            outcomes.push(replay(writes, &index, &mut rows, &mut events)?);
+        }
+        // A fenced verdict rests on the assumed generation: only a write in this run checks it.
+        for outcome in &outcomes {
+            if let CommitOutcome::Fenced { id, .. } = outcome {
+                if !rows[index[id]].writes_anything() {
+                    return Err(Diverged::Unverified(*id));
+                }
+            }
+        }
+        let events = events
+            .iter()
+            .map(|event| event_row(event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut statements = updates(dialect, update_rows(rows));
+        statements.extend(inserts(dialect, events));
+        Ok(Plan {
+            outcomes,
+            statements,
+        })
+    }
+
+    /// Whether [`commit_in_one_call`] may take it: one `UPDATE` and one `INSERT` at most, so
+    /// the statement list's text is one of a few dozen and the connection's statement cache
+    /// keeps them all (a list per batch size would fill it with megabytes of prepared
+    /// statements).
+    pub(crate) fn fits_one_call(&self) -> bool {
+        self.statements.len() <= 2
+    }
+
+    /// Runs the statements on `conn`, inside the caller's transaction. Returns each commit's
+    /// outcome, or why the run diverged.
+    pub(crate) async fn execute(
+        self,
+        conn: &mut AnyConnection,
+    ) -> Result<Vec<CommitOutcome>, Diverged> {
+        for statement in self.statements {
+            let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
+                .execute(&mut *conn)
+                .await
+                .map_err(database)?;
+            expect_rows(statement.rows, done.rows_affected())?;
+        }
+        Ok(self.outcomes)
     }
 }
 
-/// On SQLite, commits a [`small_sqlite_plan`] in two calls to the connection's thread:
+/// On SQLite, commits a plan that [`Plan::fits_one_call`] in two calls to the connection's thread:
 /// `BEGIN IMMEDIATE` and the grouped statements as one statement list, then (once the rows
 /// they touched are checked) `COMMIT`. `conn` must not be in a transaction. On any error the
 /// transaction is rolled back before returning, so the caller can go the slow way on the same
@@ -188,36 +219,6 @@ pub(crate) async fn commit_in_one_call(
             Err(diverged)
         }
     }
-}
-
-/// Replays `run` and writes the statements that apply what survives: each commit's outcome,
-/// and the statements to run.
-fn plan(dialect: Dialect, run: &[&[Write]]) -> Result<Plan, Diverged> {
-    let (mut rows, index) = assumed_generations(run);
-    let mut events = Vec::new();
-    let mut outcomes = Vec::with_capacity(run.len());
-    for writes in run {
-        outcomes.push(replay(writes, &index, &mut rows, &mut events)?);
-    }
-    // A fenced verdict rests on the assumed generation: only a write in this run checks it.
-    for outcome in &outcomes {
-        if let CommitOutcome::Fenced { id, .. } = outcome {
-            let row = &rows[index[id]];
-            if row.state.is_none() && row.spec.is_none() && row.agent.is_none() {
-                return Err(Diverged::Unverified(*id));
-            }
-        }
-    }
-    let events = events
-        .iter()
-        .map(|event| event_row(event))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut statements = updates(dialect, update_rows(rows));
-    statements.extend(inserts(dialect, events));
-    Ok(Plan {
-        outcomes,
-        statements,
-    })
 }
 
 /// Replays one commit against the generations so far: keeps its changes if every fence holds.
@@ -351,7 +352,7 @@ const UPDATE_GROUPS: [(&str, &str); 3] = [
 fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
     let flag = |set: bool| Value::int(i64::from(set));
     rows.into_iter()
-        .filter(|row| row.state.is_some() || row.spec.is_some() || row.agent.is_some())
+        .filter(Row::writes_anything)
         .map(|row| {
             let mut values = Vec::with_capacity(UPDATE_WIDTH);
             values.push(flag(row.state.is_some()));
@@ -453,7 +454,7 @@ fn expect_rows(expected: usize, actual: u64) -> Result<(), Diverged> {
 
 /// How a backend takes these multi-row statements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     /// Parameters `$1, $2, …`; up to [`MAX_ROWS`] rows a statement, as many as there are.
     Postgres,
     /// Parameters `?`, bound in order: sqlx looks up the name of every numbered parameter
@@ -469,7 +470,7 @@ enum Dialect {
 const SQLITE_ROWS: usize = 32;
 
 impl Dialect {
-    fn of(conn: &AnyConnection) -> Self {
+    pub(crate) fn of(conn: &AnyConnection) -> Self {
         if conn.backend_name() == "SQLite" {
             Dialect::Sqlite
         } else {

@@ -273,28 +273,41 @@ impl Writer {
         conn: &mut AnyConnection,
         batch: &[Request],
     ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
+        // A SQLite batch made only of lifecycle commits is planned once: committed in one
+        // call if small, else its plan runs in the transaction below.
+        let mut planned = None;
         if conn.backend_name() == "SQLite"
             && batch
                 .iter()
                 .all(|request| grouped::accepts(&request.writes))
         {
             let run: Vec<&[Write]> = batch.iter().map(|request| &request.writes[..]).collect();
-            let committed = match grouped::small_sqlite_plan(&run) {
-                None => None,
-                Some(Ok(plan)) => Some(grouped::commit_in_one_call(conn, plan).await),
-                Some(Err(diverged)) => Some(Err(diverged)),
-            };
-            match committed {
-                None => {}
-                Some(Ok(outcomes)) => return Ok(outcomes.into_iter().map(Ok).collect()),
-                Some(Err(diverged)) => {
+            match grouped::Plan::new(grouped::Dialect::Sqlite, &run) {
+                Ok(plan) if plan.fits_one_call() => {
+                    return match grouped::commit_in_one_call(conn, plan).await {
+                        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+                        Err(diverged) => {
+                            self.diverged(&diverged, batch.len());
+                            self.apply_one_by_one(conn, batch).await
+                        }
+                    };
+                }
+                Ok(plan) => planned = Some(plan),
+                Err(diverged) => {
                     self.diverged(&diverged, batch.len());
                     return self.apply_one_by_one(conn, batch).await;
                 }
             }
         }
         let mut tx = conn.begin().await?;
-        match self.apply_grouped(&mut tx, batch).await? {
+        let grouped = match planned {
+            Some(plan) => plan
+                .execute(&mut tx)
+                .await
+                .map(|outcomes| outcomes.into_iter().map(Ok).collect()),
+            None => self.apply_grouped(&mut tx, batch).await?,
+        };
+        match grouped {
             Ok(outcomes) => {
                 tx.commit().await?;
                 return Ok(outcomes);
@@ -345,7 +358,11 @@ impl Writer {
                 continue;
             }
             let run: Vec<&[Write]> = part.iter().map(|request| &request.writes[..]).collect();
-            match grouped::apply(tx, &run).await {
+            let applied = match grouped::Plan::new(grouped::Dialect::of(tx), &run) {
+                Ok(plan) => plan.execute(tx).await,
+                Err(diverged) => Err(diverged),
+            };
+            match applied {
                 Ok(done) => outcomes.extend(done.into_iter().map(Ok)),
                 Err(diverged) => return Ok(Err(diverged)),
             }
