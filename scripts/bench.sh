@@ -7,6 +7,7 @@
 #   BENCH_DOCKER=0 scripts/bench.sh   # without the Docker benches (1 000 containers take minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 
 if ! command -v wrk >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
@@ -14,7 +15,6 @@ fi
 if ! command -v oha >/dev/null 2>&1; then
     cargo install oha --locked
 fi
-export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -p steward
 
 echo "== in-process: actors (restart intents vs actix round trips, 1M restarts in one cycle, idle memory)"

@@ -11,6 +11,7 @@
 //! This crate knows nothing of actors, HTTP or providers. sqlx types never leave it.
 
 mod crypto;
+mod durable;
 mod error;
 mod grouped;
 mod rows;

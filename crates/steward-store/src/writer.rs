@@ -12,6 +12,7 @@
 //! `grouped.rs`): PostgreSQL's native form, which SQLite reads as numbered parameters (sqlx
 //! binds `$N` by its number, tested in `tests.rs`).
 
+use crate::durable::{self, Broken, Settled, Wal};
 use crate::error::database;
 use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
@@ -60,6 +61,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     sqlx::any::install_default_drivers();
     let key = Arc::new(SecretKey::load_or_create(key_path)?);
     let is_sqlite = options.database_url.starts_with("sqlite:");
+    let wal = sqlite_file(&options.database_url).map(Wal::of);
     if let Some(file) = sqlite_file(&options.database_url) {
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(""))).map_err(|e| {
             StoreError::Database(format!(
@@ -69,12 +71,13 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         })?;
     }
     let busy_timeout_ms = options.busy_timeout.as_millis();
+    let synchronous = if wal.is_some() { "NORMAL" } else { "FULL" };
     let pool = AnyPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if conn.backend_name() == "SQLite" {
-                    configure_sqlite(conn, busy_timeout_ms).await?;
+                    configure_sqlite(conn, synchronous, busy_timeout_ms).await?;
                 }
                 Ok(())
             })
@@ -87,12 +90,33 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         .await
         .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
 
+    let durable = match wal {
+        Some(mut wal) => {
+            // What the migrations wrote is on disk before anything else is answered.
+            let synced = tokio::task::spawn_blocking(move || wal.sync().map(|()| wal))
+                .await
+                .map_err(|e| StoreError::Database(format!("sync: {e}")))?;
+            let wal = synced.map_err(|e| {
+                StoreError::Database(format!("cannot sync the write-ahead log: {e}"))
+            })?;
+            let (settled, waiting) = mpsc::unbounded_channel();
+            let broken = Broken::default();
+            let syncer = tokio::spawn(durable::sync_then_answer(wal, waiting, Arc::clone(&broken)));
+            Some(Durable {
+                settled,
+                broken,
+                syncer,
+            })
+        }
+        None => None,
+    };
     let max_batch = options.max_batch.max(1);
     let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
     let writer = Writer {
         pool: pool.clone(),
         key: Arc::clone(&key),
         max_batch,
+        durable,
         #[cfg(test)]
         counters: Arc::default(),
     };
@@ -114,21 +138,38 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     })
 }
 
-/// Per-connection settings. WAL lets readers run beside the writer. `synchronous=FULL`, not
-/// `NORMAL`: in WAL mode `NORMAL` does not sync at commit, so a power loss could take back
-/// commits already answered `2xx`; group commit is what keeps `FULL` cheap (one sync per batch).
-async fn configure_sqlite(conn: &mut AnyConnection, busy_timeout_ms: u128) -> sqlx::Result<()> {
+/// Per-connection settings. WAL lets readers run beside the writer. `synchronous` is `NORMAL`
+/// for a database file: a `COMMIT` writes the log without syncing it, and the writer's
+/// commits are answered only once `durable.rs` has synced the log (a commit is never
+/// answered before it is on disk, and the writer does not wait for the disk between
+/// batches). `FULL` (sync inside every `COMMIT`) where there is no file to sync.
+async fn configure_sqlite(
+    conn: &mut AnyConnection,
+    synchronous: &str,
+    busy_timeout_ms: u128,
+) -> sqlx::Result<()> {
     conn.execute("PRAGMA journal_mode = WAL").await?;
-    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
+        .await?;
     // Checkpoints run beside the writer (see `checkpoints`), not inside its commits: an
     // automatic checkpoint syncs the database file in the committing call, and every commit
     // waiting in that batch would pay for it.
     conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+    // A multi-row statement inside a transaction keeps a statement journal (to undo just
+    // that statement if it fails); on disk, that is a temporary file opened and written
+    // on every large batch.
+    conn.execute("PRAGMA temp_store = MEMORY").await?;
+    // Pages read through a memory map, not one `pread` each.
+    conn.execute(format!("PRAGMA mmap_size = {MMAP_BYTES}").as_str())
+        .await?;
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
     Ok(())
 }
+
+/// How much of the SQLite database file is read through a memory map.
+const MMAP_BYTES: u64 = 1 << 30;
 
 /// How often the SQLite write-ahead log is copied back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -208,6 +249,9 @@ struct Writer {
     pool: AnyPool,
     key: Arc<SecretKey>,
     max_batch: usize,
+    /// Where committed batches wait for their sync (SQLite database files only; elsewhere
+    /// `COMMIT` returns once durable and batches are answered at once).
+    durable: Option<Durable>,
     #[cfg(test)]
     counters: Arc<Counters>,
 }
@@ -222,10 +266,17 @@ pub(crate) struct Counters {
     pub(crate) diverged: std::sync::atomic::AtomicUsize,
 }
 
+/// The sync task of a SQLite database file (see `durable.rs`).
+struct Durable {
+    settled: mpsc::UnboundedSender<Settled>,
+    broken: Broken,
+    syncer: JoinHandle<()>,
+}
+
 impl Writer {
     /// Takes what is queued, batch after batch, on one connection of its own (acquired again
     /// after a batch fails, in case the connection is what broke).
-    async fn run(self, mut requests: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut conn: Option<PoolConnection<Any>> = None;
         while let Some(first) = requests.recv().await {
             let mut batch = vec![first];
@@ -236,6 +287,10 @@ impl Writer {
                 }
             }
             metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
+            if let Some(reason) = self.broken() {
+                fail(batch, reason);
+                continue;
+            }
             #[cfg(test)]
             self.counters
                 .batches
@@ -256,10 +311,45 @@ impl Writer {
                     broken.close_on_drop();
                 }
             }
-            answer(batch, outcomes);
             metrics::histogram!("steward_store_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
+            match (&self.durable, outcomes) {
+                (Some(durable), Ok(outcomes)) => {
+                    let settled = batch
+                        .into_iter()
+                        .map(|request| request.reply)
+                        .zip(outcomes)
+                        .collect();
+                    if let Err(unsent) = durable.settled.send(settled) {
+                        // The sync task is gone (it never stops first): fail loudly.
+                        for (reply, _) in unsent.0 {
+                            let _ = reply.send(Err(StoreError::Closed));
+                        }
+                    }
+                }
+                (_, outcomes) => answer(batch, outcomes),
+            }
         }
+        // Every committed batch is answered once its sync is done.
+        if let Some(Durable {
+            settled, syncer, ..
+        }) = self.durable.take()
+        {
+            drop(settled);
+            if let Err(e) = syncer.await {
+                tracing::error!(error = %e, "store sync task failed");
+            }
+        }
+    }
+
+    /// Why no batch can be committed any more (the log could not be synced), if so.
+    fn broken(&self) -> Option<String> {
+        let durable = self.durable.as_ref()?;
+        durable
+            .broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The outcome of each request, once the transaction holding them all is committed.
@@ -597,19 +687,21 @@ fn answer(batch: Vec<Request>, outcomes: sqlx::Result<Vec<Result<CommitOutcome, 
                 let _ = request.reply.send(outcome);
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            tracing::error!(
-                error = %message,
-                size = batch.len(),
-                "store batch failed; none of it was committed"
-            );
-            for request in batch {
-                let _ = request
-                    .reply
-                    .send(Err(StoreError::Database(message.clone())));
-            }
-        }
+        Err(e) => fail(batch, e.to_string()),
+    }
+}
+
+/// Answers every request of `batch` with `message`: none of it was committed.
+fn fail(batch: Vec<Request>, message: String) {
+    tracing::error!(
+        error = %message,
+        size = batch.len(),
+        "store batch failed; none of it was committed"
+    );
+    for request in batch {
+        let _ = request
+            .reply
+            .send(Err(StoreError::Database(message.clone())));
     }
 }
 
