@@ -23,8 +23,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase, RecordKind,
-    Rejection, RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, CauseSet, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase,
+    RecordKind, Rejection, RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId,
+    WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
@@ -87,6 +88,11 @@ pub struct WorkspaceActor {
     /// The last commit enqueued while it is in flight (`None` once it has settled): a
     /// respawn waits for it before reloading.
     last_commit: Option<Commit>,
+    /// The commit that recorded the pending causes as they are now, while it is in flight
+    /// (`None` once it has settled): what a restart folded into the pending cycle rests on.
+    pending_commit: Option<Commit>,
+    /// The pending causes in the last state handed to the store.
+    committed_pending: CauseSet,
     origin: Option<Origin>,
     deps: Arc<Deps>,
     registry: Registry,
@@ -126,6 +132,7 @@ impl WorkspaceActor {
         Self {
             id: record.id,
             persisted_generation: machine.state().generation,
+            committed_pending: machine.state().pending,
             machine,
             spec: record.spec,
             secrets: record.secrets,
@@ -137,6 +144,7 @@ impl WorkspaceActor {
             running_op: None,
             timers: [SpawnHandle::default(); 3],
             last_commit: None,
+            pending_commit: None,
             origin: Some(origin),
             deps,
             registry,
@@ -208,6 +216,7 @@ impl WorkspaceActor {
         let mut events = Vec::new();
         let mut runs = Vec::new();
         let mut purge = false;
+        let mut folded = false;
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
@@ -231,7 +240,10 @@ impl WorkspaceActor {
                 Effect::Abort(op) => self.abort(op, ctx),
                 Effect::Schedule { at, timer } => self.schedule(at, timer, ctx),
                 Effect::Purge => purge = true,
-                Effect::Coalesced(cause) => telemetry::coalesced(cause),
+                Effect::Coalesced(cause) => {
+                    telemetry::coalesced(cause);
+                    folded = true;
+                }
                 Effect::DeliverContext(context) => self.deliver_context(context, ctx),
                 Effect::UseProvider(provider) => {
                     tracing::info!(workspace = %self.id, from = %self.spec.provider, to = %provider, "workspace recorded on a new provider");
@@ -259,7 +271,9 @@ impl WorkspaceActor {
             // live subscribers still hear the final ones.
             return self.purge(events, ctx);
         }
+        // Pending causes are what folded restarts rest on: a change to them is always written.
         let state_changed = self.machine.state().generation != self.persisted_generation
+            || self.machine.state().pending != self.committed_pending
             || !events.is_empty()
             || !writes.is_empty();
         if state_changed {
@@ -278,10 +292,22 @@ impl WorkspaceActor {
             }
             self.persisted_generation = self.machine.state().generation;
         }
-        let commit = if writes.is_empty() {
-            self.last_commit()
+        let commit = if !writes.is_empty() {
+            let commit = self.commit(writes, events, ctx);
+            let pending = self.machine.state().pending;
+            if pending != self.committed_pending {
+                self.committed_pending = pending;
+                self.pending_commit = Some(commit.clone());
+            }
+            commit
+        } else if folded {
+            // A restart folded into the pending cycle wrote nothing: it needs only the commit
+            // that recorded that cycle's causes to be durable, not whatever came after.
+            self.pending_commit
+                .clone()
+                .unwrap_or_else(|| SETTLED.clone())
         } else {
-            self.commit(writes, events, ctx)
+            self.last_commit()
         };
         for (op, step, generation) in runs {
             self.run(op, step, generation, commit.clone(), ctx);
@@ -336,12 +362,10 @@ impl WorkspaceActor {
                 .map(move |result, act, ctx| match result {
                     Err(reason) => act.crash(reason, ctx),
                     Ok(()) => {
-                        if act
-                            .last_commit
-                            .as_ref()
-                            .is_some_and(|last| last.ptr_eq(&watched))
-                        {
-                            act.last_commit = None;
+                        for slot in [&mut act.last_commit, &mut act.pending_commit] {
+                            if slot.as_ref().is_some_and(|c| c.ptr_eq(&watched)) {
+                                *slot = None;
+                            }
                         }
                     }
                 }),

@@ -180,6 +180,52 @@ async fn fifty_concurrent_restarts_run_exactly_two_cycles_that_never_overlap() {
     );
 }
 
+/// A restart folded into the pending cycle is answered once the commit that recorded that
+/// cycle is durable, not after whatever the workspace committed since: here a later commit
+/// of the workspace (a secret, for the same pending cycle) cannot land, because another
+/// connection holds the database's write lock, and the restart is answered anyway.
+#[actix::test]
+async fn a_folded_restart_does_not_wait_for_a_later_commit() {
+    use sqlx::Connection;
+    let f = Fixture::new(sim(600_000), 1024).await;
+    let id = f.create(None).await.expect("created");
+    let submit = |intent| f.registry.submit(id, intent);
+    let secret = |value: &str| Intent::SetSecret {
+        key: "TOKEN".into(),
+        value: SecretString::from(value.to_owned()),
+    };
+    // The create's cycle runs for the whole test; a restart and a config change are pending,
+    // durably (each answer waited for its commit).
+    let pending = submit(Intent::Restart).await.expect("accepted").outcome;
+    assert!(matches!(pending, Outcome::Coalesced(_)));
+    submit(secret("v2")).await.expect("accepted");
+    let url = format!("sqlite://{}", f._dir.path().join("s.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connects");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    // Another secret: folded into the same pending cycle, but its value must be written, and
+    // that commit now waits for the lock.
+    let mut blocked = Box::pin(submit(secret("v3")));
+    assert!(futures::poll!(&mut blocked).is_pending());
+    let folded = tokio::time::timeout(Duration::from_secs(3), submit(Intent::Restart))
+        .await
+        .expect("answered while a later commit of the workspace is still waiting")
+        .expect("accepted");
+    assert!(matches!(folded.outcome, Outcome::Coalesced(_)));
+    assert!(futures::poll!(&mut blocked).is_pending(), "the lock held");
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlocked");
+    blocked
+        .await
+        .expect("the secret is committed once the lock is gone");
+}
+
 #[actix::test]
 async fn create_immediately_followed_by_restart_never_fails() {
     let f = Fixture::new(sim(30), 1024).await;
