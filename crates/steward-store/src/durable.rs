@@ -149,29 +149,29 @@ mod tests {
 
     #[test]
     fn no_log_file_is_nothing_to_sync_and_a_new_one_syncs_its_directory() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("s.db");
         let mut wal = Wal::of(&db);
-        wal.sync().unwrap();
+        wal.sync().expect("synced");
         assert_eq!(wal.known, None);
-        std::fs::write(dir.path().join("s.db-wal"), b"frames").unwrap();
-        wal.sync().unwrap();
+        std::fs::write(dir.path().join("s.db-wal"), b"frames").expect("written");
+        wal.sync().expect("synced");
         assert!(wal.known.is_some());
     }
 
     #[tokio::test]
     async fn a_failed_sync_fails_every_waiting_commit_and_breaks_the_store() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         // The log's directory is a file: opening the log fails with something else than
         // "not found".
         let not_a_dir = dir.path().join("file");
-        std::fs::write(&not_a_dir, b"").unwrap();
+        std::fs::write(&not_a_dir, b"").expect("written");
         let (settled, waiting) = mpsc::unbounded_channel();
         let broken = Broken::default();
         let (reply, answer) = oneshot::channel();
         settled
             .send(vec![(reply, Ok(CommitOutcome::Committed))])
-            .unwrap();
+            .expect("queued");
         drop(settled);
         sync_then_answer(
             Wal::of(&not_a_dir.join("s.db")),
@@ -179,10 +179,10 @@ mod tests {
             Arc::clone(&broken),
         )
         .await;
-        let Err(StoreError::Database(message)) = answer.await.unwrap() else {
+        let Err(StoreError::Database(message)) = answer.await.expect("answered") else {
             panic!("a commit whose sync failed was answered as committed");
         };
         assert!(message.contains("restart the daemon"), "{message}");
-        assert!(broken.lock().unwrap().is_some());
+        assert!(broken.lock().expect("not poisoned").is_some());
     }
 }
