@@ -53,10 +53,11 @@ pub enum Intent {
     },
 }
 
-/// Sends an intent; answered once the intent is committed.
+/// Sends an intent; answered with the decision and the commit to await before it counts
+/// (`None`: nothing to wait for).
 #[derive(Clone, Debug, Message)]
-#[rtype(result = "Result<IntentReply, ActorError>")]
-pub struct Submit(pub Intent);
+#[rtype(result = "Result<(IntentReply, Option<crate::workspace::Commit>), ActorError>")]
+pub(crate) struct Submit(pub Intent);
 
 /// The answer to an intent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

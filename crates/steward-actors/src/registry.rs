@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, watch, OnceCell};
 
 use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Probe, Shutdown, Submit};
 use crate::probes::Prober;
-use crate::workspace::{live_generation, Origin};
+use crate::workspace::{live_generation, Commit, Origin};
 use crate::{
     ActorError, ActorView, AgentCall, Clock, EventBus, Intent, IntentReply, NewWorkspace,
     WorkspaceActor, WorkspaceView,
@@ -342,19 +342,21 @@ impl Registry {
             updated_at: now,
         };
         let entry = self.spawn(record, Origin::New, 0);
-        self.ask_entry(
-            &entry,
-            Submit(Intent::Create {
-                idempotency: new.idempotency,
-            }),
-        )
-        .await??;
+        let decided = self
+            .ask_entry(
+                &entry,
+                Submit(Intent::Create {
+                    idempotency: new.idempotency,
+                }),
+            )
+            .await?;
+        durable(decided).await?;
         self.ask_entry(&entry, Get).await
     }
 
     /// Sends an intent to a workspace; answers once it is committed.
     pub async fn submit(&self, id: WorkspaceId, intent: Intent) -> Result<IntentReply, ActorError> {
-        self.ask(id, Submit(intent)).await?
+        durable(self.ask(id, Submit(intent)).await?).await
     }
 
     /// An agent's call, routed by the workspace its token names and verified by that
@@ -689,4 +691,15 @@ fn remove_orphan(provider: Option<Arc<dyn Provider>>, id: WorkspaceId) {
             tracing::warn!(workspace = %id, error = %e, "cannot remove orphan instance");
         }
     });
+}
+
+/// An actor's answer to an intent, once the commit it rests on is durable.
+async fn durable(
+    decided: Result<(IntentReply, Option<Commit>), ActorError>,
+) -> Result<IntentReply, ActorError> {
+    let (reply, commit) = decided?;
+    if let Some(commit) = commit {
+        commit.await.map_err(ActorError::Store)?;
+    }
+    Ok(reply)
 }

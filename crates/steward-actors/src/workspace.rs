@@ -40,7 +40,7 @@ use crate::{
 
 /// A commit in flight, awaitable by several parties (the caller, the operations it gates,
 /// the next respawn). `Err` carries a reason to record.
-type Commit = Shared<BoxFuture<'static, Result<(), String>>>;
+pub(crate) type Commit = Shared<BoxFuture<'static, Result<(), String>>>;
 
 /// The commit of an actor whose last commit has settled: one for all, so an idle actor keeps
 /// no commit of its own and a decision that writes nothing allocates nothing.
@@ -840,11 +840,12 @@ impl Actor for WorkspaceActor {
     }
 }
 
-/// Answers once the intent's commit is durable: at once when it already is (an intent that
-/// wrote nothing, such as a restart folded into a pending cycle that serves its cause), with
-/// no task spawned; otherwise from a future that awaits it.
+/// Answers with the decision and, unless it has settled, the commit it rests on: the caller
+/// awaits that commit, so the store's answer goes straight to it, not through the actor (an
+/// intent that wrote nothing, such as a restart folded into a pending cycle whose commit is
+/// durable, has nothing to wait for). A provider switch is answered from here once claimed.
 impl Handler<Submit> for WorkspaceActor {
-    type Result = Response<Result<IntentReply, ActorError>>;
+    type Result = Response<Result<(IntentReply, Option<Commit>), ActorError>>;
 
     fn handle(&mut self, Submit(intent): Submit, ctx: &mut Self::Context) -> Self::Result {
         let switch = matches!(intent, Intent::SwitchProvider { .. });
@@ -860,17 +861,19 @@ impl Handler<Submit> for WorkspaceActor {
             outcome,
             generation,
         };
-        if !switch {
-            if let Some(settled) = commit.peek() {
-                return Response::reply(settled.clone().map(|()| reply).map_err(ActorError::Store));
-            }
-        }
-        Response::fut(async move {
-            commit.await.map_err(ActorError::Store)?;
-            if switch {
+        if switch {
+            return Response::fut(async move {
+                commit.await.map_err(ActorError::Store)?;
                 failpoints::pass("switch.claimed");
-            }
-            Ok(reply)
+                Ok((reply, None))
+            });
+        }
+        Response::reply(match commit.peek() {
+            Some(settled) => settled
+                .clone()
+                .map(|()| (reply, None))
+                .map_err(ActorError::Store),
+            None => Ok((reply, Some(commit))),
         })
     }
 }

@@ -5,7 +5,8 @@
 //! batch's time was that wait. Here the writer's connection commits with
 //! `synchronous = NORMAL` (the log is written, not synced) and hands the batch's answers to
 //! this task, which syncs the log file itself and only then answers. While one sync runs the
-//! writer applies the next batches; the next sync covers all of them. A caller still hears
+//! writer applies the next batches; the next sync covers all of them. The sync runs on a
+//! thread of its own, which answers the callers itself (no hop through the async runtime). A caller still hears
 //! `Committed` only once its commit is on disk.
 //!
 //! Why a sync of the file is enough: `COMMIT` has returned, so the batch's frames are in the
@@ -22,8 +23,9 @@
 use crate::{CommitOutcome, StoreError};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
 
 /// A committed batch's callers and their outcomes, waiting for the sync that makes them
 /// durable.
@@ -80,29 +82,45 @@ impl Wal {
     }
 }
 
-/// Syncs the log for every group of settled batches, then answers their callers, in commit
-/// order, until the writer is gone.
-pub(crate) async fn sync_then_answer(
+/// Starts the thread that syncs the log for every group of settled batches, then answers
+/// their callers, in commit order, until the writer drops the sender.
+pub(crate) fn spawn(
     wal: Wal,
-    mut settled: mpsc::UnboundedReceiver<Settled>,
     broken: Broken,
-) {
-    let wal = Arc::new(Mutex::new(wal));
-    while let Some(first) = settled.recv().await {
+) -> std::io::Result<(mpsc::Sender<Settled>, JoinHandle<()>)> {
+    let (settled, waiting) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("steward-sync".into())
+        .spawn(move || sync_then_answer(wal, &waiting, &broken))?;
+    Ok((settled, thread))
+}
+
+fn sync_then_answer(mut wal: Wal, waiting: &mpsc::Receiver<Settled>, broken: &Broken) {
+    while let Ok(first) = waiting.recv() {
         let mut ready = vec![first];
-        while let Ok(more) = settled.try_recv() {
-            ready.push(more);
-        }
+        ready.extend(waiting.try_iter());
         let already = broken
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let failure = match already {
             Some(reason) => Some(reason),
-            None => sync(&wal).await.err().inspect(|reason| {
-                tracing::error!(error = %reason, "store write-ahead log sync failed");
-                *broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
-            }),
+            None => {
+                let started = std::time::Instant::now();
+                let synced = wal.sync();
+                metrics::histogram!("steward_store_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                synced.err().map(|e| {
+                    let reason = format!(
+                        "cannot sync the write-ahead log {}: {e}; commits since the last sync \
+                         may be lost, restart the daemon",
+                        wal.path.display()
+                    );
+                    tracing::error!(error = %reason, "store write-ahead log sync failed");
+                    *broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                    reason
+                })
+            }
         };
         for (reply, outcome) in ready.into_iter().flatten() {
             let outcome = match &failure {
@@ -113,26 +131,6 @@ pub(crate) async fn sync_then_answer(
             let _ = reply.send(outcome);
         }
     }
-}
-
-/// One sync of the log, on a blocking thread; the error says what to do about it.
-async fn sync(wal: &Arc<Mutex<Wal>>) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    let wal = Arc::clone(wal);
-    let synced = tokio::task::spawn_blocking(move || {
-        let mut wal = wal.lock().unwrap_or_else(PoisonError::into_inner);
-        wal.sync().map_err(|e| {
-            format!(
-                "cannot sync the write-ahead log {}: {e}; commits since the last sync may \
-                 be lost, restart the daemon",
-                wal.path.display()
-            )
-        })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the write-ahead log sync stopped: {e}")));
-    metrics::histogram!("steward_store_sync_seconds").record(started.elapsed().as_secs_f64());
-    synced
 }
 
 #[cfg(test)]
@@ -166,19 +164,15 @@ mod tests {
         // "not found".
         let not_a_dir = dir.path().join("file");
         std::fs::write(&not_a_dir, b"").expect("written");
-        let (settled, waiting) = mpsc::unbounded_channel();
         let broken = Broken::default();
+        let (settled, thread) =
+            spawn(Wal::of(&not_a_dir.join("s.db")), Arc::clone(&broken)).expect("spawned");
         let (reply, answer) = oneshot::channel();
         settled
             .send(vec![(reply, Ok(CommitOutcome::Committed))])
             .expect("queued");
         drop(settled);
-        sync_then_answer(
-            Wal::of(&not_a_dir.join("s.db")),
-            waiting,
-            Arc::clone(&broken),
-        )
-        .await;
+        thread.join().expect("the sync thread ends with its sender");
         let Err(StoreError::Database(message)) = answer.await.expect("answered") else {
             panic!("a commit whose sync failed was answered as committed");
         };

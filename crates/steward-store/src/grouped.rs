@@ -28,8 +28,8 @@
 use crate::error::database;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns, Value};
 use crate::{CommitOutcome, EventRecord, StoreError, Write};
-use futures::TryStreamExt;
 use sqlx::{AnyConnection, Executor};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use steward_domain::{Generation, Timestamp, WorkspaceId};
@@ -67,6 +67,10 @@ pub(crate) enum Diverged {
     /// A grouped statement touched another number of rows than the replay predicted.
     #[error("grouped statements touched {actual} rows, {expected} expected")]
     Rows { expected: u64, actual: u64 },
+    /// A grouped statement committed in one call touched another number of rows than the
+    /// replay predicted (its guard stopped the call before `COMMIT`).
+    #[error("a grouped statement touched another number of rows than replayed")]
+    Miscounted,
 }
 
 impl From<StoreError> for Diverged {
@@ -155,7 +159,7 @@ impl Plan {
         conn: &mut AnyConnection,
     ) -> Result<Vec<CommitOutcome>, Diverged> {
         for statement in self.statements {
-            let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
+            let done = Value::bind_all(sqlx::query(&*statement.sql), statement.values)
                 .execute(&mut *conn)
                 .await
                 .map_err(database)?;
@@ -165,11 +169,22 @@ impl Plan {
     }
 }
 
-/// On SQLite, commits a plan that [`Plan::fits_one_call`] in two calls to the connection's thread:
-/// `BEGIN IMMEDIATE` and the grouped statements as one statement list, then (once the rows
-/// they touched are checked) `COMMIT`. `conn` must not be in a transaction. On any error the
-/// transaction is rolled back before returning, so the caller can go the slow way on the same
-/// connection.
+/// The temporary table behind the row guards of [`commit_in_one_call`]: created on every
+/// SQLite connection (it lives in that connection's temporary database, in memory).
+pub(crate) const GUARD_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS grouped_guard (\
+     id INTEGER PRIMARY KEY, touched INTEGER NOT NULL, expected INTEGER NOT NULL, \
+     CONSTRAINT grouped_rows_as_replayed CHECK (touched = expected))";
+
+/// After a grouped statement: fails the call (before its `COMMIT`) unless the statement
+/// touched the rows the replay expects (`changes()`: rows of the statement just before).
+const GUARD: &str =
+    "INSERT OR REPLACE INTO temp.grouped_guard (id, touched, expected) VALUES (1, changes(), ?)";
+
+/// On SQLite, commits a plan that [`Plan::fits_one_call`] in one call to the connection's
+/// thread: `BEGIN IMMEDIATE`, each grouped statement followed by a guard on the rows it
+/// touched, and `COMMIT`, as one statement list. `conn` must not be in a transaction. On any
+/// error the transaction is rolled back before returning, so the caller can go the slow way
+/// on the same connection.
 pub(crate) async fn commit_in_one_call(
     conn: &mut AnyConnection,
     Plan {
@@ -181,42 +196,28 @@ pub(crate) async fn commit_in_one_call(
     for statement in &statements {
         sql.push_str(";\n");
         sql.push_str(&statement.sql);
+        sql.push_str(";\n");
+        sql.push_str(GUARD);
     }
-    let expected: Vec<usize> = statements.iter().map(|statement| statement.rows).collect();
-    let values = statements
-        .into_iter()
-        .flat_map(|statement| statement.values);
+    sql.push_str(";\nCOMMIT");
+    let values = statements.into_iter().flat_map(|statement| {
+        let expected = Value::int(i64::try_from(statement.rows).unwrap_or(i64::MAX));
+        statement.values.into_iter().chain([expected])
+    });
     let query = Value::bind_all(sqlx::query(&sql), values);
-    let results: Result<Vec<u64>, sqlx::Error> = conn
-        .fetch_many(query)
-        .try_filter_map(|step| async move { Ok(step.left().map(|done| done.rows_affected())) })
-        .try_collect()
-        .await;
-    let checked = match results {
-        // BEGIN, then each statement: one result each.
-        Ok(touched) if touched.len() == expected.len() + 1 => expected
-            .iter()
-            .zip(&touched[1..])
-            .try_for_each(|(expected, touched)| expect_rows(*expected, *touched)),
-        Ok(touched) => Err(Diverged::Rows {
-            expected: expected.len() as u64 + 1,
-            actual: touched.len() as u64,
-        }),
-        Err(e) => Err(Diverged::Failed(database(e))),
-    };
-    let committed = match checked {
-        Ok(()) => conn
-            .execute("COMMIT")
-            .await
-            .map_err(|e| Diverged::Failed(database(e))),
-        Err(diverged) => Err(diverged),
-    };
-    match committed {
+    match conn.execute(query).await {
         Ok(_) => Ok(outcomes),
-        Err(diverged) => {
+        Err(e) => {
             // Open unless BEGIN itself failed ("no transaction is active" then, which is fine).
             let _ = conn.execute("ROLLBACK").await;
-            Err(diverged)
+            let miscounted = e
+                .as_database_error()
+                .is_some_and(|e| e.message().contains("grouped_rows_as_replayed"));
+            Err(if miscounted {
+                Diverged::Miscounted
+            } else {
+                Diverged::Failed(database(e))
+            })
         }
     }
 }
@@ -324,7 +325,7 @@ fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usiz
 
 /// A statement built before it is bound, and how many rows it must touch.
 struct Statement {
-    sql: String,
+    sql: Cow<'static, str>,
     values: Vec<Value>,
     rows: usize,
 }
@@ -420,13 +421,20 @@ fn update_columns() -> (Vec<String>, String) {
 
 /// `UPDATE workspaces … FROM (VALUES …)`: the last state, configuration and agent columns
 /// the run left for each workspace, fenced on the generation the run assumed it starts from.
+/// On SQLite `OR FAIL`: a failing row stops the statement without undoing the rows before it,
+/// so SQLite keeps no statement journal (the caller rolls the whole transaction back).
 fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
-    let (names, set) = update_columns();
-    let names = names.join(", ");
-    dialect.statements(rows, UPDATE_WIDTH, |values| {
+    static SQLITE: SqliteTexts = SqliteTexts::new();
+    dialect.statements(rows, UPDATE_WIDTH, &SQLITE, |values| {
+        let (names, set) = update_columns();
+        let names = names.join(", ");
+        let or_fail = match dialect {
+            Dialect::Sqlite => " OR FAIL",
+            Dialect::Postgres => "",
+        };
         format!(
             "WITH v ({names}) AS (VALUES {values}) \
-             UPDATE workspaces SET {set} FROM v \
+             UPDATE{or_fail} workspaces SET {set} FROM v \
              WHERE workspaces.id = v.id AND workspaces.generation = v.fence"
         )
     })
@@ -434,13 +442,34 @@ fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
 
 /// `INSERT INTO events`, every event of the run in order (rows of NULLs, padding, skipped).
 fn inserts(dialect: Dialect, events: Vec<Vec<Value>>) -> Vec<Statement> {
-    dialect.statements(events, 6, |values| {
+    static SQLITE: SqliteTexts = SqliteTexts::new();
+    dialect.statements(events, 6, &SQLITE, |values| {
         format!(
             "WITH v ({EVENT_COLUMNS}) AS (VALUES {values}) \
              INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM v \
              WHERE workspace_id IS NOT NULL"
         )
     })
+}
+
+/// The text of one kind of statement for each size SQLite takes (1, 2, 4 … [`SQLITE_ROWS`]
+/// rows), written once per process.
+struct SqliteTexts(std::sync::OnceLock<Vec<String>>);
+
+impl SqliteTexts {
+    const fn new() -> Self {
+        SqliteTexts(std::sync::OnceLock::new())
+    }
+
+    /// The text for `rows` (a power of two), built with `sql` around each size's `VALUES`.
+    fn get(&self, rows: usize, width: usize, sql: impl Fn(&str) -> String) -> &str {
+        let texts = self.0.get_or_init(|| {
+            (0..=SQLITE_ROWS.trailing_zeros())
+                .map(|i| sql(&Dialect::Sqlite.placeholders(1 << i, width)))
+                .collect()
+        });
+        &texts[rows.trailing_zeros() as usize]
+    }
 }
 
 fn expect_rows(expected: usize, actual: u64) -> Result<(), Diverged> {
@@ -479,11 +508,12 @@ impl Dialect {
     }
 
     /// `rows` (each `width` values) cut into statements; `sql` writes a statement around
-    /// its `VALUES` list.
+    /// its `VALUES` list (on SQLite once per size, kept in `texts`).
     fn statements(
         self,
         rows: Vec<Vec<Value>>,
         width: usize,
+        texts: &'static SqliteTexts,
         sql: impl Fn(&str) -> String,
     ) -> Vec<Statement> {
         let chunk = match self {
@@ -499,7 +529,10 @@ impl Dialect {
                 let mut values = rows.concat();
                 values.resize(size * width, Value::Int(None));
                 Statement {
-                    sql: sql(&self.placeholders(size, width)),
+                    sql: match self {
+                        Dialect::Postgres => Cow::Owned(sql(&self.placeholders(size, width))),
+                        Dialect::Sqlite => Cow::Borrowed(texts.get(size, width, &sql)),
+                    },
                     rows: rows.len(),
                     values,
                 }
@@ -544,10 +577,11 @@ mod tests {
 
     #[test]
     fn sqlite_statements_are_few_sizes_and_padded_with_nulls() {
+        static TEXTS: SqliteTexts = SqliteTexts::new();
         let rows = |n: usize| (0..n).map(|i| vec![Value::int(i as i64)]).collect();
         let sizes = |dialect: Dialect, n| {
             dialect
-                .statements(rows(n), 1, |values| values.to_owned())
+                .statements(rows(n), 1, &TEXTS, |values| values.to_owned())
                 .iter()
                 .map(|s| (s.rows, s.values.len()))
                 .collect::<Vec<_>>()
@@ -555,7 +589,7 @@ mod tests {
         assert_eq!(sizes(Dialect::Sqlite, 5), [(5, 8)]);
         assert_eq!(sizes(Dialect::Sqlite, 40), [(32, 32), (8, 8)]);
         assert_eq!(sizes(Dialect::Postgres, 40), [(40, 40)]);
-        let padded = Dialect::Sqlite.statements(rows(3), 1, |values| values.to_owned());
+        let padded = Dialect::Sqlite.statements(rows(3), 1, &TEXTS, |values| values.to_owned());
         assert_eq!(padded[0].values[3], Value::Int(None));
     }
 

@@ -99,9 +99,9 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             let wal = synced.map_err(|e| {
                 StoreError::Database(format!("cannot sync the write-ahead log: {e}"))
             })?;
-            let (settled, waiting) = mpsc::unbounded_channel();
             let broken = Broken::default();
-            let syncer = tokio::spawn(durable::sync_then_answer(wal, waiting, Arc::clone(&broken)));
+            let (settled, syncer) = durable::spawn(wal, Arc::clone(&broken))
+                .map_err(|e| StoreError::Database(format!("cannot start the sync thread: {e}")))?;
             Some(Durable {
                 settled,
                 broken,
@@ -165,6 +165,7 @@ async fn configure_sqlite(
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute(grouped::GUARD_TABLE).await?;
     Ok(())
 }
 
@@ -268,9 +269,9 @@ pub(crate) struct Counters {
 
 /// The sync task of a SQLite database file (see `durable.rs`).
 struct Durable {
-    settled: mpsc::UnboundedSender<Settled>,
+    settled: std::sync::mpsc::Sender<Settled>,
     broken: Broken,
-    syncer: JoinHandle<()>,
+    syncer: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
@@ -336,8 +337,9 @@ impl Writer {
         }) = self.durable.take()
         {
             drop(settled);
-            if let Err(e) = syncer.await {
-                tracing::error!(error = %e, "store sync task failed");
+            let joined = tokio::task::spawn_blocking(move || syncer.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("store sync thread failed");
             }
         }
     }
