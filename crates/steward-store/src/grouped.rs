@@ -159,7 +159,7 @@ impl Plan {
         conn: &mut AnyConnection,
     ) -> Result<Vec<CommitOutcome>, Diverged> {
         for statement in self.statements {
-            let done = Value::bind_all(sqlx::query(&*statement.sql), statement.values)
+            let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
                 .execute(&mut *conn)
                 .await
                 .map_err(database)?;
