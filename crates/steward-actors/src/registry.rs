@@ -234,16 +234,33 @@ impl Registry {
         M::Result: Send,
         WorkspaceActor: Handler<M>,
     {
+        Ok(self.ask_entry_held(entry, msg).await?.0)
+    }
+
+    /// Like [`Registry::ask_entry`], and returns the mailbox slot the message took, for the
+    /// caller to hold while it still waits on the answer (an intent's commit): until then
+    /// the intent counts against the workspace's mailbox capacity.
+    async fn ask_entry_held<M>(
+        &self,
+        entry: &Entry,
+        msg: M,
+    ) -> Result<(M::Result, Slot), ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WorkspaceActor: Handler<M>,
+    {
         if entry.mailbox.fetch_add(1, Ordering::AcqRel) >= self.inner.deps.mailbox_capacity {
             entry.mailbox.fetch_sub(1, Ordering::AcqRel);
             return Err(ActorError::Overloaded);
         }
-        let _slot = Slot(entry.mailbox.clone());
-        entry
+        let slot = Slot(entry.mailbox.clone());
+        let answer = entry
             .addr
             .send(msg)
             .await
-            .map_err(|_| ActorError::Restarting)
+            .map_err(|_| ActorError::Restarting)?;
+        Ok((answer, slot))
     }
 
     /// Sends `msg` to the workspace's actor. If that actor stopped (it crashed and is being
@@ -251,6 +268,16 @@ impl Registry {
     /// successor: an actor restart is invisible to callers unless it takes longer than
     /// [`RESPAWN_WAIT`].
     async fn ask<M>(&self, id: WorkspaceId, msg: M) -> Result<M::Result, ActorError>
+    where
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+        WorkspaceActor: Handler<M>,
+    {
+        Ok(self.ask_held(id, msg).await?.0)
+    }
+
+    /// [`Registry::ask`], holding the mailbox slot (see [`Registry::ask_entry_held`]).
+    async fn ask_held<M>(&self, id: WorkspaceId, msg: M) -> Result<(M::Result, Slot), ActorError>
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
@@ -265,7 +292,7 @@ impl Registry {
                 .map(|e| e.clone())
                 .ok_or(ActorError::NotFound(id))?;
             if entry.addr.connected() {
-                match self.ask_entry(&entry, msg.clone()).await {
+                match self.ask_entry_held(&entry, msg.clone()).await {
                     Err(ActorError::Restarting) => {}
                     answer => return answer,
                 }
@@ -342,8 +369,8 @@ impl Registry {
             updated_at: now,
         };
         let entry = self.spawn(record, Origin::New, 0);
-        let decided = self
-            .ask_entry(
+        let (decided, _slot) = self
+            .ask_entry_held(
                 &entry,
                 Submit(Intent::Create {
                     idempotency: new.idempotency,
@@ -356,7 +383,8 @@ impl Registry {
 
     /// Sends an intent to a workspace; answers once it is committed.
     pub async fn submit(&self, id: WorkspaceId, intent: Intent) -> Result<IntentReply, ActorError> {
-        durable(self.ask(id, Submit(intent)).await?).await
+        let (decided, _slot) = self.ask_held(id, Submit(intent)).await?;
+        durable(decided).await
     }
 
     /// An agent's call, routed by the workspace its token names and verified by that

@@ -12,9 +12,16 @@
 //! Why a sync of the file is enough: `COMMIT` has returned, so the batch's frames are in the
 //! log file, and `fsync` of any descriptor of that file writes all of it (a checkpoint that
 //! reset the log in between had synced the database file first, as `NORMAL` checkpoints do).
-//! The file is opened again for each sync (a log deleted and created again when every
-//! connection closed is never missed), and the directory is synced once per log file, as
-//! SQLite does for a log it creates.
+//! The log's path is the one SQLite uses (`PRAGMA database_list`, symlinks resolved); the
+//! file is opened again for each sync (a log deleted and created again when every connection
+//! closed is never missed; with no log, the database file is synced), and the directory is
+//! synced once per log file, as SQLite does for a log it creates.
+//!
+//! Readers see a batch's rows as soon as it commits, before its sync: a store read answers
+//! only once every batch the writer had started when the read ended is on disk (or rolled
+//! back) — see [`Watermark`] — so nothing read from the store can be taken back by a crash.
+//! The channel to the sync thread is bounded: when the disk falls behind, the writer waits,
+//! its queue fills, and new commits are refused as overloaded rather than piling up.
 //!
 //! If a sync fails, what the disk holds is unknown (Linux may drop the pages that failed to
 //! write): every commit not yet answered, and every later one, fails loudly with
@@ -23,23 +30,74 @@
 use crate::{CommitOutcome, StoreError};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// A committed batch's callers and their outcomes, waiting for the sync that makes them
-/// durable.
-pub(crate) type Settled = Vec<(
+/// A batch's callers and their outcomes, waiting for the sync that makes them durable, with
+/// the batch's number (see [`Watermark`]).
+pub(crate) struct Settled {
+    pub(crate) batch: u64,
+    pub(crate) answers: Answers,
+}
+
+/// Each caller of a batch and its outcome.
+pub(crate) type Answers = Vec<(
     oneshot::Sender<Result<CommitOutcome, StoreError>>,
     Result<CommitOutcome, StoreError>,
 )>;
 
-/// Why the log can no longer be trusted, once a sync failed (shared with the writer, which
-/// then refuses every batch).
-pub(crate) type Broken = Arc<Mutex<Option<String>>>;
+/// Batches the sync thread may have waiting before the writer waits for it.
+const WAITING_BATCHES: usize = 16;
+
+/// How far the writer and the disk have got, for readers; and why the log can no longer be
+/// trusted, once a sync failed.
+pub(crate) struct Watermark {
+    /// The number of the last batch the writer started to apply (its rows may be visible).
+    started: AtomicU64,
+    /// The number of the last batch whose fate is on disk (synced, or rolled back).
+    durable: watch::Receiver<u64>,
+    broken: Mutex<Option<String>>,
+}
+
+impl Watermark {
+    /// Numbers the next batch, before the writer applies it.
+    pub(crate) fn start_batch(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Nothing can be vouched for any more: every later commit and read fails with `reason`.
+    pub(crate) fn set_broken(&self, reason: String) {
+        *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
+    /// Why nothing can be committed any more, if so.
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits until every batch started so far is on disk: what a read has just seen is then
+    /// durable.
+    pub(crate) async fn readable(&self) -> Result<(), StoreError> {
+        let target = self.started.load(Ordering::Acquire);
+        let mut durable = self.durable.clone();
+        if durable.wait_for(|done| *done >= target).await.is_err() {
+            return Err(StoreError::Closed);
+        }
+        match self.broken() {
+            Some(reason) => Err(StoreError::Database(reason)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// The SQLite write-ahead log of a database file, and the file it was last synced as.
 pub(crate) struct Wal {
+    database: PathBuf,
     path: PathBuf,
     dir: PathBuf,
     /// Device and inode of the log file whose directory entry is synced.
@@ -47,6 +105,7 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
+    /// The log of `database`, the path SQLite opened it by.
     pub(crate) fn of(database: &Path) -> Wal {
         let mut path = database.as_os_str().to_owned();
         path.push("-wal");
@@ -55,6 +114,7 @@ impl Wal {
             _ => PathBuf::from("."),
         };
         Wal {
+            database: database.to_owned(),
             path: PathBuf::from(path),
             dir,
             known: None,
@@ -62,20 +122,26 @@ impl Wal {
     }
 
     /// Writes the log file to disk (and its directory entry, the first time this file is
-    /// seen). No log file means nothing is in one: the last connection to close checkpointed
-    /// it into the database file, and synced that.
+    /// seen). No log file means nothing is in one (the last connection to close checkpointed
+    /// it): the database file is synced instead.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let file = match File::open(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return File::open(&self.database)?.sync_all();
+            }
             Err(e) => return Err(e),
         };
         file.sync_all()?;
         let meta = file.metadata()?;
         let identity = (meta.dev(), meta.ino());
         if self.known != Some(identity) {
-            File::open(&self.dir)?.sync_all()?;
+            // As SQLite does, a directory that cannot be synced is not an error: some
+            // filesystems refuse it and keep entries durable their own way.
+            if let Err(e) = File::open(&self.dir).and_then(|dir| dir.sync_all()) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the directory of the write-ahead log");
+            }
             self.known = Some(identity);
         }
         Ok(())
@@ -83,27 +149,36 @@ impl Wal {
 }
 
 /// Starts the thread that syncs the log for every group of settled batches, then answers
-/// their callers, in commit order, until the writer drops the sender.
+/// their callers, in batch order, until the writer drops the sender.
 pub(crate) fn spawn(
     wal: Wal,
-    broken: Broken,
-) -> std::io::Result<(mpsc::Sender<Settled>, JoinHandle<()>)> {
-    let (settled, waiting) = mpsc::channel();
+) -> std::io::Result<(mpsc::Sender<Settled>, Arc<Watermark>, JoinHandle<()>)> {
+    let (settled, waiting) = mpsc::channel(WAITING_BATCHES);
+    let (durable, seen) = watch::channel(0);
+    let watermark = Arc::new(Watermark {
+        started: AtomicU64::new(0),
+        durable: seen,
+        broken: Mutex::new(None),
+    });
+    let shared = Arc::clone(&watermark);
     let thread = std::thread::Builder::new()
         .name("steward-sync".into())
-        .spawn(move || sync_then_answer(wal, &waiting, &broken))?;
-    Ok((settled, thread))
+        .spawn(move || sync_then_answer(wal, waiting, &durable, &shared))?;
+    Ok((settled, watermark, thread))
 }
 
-fn sync_then_answer(mut wal: Wal, waiting: &mpsc::Receiver<Settled>, broken: &Broken) {
-    while let Ok(first) = waiting.recv() {
+fn sync_then_answer(
+    mut wal: Wal,
+    mut waiting: mpsc::Receiver<Settled>,
+    durable: &watch::Sender<u64>,
+    watermark: &Watermark,
+) {
+    while let Some(first) = waiting.blocking_recv() {
         let mut ready = vec![first];
-        ready.extend(waiting.try_iter());
-        let already = broken
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let failure = match already {
+        while let Ok(more) = waiting.try_recv() {
+            ready.push(more);
+        }
+        let failure = match watermark.broken() {
             Some(reason) => Some(reason),
             None => {
                 let started = std::time::Instant::now();
@@ -117,15 +192,17 @@ fn sync_then_answer(mut wal: Wal, waiting: &mpsc::Receiver<Settled>, broken: &Br
                         wal.path.display()
                     );
                     tracing::error!(error = %reason, "store write-ahead log sync failed");
-                    *broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                    watermark.set_broken(reason.clone());
                     reason
                 })
             }
         };
-        for (reply, outcome) in ready.into_iter().flatten() {
-            let outcome = match &failure {
-                Some(reason) => Err(StoreError::Database(reason.clone())),
-                None => outcome,
+        let last = ready.iter().map(|settled| settled.batch).max().unwrap_or(0);
+        durable.send_replace(last);
+        for (reply, outcome) in ready.into_iter().flat_map(|settled| settled.answers) {
+            let outcome = match (&failure, outcome) {
+                (Some(reason), Ok(_)) => Err(StoreError::Database(reason.clone())),
+                (_, outcome) => outcome,
             };
             // A caller that went away still had its writes committed.
             let _ = reply.send(outcome);
@@ -146,10 +223,12 @@ mod tests {
     }
 
     #[test]
-    fn no_log_file_is_nothing_to_sync_and_a_new_one_syncs_its_directory() {
+    fn no_log_file_syncs_the_database_and_a_new_one_syncs_its_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("s.db");
         let mut wal = Wal::of(&db);
+        assert!(wal.sync().is_err(), "no database file either");
+        std::fs::write(&db, b"pages").expect("written");
         wal.sync().expect("synced");
         assert_eq!(wal.known, None);
         std::fs::write(dir.path().join("s.db-wal"), b"frames").expect("written");
@@ -164,19 +243,61 @@ mod tests {
         // "not found".
         let not_a_dir = dir.path().join("file");
         std::fs::write(&not_a_dir, b"").expect("written");
-        let broken = Broken::default();
-        let (settled, thread) =
-            spawn(Wal::of(&not_a_dir.join("s.db")), Arc::clone(&broken)).expect("spawned");
+        let (settled, watermark, thread) =
+            spawn(Wal::of(&not_a_dir.join("s.db"))).expect("spawned");
         let (reply, answer) = oneshot::channel();
+        let batch = watermark.start_batch();
         settled
-            .send(vec![(reply, Ok(CommitOutcome::Committed))])
+            .send(Settled {
+                batch,
+                answers: vec![(reply, Ok(CommitOutcome::Committed))],
+            })
+            .await
             .expect("queued");
         drop(settled);
-        thread.join().expect("the sync thread ends with its sender");
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("joined")
+            .expect("the sync thread ends with its sender");
         let Err(StoreError::Database(message)) = answer.await.expect("answered") else {
             panic!("a commit whose sync failed was answered as committed");
         };
         assert!(message.contains("restart the daemon"), "{message}");
-        assert!(broken.lock().expect("not poisoned").is_some());
+        assert!(watermark.broken().is_some());
+        // What was read meanwhile cannot be vouched for either.
+        assert!(watermark.readable().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_read_waits_until_every_batch_started_before_it_ends_is_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        std::fs::write(&db, b"pages").expect("written");
+        let (settled, watermark, thread) = spawn(Wal::of(&db)).expect("spawned");
+        watermark
+            .readable()
+            .await
+            .expect("nothing started: readable at once");
+        let batch = watermark.start_batch();
+        let mut read = Box::pin(watermark.readable());
+        assert!(
+            futures::poll!(&mut read).is_pending(),
+            "a read answered while a batch it may have seen is not on disk"
+        );
+        let (reply, answer) = oneshot::channel();
+        settled
+            .send(Settled {
+                batch,
+                answers: vec![(reply, Ok(CommitOutcome::Committed))],
+            })
+            .await
+            .expect("queued");
+        read.await.expect("readable once synced");
+        assert!(matches!(answer.await, Ok(Ok(CommitOutcome::Committed))));
+        drop(settled);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("joined")
+            .expect("the sync thread ends with its sender");
     }
 }

@@ -200,13 +200,16 @@ impl Store {
     }
 
     /// Every workspace, for start-up.
+    ///
+    /// Like every read, answers only with what is durable: what it saw of commits still being
+    /// synced is returned once they are on disk.
     pub async fn load_all(&self) -> Result<Vec<WorkspaceRecord>, StoreError> {
-        rows::load_all(&self.inner).await
+        self.durable(rows::load_all(&self.inner).await).await
     }
 
     /// One workspace.
     pub async fn load(&self, id: WorkspaceId) -> Result<Option<WorkspaceRecord>, StoreError> {
-        rows::load(&self.inner, id).await
+        self.durable(rows::load(&self.inner, id).await).await
     }
 
     /// Events of a workspace with `seq > after`, oldest first, at most `limit`.
@@ -216,7 +219,8 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        rows::events(&self.inner, id, after, limit).await
+        self.durable(rows::events(&self.inner, id, after, limit).await)
+            .await
     }
 
     /// The workspace an idempotency key created, with the body hash it was created with.
@@ -224,7 +228,15 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<Option<(WorkspaceId, String)>, StoreError> {
-        rows::idempotency(&self.inner, key).await
+        self.durable(rows::idempotency(&self.inner, key).await)
+            .await
+    }
+
+    /// `read`, once everything it may have seen is on disk.
+    async fn durable<T>(&self, read: Result<T, StoreError>) -> Result<T, StoreError> {
+        let read = read?;
+        self.inner.readable().await?;
+        Ok(read)
     }
 
     /// Cheap check that the database answers (for `/readyz`).

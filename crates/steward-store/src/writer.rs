@@ -12,7 +12,7 @@
 //! `grouped.rs`): PostgreSQL's native form, which SQLite reads as numbered parameters (sqlx
 //! binds `$N` by its number, tested in `tests.rs`).
 
-use crate::durable::{self, Broken, Settled, Wal};
+use crate::durable::{self, Settled, Wal, Watermark};
 use crate::error::database;
 use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
@@ -22,7 +22,7 @@ use sqlx::any::{Any, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, AnyConnection, AnyPool, Executor};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use steward_domain::{Generation, WorkspaceId};
 use tokio::sync::mpsc::error::TrySendError;
@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     pub(crate) pool: AnyPool,
     /// Decrypts secrets for readers (the writer task holds its own reference).
     pub(crate) key: Arc<SecretKey>,
+    /// How far the disk has got, where commits are synced after they are visible (SQLite
+    /// database files): reads wait for it.
+    watermark: Option<Arc<Watermark>>,
     /// Queue of the writer task (bounded: overload is refused, not buffered); `None` once
     /// closed.
     queue: Mutex<Option<mpsc::Sender<Request>>>,
@@ -61,7 +64,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     sqlx::any::install_default_drivers();
     let key = Arc::new(SecretKey::load_or_create(key_path)?);
     let is_sqlite = options.database_url.starts_with("sqlite:");
-    let wal = sqlite_file(&options.database_url).map(Wal::of);
+    let on_disk = sqlite_file(&options.database_url).is_some();
     if let Some(file) = sqlite_file(&options.database_url) {
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(""))).map_err(|e| {
             StoreError::Database(format!(
@@ -71,7 +74,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         })?;
     }
     let busy_timeout_ms = options.busy_timeout.as_millis();
-    let synchronous = if wal.is_some() { "NORMAL" } else { "FULL" };
+    let synchronous = if on_disk { "NORMAL" } else { "FULL" };
     let pool = AnyPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .after_connect(move |conn, _| {
@@ -90,8 +93,9 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         .await
         .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
 
-    let durable = match wal {
-        Some(mut wal) => {
+    let durable = match database_file(&pool, on_disk).await? {
+        Some(file) => {
+            let mut wal = Wal::of(&file);
             // What the migrations wrote is on disk before anything else is answered.
             let synced = tokio::task::spawn_blocking(move || wal.sync().map(|()| wal))
                 .await
@@ -99,17 +103,17 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             let wal = synced.map_err(|e| {
                 StoreError::Database(format!("cannot sync the write-ahead log: {e}"))
             })?;
-            let broken = Broken::default();
-            let (settled, syncer) = durable::spawn(wal, Arc::clone(&broken))
+            let (settled, watermark, syncer) = durable::spawn(wal)
                 .map_err(|e| StoreError::Database(format!("cannot start the sync thread: {e}")))?;
             Some(Durable {
                 settled,
-                broken,
+                watermark,
                 syncer,
             })
         }
         None => None,
     };
+    let watermark = durable.as_ref().map(|d| Arc::clone(&d.watermark));
     let max_batch = options.max_batch.max(1);
     let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
     let writer = Writer {
@@ -130,6 +134,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         inner: Arc::new(Inner {
             pool,
             key,
+            watermark,
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
             #[cfg(test)]
@@ -192,6 +197,31 @@ async fn checkpoints(pool: AnyPool) {
                 return;
             }
             tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+        }
+    }
+}
+
+/// The file SQLite opened for the main database (symlinks resolved, the URL decoded), if the
+/// store is a SQLite database file.
+async fn database_file(pool: &AnyPool, on_disk: bool) -> Result<Option<PathBuf>, StoreError> {
+    if !on_disk {
+        return Ok(None);
+    }
+    let file: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(pool)
+            .await
+            .map_err(database)?;
+    Ok(file.filter(|f| !f.is_empty()).map(PathBuf::from))
+}
+
+impl Inner {
+    /// Waits until what a read has just seen cannot be taken back by a crash (see
+    /// [`Watermark::readable`]).
+    pub(crate) async fn readable(&self) -> Result<(), StoreError> {
+        match &self.watermark {
+            Some(watermark) => watermark.readable().await,
+            None => Ok(()),
         }
     }
 }
@@ -269,8 +299,8 @@ pub(crate) struct Counters {
 
 /// The sync task of a SQLite database file (see `durable.rs`).
 struct Durable {
-    settled: std::sync::mpsc::Sender<Settled>,
-    broken: Broken,
+    settled: mpsc::Sender<Settled>,
+    watermark: Arc<Watermark>,
     syncer: std::thread::JoinHandle<()>,
 }
 
@@ -292,6 +322,8 @@ impl Writer {
                 fail(batch, reason);
                 continue;
             }
+            // Numbered before its rows can be seen (see `Watermark::readable`).
+            let number = self.durable.as_ref().map(|d| d.watermark.start_batch());
             #[cfg(test)]
             self.counters
                 .batches
@@ -314,21 +346,26 @@ impl Writer {
             }
             metrics::histogram!("steward_store_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
-            match (&self.durable, outcomes) {
-                (Some(durable), Ok(outcomes)) => {
-                    let settled = batch
-                        .into_iter()
-                        .map(|request| request.reply)
-                        .zip(outcomes)
-                        .collect();
-                    if let Err(unsent) = durable.settled.send(settled) {
-                        // The sync task is gone (it never stops first): fail loudly.
-                        for (reply, _) in unsent.0 {
-                            let _ = reply.send(Err(StoreError::Closed));
+            match (&self.durable, number) {
+                (Some(durable), Some(number)) => {
+                    // Failures too go through the sync thread: callers hear of their batch
+                    // after every earlier batch is on disk, whatever its outcome.
+                    let answers = settle(batch, outcomes);
+                    let settled = Settled {
+                        batch: number,
+                        answers,
+                    };
+                    if let Err(unsent) = durable.settled.send(settled).await {
+                        // The sync thread is gone (it never stops first): nothing more can be
+                        // vouched for.
+                        let reason = "the store's sync thread stopped; restart the daemon";
+                        durable.watermark.set_broken(reason.to_owned());
+                        for (reply, _) in unsent.0.answers {
+                            let _ = reply.send(Err(StoreError::Database(reason.to_owned())));
                         }
                     }
                 }
-                (_, outcomes) => answer(batch, outcomes),
+                _ => answer(batch, outcomes),
             }
         }
         // Every committed batch is answered once its sync is done.
@@ -346,12 +383,7 @@ impl Writer {
 
     /// Why no batch can be committed any more (the log could not be synced), if so.
     fn broken(&self) -> Option<String> {
-        let durable = self.durable.as_ref()?;
-        durable
-            .broken
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.durable.as_ref()?.watermark.broken()
     }
 
     /// The outcome of each request, once the transaction holding them all is committed.
@@ -693,13 +725,39 @@ fn answer(batch: Vec<Request>, outcomes: sqlx::Result<Vec<Result<CommitOutcome, 
     }
 }
 
-/// Answers every request of `batch` with `message`: none of it was committed.
-fn fail(batch: Vec<Request>, message: String) {
+/// Pairs each request's reply with its outcome (every one failed if the batch did).
+fn settle(
+    batch: Vec<Request>,
+    outcomes: sqlx::Result<Vec<Result<CommitOutcome, StoreError>>>,
+) -> durable::Answers {
+    match outcomes {
+        Ok(outcomes) => batch
+            .into_iter()
+            .map(|request| request.reply)
+            .zip(outcomes)
+            .collect(),
+        Err(e) => {
+            let message = e.to_string();
+            log_failed(&message, batch.len());
+            batch
+                .into_iter()
+                .map(|request| (request.reply, Err(StoreError::Database(message.clone()))))
+                .collect()
+        }
+    }
+}
+
+fn log_failed(message: &str, size: usize) {
     tracing::error!(
         error = %message,
-        size = batch.len(),
+        size,
         "store batch failed; none of it was committed"
     );
+}
+
+/// Answers every request of `batch` with `message`: none of it was committed.
+fn fail(batch: Vec<Request>, message: String) {
+    log_failed(&message, batch.len());
     for request in batch {
         let _ = request
             .reply
