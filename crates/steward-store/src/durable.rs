@@ -245,20 +245,10 @@ mod tests {
         std::fs::write(&not_a_dir, b"").expect("written");
         let (settled, watermark, thread) =
             spawn(Wal::of(&not_a_dir.join("s.db"))).expect("spawned");
-        let (reply, answer) = oneshot::channel();
         let batch = watermark.start_batch();
-        settled
-            .send(Settled {
-                batch,
-                answers: vec![(reply, Ok(CommitOutcome::Committed))],
-            })
-            .await
-            .expect("queued");
+        let answer = committed(&settled, batch).await;
         drop(settled);
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .expect("joined")
-            .expect("the sync thread ends with its sender");
+        join(thread).await;
         let Err(StoreError::Database(message)) = answer.await.expect("answered") else {
             panic!("a commit whose sync failed was answered as committed");
         };
@@ -284,6 +274,18 @@ mod tests {
             futures::poll!(&mut read).is_pending(),
             "a read answered while a batch it may have seen is not on disk"
         );
+        let answer = committed(&settled, batch).await;
+        read.await.expect("readable once synced");
+        assert!(matches!(answer.await, Ok(Ok(CommitOutcome::Committed))));
+        drop(settled);
+        join(thread).await;
+    }
+
+    /// Hands the sync thread batch `batch`, one commit that applied; its answer comes back.
+    async fn committed(
+        settled: &mpsc::Sender<Settled>,
+        batch: u64,
+    ) -> oneshot::Receiver<Result<CommitOutcome, StoreError>> {
         let (reply, answer) = oneshot::channel();
         settled
             .send(Settled {
@@ -292,9 +294,10 @@ mod tests {
             })
             .await
             .expect("queued");
-        read.await.expect("readable once synced");
-        assert!(matches!(answer.await, Ok(Ok(CommitOutcome::Committed))));
-        drop(settled);
+        answer
+    }
+
+    async fn join(thread: JoinHandle<()>) {
         tokio::task::spawn_blocking(move || thread.join())
             .await
             .expect("joined")
