@@ -4,10 +4,10 @@
 //! writer waits for the disk before it may start the next batch, and under load most of a
 //! batch's time was that wait. Here the writer's connection commits with
 //! `synchronous = NORMAL` (the log is written, not synced) and hands the batch's answers to
-//! this task, which syncs the log file itself and only then answers. While one sync runs the
-//! writer applies the next batches; the next sync covers all of them. The sync runs on a
-//! thread of its own, which answers the callers itself (no hop through the async runtime). A caller still hears
-//! `Committed` only once its commit is on disk.
+//! a thread of its own, which syncs the log file and only then answers the callers itself (no
+//! hop through the async runtime). While one sync runs the writer applies the next batches;
+//! the next sync covers all of them. A caller still hears `Committed` only once its commit is
+//! on disk.
 //!
 //! Why a sync of the file is enough: `COMMIT` has returned, so the batch's frames are in the
 //! log file, and `fsync` of any descriptor of that file writes all of it (a checkpoint that

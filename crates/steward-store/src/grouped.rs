@@ -19,9 +19,8 @@
 //! The fenced `UPDATE`s check the assumptions: each must touch exactly one row per
 //! workspace. If one does not (a stale actor wrote, a row is gone), or a statement fails, or
 //! a fenced verdict rests on an assumption nothing checked or follows other writes of its
-//! commit, the run *diverged*: the caller
-//! rolls the transaction back and applies the batch the slow way, commit by commit, which
-//! gives every commit its exact outcome. Only commits made of fenced updates and event
+//! commit, the run *diverged*: the caller rolls the transaction back and applies the batch
+//! the slow way, commit by commit, which gives every commit its exact outcome. Only commits made of fenced updates and event
 //! appends take this path; anything else (creates, secrets, deletes) goes the slow way
 //! between runs.
 

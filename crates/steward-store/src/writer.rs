@@ -319,7 +319,7 @@ impl Writer {
             }
             metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
             if let Some(reason) = self.broken() {
-                fail(batch, reason);
+                answer(settle(batch, Err(reason)));
                 continue;
             }
             // Numbered before its rows can be seen (see `Watermark::readable`).
@@ -346,11 +346,11 @@ impl Writer {
             }
             metrics::histogram!("steward_store_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
+            let answers = settle(batch, outcomes.map_err(|e| e.to_string()));
             match (&self.durable, number) {
                 (Some(durable), Some(number)) => {
                     // Failures too go through the sync thread: callers hear of their batch
                     // after every earlier batch is on disk, whatever its outcome.
-                    let answers = settle(batch, outcomes);
                     let settled = Settled {
                         batch: number,
                         answers,
@@ -365,7 +365,7 @@ impl Writer {
                         }
                     }
                 }
-                _ => answer(batch, outcomes),
+                _ => answer(answers),
             }
         }
         // Every committed batch is answered once its sync is done.
@@ -712,23 +712,19 @@ impl Writer {
     }
 }
 
-/// Answers every request of `batch` with its outcome, or all with the batch's error.
-fn answer(batch: Vec<Request>, outcomes: sqlx::Result<Vec<Result<CommitOutcome, StoreError>>>) {
-    match outcomes {
-        Ok(outcomes) => {
-            for (request, outcome) in batch.into_iter().zip(outcomes) {
-                // A caller that went away still had its writes committed.
-                let _ = request.reply.send(outcome);
-            }
-        }
-        Err(e) => fail(batch, e.to_string()),
+/// Answers each caller with its outcome.
+fn answer(answers: durable::Answers) {
+    for (reply, outcome) in answers {
+        // A caller that went away still had its writes committed.
+        let _ = reply.send(outcome);
     }
 }
 
-/// Pairs each request's reply with its outcome (every one failed if the batch did).
+/// Pairs each request's reply with its outcome; if the batch failed (`Err` says why), every
+/// request fails with that message and the failure is logged.
 fn settle(
     batch: Vec<Request>,
-    outcomes: sqlx::Result<Vec<Result<CommitOutcome, StoreError>>>,
+    outcomes: Result<Vec<Result<CommitOutcome, StoreError>>, String>,
 ) -> durable::Answers {
     match outcomes {
         Ok(outcomes) => batch
@@ -736,32 +732,17 @@ fn settle(
             .map(|request| request.reply)
             .zip(outcomes)
             .collect(),
-        Err(e) => {
-            let message = e.to_string();
-            log_failed(&message, batch.len());
+        Err(message) => {
+            tracing::error!(
+                error = %message,
+                size = batch.len(),
+                "store batch failed; none of it was committed"
+            );
             batch
                 .into_iter()
                 .map(|request| (request.reply, Err(StoreError::Database(message.clone()))))
                 .collect()
         }
-    }
-}
-
-fn log_failed(message: &str, size: usize) {
-    tracing::error!(
-        error = %message,
-        size,
-        "store batch failed; none of it was committed"
-    );
-}
-
-/// Answers every request of `batch` with `message`: none of it was committed.
-fn fail(batch: Vec<Request>, message: String) {
-    log_failed(&message, batch.len());
-    for request in batch {
-        let _ = request
-            .reply
-            .send(Err(StoreError::Database(message.clone())));
     }
 }
 

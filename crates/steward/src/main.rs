@@ -9,13 +9,13 @@ mod files;
 mod serve;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// The daemon allocates small, short-lived values on every request (intents, commit rows,
 /// events) from several threads; glibc's allocator was a seventh of its CPU under load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Steward keeps agent workspaces alive, race-free.
 #[derive(Parser)]
