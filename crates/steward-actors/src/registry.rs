@@ -369,7 +369,7 @@ impl Registry {
             updated_at: now,
         };
         let entry = self.spawn(record, Origin::New, 0);
-        let (decided, _slot) = self
+        let (decided, slot) = self
             .ask_entry_held(
                 &entry,
                 Submit(Intent::Create {
@@ -378,6 +378,8 @@ impl Registry {
             )
             .await?;
         durable(decided).await?;
+        // The create's slot is free again before its view is asked for.
+        drop(slot);
         self.ask_entry(&entry, Get).await
     }
 

@@ -226,6 +226,45 @@ async fn a_folded_restart_does_not_wait_for_a_later_commit() {
         .expect("the secret is committed once the lock is gone");
 }
 
+/// An intent counts against its workspace's mailbox until its commit is durable, not only
+/// until the actor decided it: with a stalled store, intents are refused as overloaded
+/// instead of piling up.
+#[actix::test]
+async fn an_intent_holds_its_mailbox_slot_until_its_commit_is_durable() {
+    use sqlx::Connection;
+    let f = Fixture::new(sim(600_000), 1).await;
+    let id = f.create(None).await.expect("created");
+    let url = format!("sqlite://{}", f._dir.path().join("s.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connects");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    let mut blocked = Box::pin(f.registry.submit(id, Intent::Restart));
+    // The actor decides (it runs on this thread) and its commit waits for the lock.
+    for _ in 0..20 {
+        assert!(futures::poll!(&mut blocked).is_pending(), "the lock held");
+        tokio::task::yield_now().await;
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        f.registry.submit(id, Intent::Restart),
+    )
+    .await
+    .expect("refused at once, not queued behind the stalled commit");
+    assert!(
+        matches!(refused, Err(ActorError::Overloaded)),
+        "{refused:?}"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlocked");
+    blocked.await.expect("committed once the lock is gone");
+}
+
 #[actix::test]
 async fn create_immediately_followed_by_restart_never_fails() {
     let f = Fixture::new(sim(30), 1024).await;
