@@ -1004,3 +1004,60 @@ fn assert_same(actual: &WorkspaceRecord, expected: &WorkspaceRecord) {
     assert_eq!(actual.created_at, expected.created_at);
     assert_eq!(actual.updated_at, expected.updated_at);
 }
+
+/// Under a steady stream of writes a `PASSIVE` checkpoint never catches up with the log (the
+/// writer appends while it copies), and the log only starts over once it has: here a reader
+/// holds the checkpoint back as a concurrent writer would. The writer finishes the
+/// checkpoint between two batches, so the log starts over instead of growing for ever.
+#[tokio::test]
+async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
+    let db = TestDb::sqlite();
+    let store = db.open().await;
+    let record = bare_workspace();
+    commit(&store, vec![insert(&record)]).await;
+    let append = |seq| {
+        vec![Write::AppendEvent(event(
+            record.id,
+            seq,
+            "restart_requested",
+        ))]
+    };
+    let mut reader = AnyConnection::connect(&db.url).await.expect("connect");
+    reader.execute("BEGIN").await.expect("begin");
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut reader)
+        .await
+        .expect("read");
+    for seq in 1..=40 {
+        commit(&store, append(seq)).await;
+    }
+    let catch_up = store.inner.catch_up.clone().expect("a SQLite store");
+    crate::writer::checkpoint(&store.inner.pool, &catch_up)
+        .await
+        .expect("checkpoint");
+    assert!(
+        catch_up.load(Ordering::Acquire),
+        "after a pass over a non-empty log, the writer is asked to finish it"
+    );
+    reader.execute("COMMIT").await.expect("end of the read");
+    // The writer finishes the checkpoint after this batch; the next one starts the log over:
+    // the log then holds that batch's few frames, not the 40 or more written so far.
+    commit(&store, append(41)).await;
+    commit(&store, append(42)).await;
+    let frames = log_frames(&db).await;
+    assert!(
+        frames < 20,
+        "the log holds {frames} frames: it never started over"
+    );
+    store.close().await;
+}
+
+/// The frames in the SQLite log (asked through a checkpoint on a connection of its own).
+async fn log_frames(db: &TestDb) -> i64 {
+    let mut conn = AnyConnection::connect(&db.url).await.expect("connect");
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("checkpoint");
+    frames
+}

@@ -23,6 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, AnyConnection, AnyPool, Executor};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use steward_domain::{Generation, WorkspaceId};
 use tokio::sync::mpsc::error::TrySendError;
@@ -49,6 +50,9 @@ pub(crate) struct Inner {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     /// The writer task, awaited by the first `close`.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Asks the writer to finish a checkpoint, for tests to run checkpoints by hand.
+    #[cfg(test)]
+    pub(crate) catch_up: Option<Arc<AtomicBool>>,
     /// What the writer did, for tests to observe grouping.
     #[cfg(test)]
     pub(crate) counters: Arc<Counters>,
@@ -116,19 +120,21 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     let watermark = durable.as_ref().map(|d| Arc::clone(&d.watermark));
     let max_batch = options.max_batch.max(1);
     let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
+    let catch_up = is_sqlite.then(Arc::default);
     let writer = Writer {
         pool: pool.clone(),
         key: Arc::clone(&key),
         max_batch,
         durable,
+        catch_up: catch_up.clone(),
         #[cfg(test)]
         counters: Arc::default(),
     };
     #[cfg(test)]
     let counters = Arc::clone(&writer.counters);
     let task = tokio::spawn(writer.run(requests));
-    if is_sqlite {
-        tokio::spawn(checkpoints(pool.clone()));
+    if let Some(catch_up) = &catch_up {
+        tokio::spawn(checkpoints(pool.clone(), Arc::clone(catch_up)));
     }
     Ok(Store {
         inner: Arc::new(Inner {
@@ -137,6 +143,8 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             watermark,
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
+            #[cfg(test)]
+            catch_up,
             #[cfg(test)]
             counters,
         }),
@@ -160,6 +168,9 @@ async fn configure_sqlite(
     // automatic checkpoint syncs the database file in the committing call, and every commit
     // waiting in that batch would pay for it.
     conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+    // When the log starts over after a burst of writes, its file is cut back to this size.
+    conn.execute(format!("PRAGMA journal_size_limit = {LOG_SIZE_LIMIT}").as_str())
+        .await?;
     // A multi-row statement inside a transaction keeps a statement journal (to undo just
     // that statement if it fails); on disk, that is a temporary file opened and written
     // on every large batch.
@@ -177,14 +188,20 @@ async fn configure_sqlite(
 /// How much of the SQLite database file is read through a memory map.
 const MMAP_BYTES: u64 = 1 << 30;
 
-/// How often the SQLite write-ahead log is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The size, in bytes, the SQLite write-ahead log file is cut back to when the log starts
+/// over.
+const LOG_SIZE_LIMIT: u64 = 64 << 20;
 
-/// Copies the SQLite write-ahead log back into the database file every [`CHECKPOINT_EVERY`]
-/// on a reader connection, until the pool closes. `PASSIVE` never blocks the writer or the
-/// readers; once a checkpoint has caught up, the next write starts the log over, so the log
-/// stays about as small as with SQLite's automatic checkpoints.
-async fn checkpoints(pool: AnyPool) {
+/// How often the SQLite write-ahead log is copied back into the database file. (Tests run
+/// their checkpoints by hand, see [`checkpoint`].)
+const CHECKPOINT_EVERY: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_secs(3600)
+} else {
+    std::time::Duration::from_secs(1)
+};
+
+/// Runs a [`checkpoint`] every [`CHECKPOINT_EVERY`] until the pool closes.
+async fn checkpoints(pool: AnyPool, catch_up: Arc<AtomicBool>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -192,12 +209,63 @@ async fn checkpoints(pool: AnyPool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+        if let Err(e) = checkpoint(&pool, &catch_up).await {
             if pool.is_closed() {
                 return;
             }
             tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
         }
+    }
+}
+
+/// Copies the SQLite write-ahead log back into the database file, on a reader connection.
+///
+/// `PASSIVE` blocks neither the writer nor the readers, and does the bulk of the work (copy
+/// the pages, sync the database file) off the writer's path. But the log only starts over
+/// from its beginning when a write begins while every frame in it is copied back, and under a
+/// steady stream of writes that never happens: the writer appends frames while the
+/// checkpoint copies, and the log file would grow without bound (hundreds of megabytes a
+/// minute in a restart storm, every sync an append). So after each pass the writer is asked
+/// to finish it (`catch_up`; the pass cannot tell, it reports the log as it was when it
+/// began): between two batches, the writer copies the few frames written meanwhile, and its
+/// next batch starts the log over.
+pub(crate) async fn checkpoint(pool: &AnyPool, catch_up: &AtomicBool) -> sqlx::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut log = None;
+    for _ in 0..CHECKPOINT_PASSES {
+        let started = std::time::Instant::now();
+        let (_, frames, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        log.get_or_insert(frames);
+        if started.elapsed() < SHORT_PASS {
+            break;
+        }
+    }
+    let frames = log.unwrap_or_default();
+    metrics::gauge!("steward_store_log_frames").set(frames.max(0) as f64);
+    if frames > 0 {
+        catch_up.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Passes a [`checkpoint`] makes at most: each copies what was written during the one before,
+/// so that the writer is left little to copy.
+const CHECKPOINT_PASSES: usize = 4;
+
+/// A pass this short leaves the writer little to copy: the checkpoint stops there.
+const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Copies back what the last [`checkpoint`] left in the log, on the writer's connection
+/// between two batches: no frame is appended meanwhile, so the next batch starts the log
+/// over. A failure only means the log grows until the next try.
+async fn finish_checkpoint(conn: &mut AnyConnection) {
+    let started = std::time::Instant::now();
+    match conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+        Ok(_) => metrics::histogram!("steward_store_checkpoint_catch_up_seconds")
+            .record(started.elapsed().as_secs_f64()),
+        Err(e) => tracing::warn!(error = %e, "SQLite checkpoint (catching up) failed"),
     }
 }
 
@@ -283,6 +351,9 @@ struct Writer {
     /// Where committed batches wait for their sync (SQLite database files only; elsewhere
     /// `COMMIT` returns once durable and batches are answered at once).
     durable: Option<Durable>,
+    /// Set after each checkpoint (SQLite): the writer finishes it between two batches (see
+    /// [`checkpoint`]).
+    catch_up: Option<Arc<AtomicBool>>,
     #[cfg(test)]
     counters: Arc<Counters>,
 }
@@ -366,6 +437,11 @@ impl Writer {
                     }
                 }
                 _ => answer(answers),
+            }
+            if let (Some(conn), Some(catch_up)) = (&mut conn, &self.catch_up) {
+                if catch_up.swap(false, Ordering::AcqRel) {
+                    finish_checkpoint(conn).await;
+                }
             }
         }
         // Every committed batch is answered once its sync is done.
