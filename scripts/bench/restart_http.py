@@ -9,7 +9,8 @@ fresh data dir, creates N sim workspaces, then measures with wrk, in the same ru
 and then, with oha at a fixed rate (BENCH_RATE, default 5 000 requests/s, latency corrected
 for coordinated omission), the latency of POST /restart over the same 1 000 workspaces.
 Prints two tables; the second also gives the size of the SQLite write-ahead log file after all
-the loads (it must stay bounded). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and stops.
+the loads (it must stay bounded). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
+stops.
 """
 
 import json
