@@ -10,8 +10,9 @@
 //! on disk.
 //!
 //! Why a sync of the file is enough: `COMMIT` has returned, so the batch's frames are in the
-//! log file, and `fsync` of any descriptor of that file writes all of it (a checkpoint that
-//! reset the log in between had synced the database file first, as `NORMAL` checkpoints do).
+//! log file, and `fdatasync` of any descriptor of that file writes all of it, and its size (a
+//! checkpoint that reset the log in between had synced the database file first, as `NORMAL`
+//! checkpoints do).
 //! The log's path is the one SQLite uses (`PRAGMA database_list`, symlinks resolved); the
 //! file is opened again for each sync (a log deleted and created again when every connection
 //! closed is never missed; with no log, the database file is synced), and the directory is
@@ -133,7 +134,9 @@ impl Wal {
             }
             Err(e) => return Err(e),
         };
-        file.sync_all()?;
+        // Data and size (`fdatasync`, as SQLite syncs its own log): the log's modification
+        // time is not worth a journal commit on every sync.
+        file.sync_data()?;
         let meta = file.metadata()?;
         let identity = (meta.dev(), meta.ino());
         if self.known != Some(identity) {

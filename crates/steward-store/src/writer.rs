@@ -189,8 +189,10 @@ async fn configure_sqlite(
 const MMAP_BYTES: u64 = 1 << 30;
 
 /// The size, in bytes, the SQLite write-ahead log file is cut back to when the log starts
-/// over.
-const LOG_SIZE_LIMIT: u64 = 64 << 20;
+/// over: above what a second of a restart storm writes (70–100 MiB measured), so that the
+/// file is not cut back and grown again every second (blocks freed and allocated: journal
+/// commits that the syncs of the log wait for), yet bounded after a burst.
+const LOG_SIZE_LIMIT: u64 = 256 << 20;
 
 /// How often the SQLite write-ahead log is copied back into the database file. (Tests run
 /// their checkpoints by hand, see [`checkpoint`].)
@@ -224,11 +226,11 @@ async fn checkpoints(pool: AnyPool, catch_up: Arc<AtomicBool>) {
 /// the pages, sync the database file) off the writer's path. But the log only starts over
 /// from its beginning when a write begins while every frame in it is copied back, and under a
 /// steady stream of writes that never happens: the writer appends frames while the
-/// checkpoint copies, and the log file would grow without bound (hundreds of megabytes a
-/// minute in a restart storm, every sync an append). So after each pass the writer is asked
-/// to finish it (`catch_up`; the pass cannot tell, it reports the log as it was when it
-/// began): between two batches, the writer copies the few frames written meanwhile, and its
-/// next batch starts the log over.
+/// checkpoint copies, and the log file would grow without bound (~70 MB a second in a
+/// restart storm, every sync an append). So after each checkpoint the writer is asked to
+/// finish it (`catch_up`; a pass cannot tell, it reports the log as it was when it began):
+/// between two batches, the writer copies the few frames written meanwhile, and its next
+/// batch starts the log over.
 pub(crate) async fn checkpoint(pool: &AnyPool, catch_up: &AtomicBool) -> sqlx::Result<()> {
     let mut conn = pool.acquire().await?;
     let mut log = None;
