@@ -406,6 +406,9 @@ pub async fn remove_leftovers(docker: &Docker) -> Result<usize> {
     remove_ids(docker, ids).await
 }
 
+/// How long the cleanup waits for the engine to remove one container.
+const REMOVAL_DEADLINE: Duration = Duration::from_secs(60);
+
 async fn remove_ids(docker: &Docker, ids: Vec<String>) -> Result<usize> {
     let total = ids.len();
     if total > 0 {
@@ -418,12 +421,17 @@ async fn remove_ids(docker: &Docker, ids: Vec<String>) -> Result<usize> {
                 v: true,
                 link: false,
             };
-            match docker.remove_container(&id, Some(options)).await {
-                Ok(()) => None,
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => None,
-                Err(e) => Some(format!("{id}: {e}")),
+            // A deadline per removal: an engine that never answers one (seen: dockerd stuck
+            // killing a container) must fail the cleanup, not hang the bench.
+            let removal = docker.remove_container(&id, Some(options));
+            match tokio::time::timeout(REMOVAL_DEADLINE, removal).await {
+                Ok(Ok(())) => None,
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) => None,
+                Ok(Err(e)) => Some(format!("{id}: {e}")),
+                Err(_) => Some(format!("{id}: no answer within {REMOVAL_DEADLINE:?}")),
             }
         })
         .buffer_unordered(8)
