@@ -1061,3 +1061,38 @@ async fn log_frames(db: &TestDb) -> i64 {
         .expect("checkpoint");
     frames
 }
+
+/// Once a sync of the log has failed, what the disk holds is unknown: the store refuses every
+/// later commit — without applying it — and every read, until the daemon is restarted.
+#[tokio::test]
+async fn a_store_whose_log_could_not_be_synced_refuses_commits_and_reads() {
+    let db = TestDb::sqlite();
+    let store = db.open().await;
+    let record = bare_workspace();
+    commit(&store, vec![insert(&record)]).await;
+    store
+        .inner
+        .watermark
+        .as_ref()
+        .expect("a SQLite file")
+        .set_broken("cannot sync the write-ahead log: I/O error; restart the daemon".into());
+    let refused = store
+        .commit(vec![Write::AppendEvent(event(
+            record.id,
+            1,
+            "restart_requested",
+        ))])
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Database(m)) if m.contains("restart the daemon")),
+        "{refused:?}"
+    );
+    assert!(store.load(record.id).await.is_err(), "a read was answered");
+    let mut conn = AnyConnection::connect(&db.url).await.expect("connect");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(events, 0, "a refused commit was applied");
+    store.close().await;
+}

@@ -44,7 +44,7 @@ pub(crate) struct Inner {
     pub(crate) key: Arc<SecretKey>,
     /// How far the disk has got, where commits are synced after they are visible (SQLite
     /// database files): reads wait for it.
-    watermark: Option<Arc<Watermark>>,
+    pub(crate) watermark: Option<Arc<Watermark>>,
     /// Queue of the writer task (bounded: overload is refused, not buffered); `None` once
     /// closed.
     queue: Mutex<Option<mpsc::Sender<Request>>>,
