@@ -1031,12 +1031,10 @@ async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
     for seq in 1..=40 {
         commit(&store, append(seq)).await;
     }
-    let catch_up = store.inner.catch_up.clone().expect("a SQLite store");
-    crate::writer::checkpoint(&store.inner.pool, &catch_up)
-        .await
-        .expect("checkpoint");
+    let checkpoints = store.inner.checkpoints.clone().expect("a SQLite store");
+    checkpoints.run().await.expect("checkpoint");
     assert!(
-        catch_up.load(Ordering::Acquire),
+        checkpoints.catch_up.load(Ordering::Acquire),
         "after a pass over a non-empty log, the writer is asked to finish it"
     );
     reader.execute("COMMIT").await.expect("end of the read");

@@ -50,9 +50,9 @@ pub(crate) struct Inner {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     /// The writer task, awaited by the first `close`.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Asks the writer to finish a checkpoint, for tests to run checkpoints by hand.
+    /// The checkpoints of a SQLite store, for tests to run them by hand.
     #[cfg(test)]
-    pub(crate) catch_up: Option<Arc<AtomicBool>>,
+    pub(crate) checkpoints: Option<Arc<Checkpoints>>,
     /// What the writer did, for tests to observe grouping.
     #[cfg(test)]
     pub(crate) counters: Arc<Counters>,
@@ -97,9 +97,10 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         .await
         .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
 
-    let durable = match database_file(&pool, on_disk).await? {
+    let file = database_file(&pool, on_disk).await?;
+    let durable = match &file {
         Some(file) => {
-            let mut wal = Wal::of(&file);
+            let mut wal = Wal::of(file);
             // What the migrations wrote is on disk before anything else is answered.
             let synced = tokio::task::spawn_blocking(move || wal.sync().map(|()| wal))
                 .await
@@ -120,21 +121,27 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     let watermark = durable.as_ref().map(|d| Arc::clone(&d.watermark));
     let max_batch = options.max_batch.max(1);
     let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
-    let catch_up = is_sqlite.then(Arc::default);
+    let checkpoints = is_sqlite.then(|| {
+        Arc::new(Checkpoints {
+            pool: pool.clone(),
+            catch_up: AtomicBool::new(false),
+            file: file.zip(watermark.clone()),
+        })
+    });
     let writer = Writer {
         pool: pool.clone(),
         key: Arc::clone(&key),
         max_batch,
         durable,
-        catch_up: catch_up.clone(),
+        checkpoints: checkpoints.clone(),
         #[cfg(test)]
         counters: Arc::default(),
     };
     #[cfg(test)]
     let counters = Arc::clone(&writer.counters);
     let task = tokio::spawn(writer.run(requests));
-    if let Some(catch_up) = &catch_up {
-        tokio::spawn(checkpoints(pool.clone(), Arc::clone(catch_up)));
+    if let Some(checkpoints) = &checkpoints {
+        tokio::spawn(Arc::clone(checkpoints).every_second());
     }
     Ok(Store {
         inner: Arc::new(Inner {
@@ -144,7 +151,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
             #[cfg(test)]
-            catch_up,
+            checkpoints,
             #[cfg(test)]
             counters,
         }),
@@ -194,80 +201,163 @@ const MMAP_BYTES: u64 = 1 << 30;
 /// commits that the syncs of the log wait for), yet bounded after a burst.
 const LOG_SIZE_LIMIT: u64 = 256 << 20;
 
-/// How often the SQLite write-ahead log is copied back into the database file. (Tests run
-/// their checkpoints by hand, see [`checkpoint`].)
-const CHECKPOINT_EVERY: std::time::Duration = if cfg!(test) {
-    std::time::Duration::from_secs(3600)
-} else {
-    std::time::Duration::from_secs(1)
-};
+/// How often the SQLite write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs a [`checkpoint`] every [`CHECKPOINT_EVERY`] until the pool closes.
-async fn checkpoints(pool: AnyPool, catch_up: Arc<AtomicBool>) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = checkpoint(&pool, &catch_up).await {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
-        }
-    }
-}
-
-/// Copies the SQLite write-ahead log back into the database file, on a reader connection.
-///
-/// `PASSIVE` blocks neither the writer nor the readers, and does the bulk of the work (copy
-/// the pages, sync the database file) off the writer's path. But the log only starts over
-/// from its beginning when a write begins while every frame in it is copied back, and under a
-/// steady stream of writes that never happens: the writer appends frames while the
-/// checkpoint copies, and the log file would grow without bound (~70 MB a second in a
-/// restart storm, every sync an append). So after each checkpoint the writer is asked to
-/// finish it (`catch_up`; a pass cannot tell, it reports the log as it was when it began):
-/// between two batches, the writer copies the few frames written meanwhile, and its next
-/// batch starts the log over.
-pub(crate) async fn checkpoint(pool: &AnyPool, catch_up: &AtomicBool) -> sqlx::Result<()> {
-    let mut conn = pool.acquire().await?;
-    let mut log = None;
-    for _ in 0..CHECKPOINT_PASSES {
-        let started = std::time::Instant::now();
-        let (_, frames, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *conn)
-            .await?;
-        log.get_or_insert(frames);
-        if started.elapsed() < SHORT_PASS {
-            break;
-        }
-    }
-    let frames = log.unwrap_or_default();
-    metrics::gauge!("steward_store_log_frames").set(frames.max(0) as f64);
-    if frames > 0 {
-        catch_up.store(true, Ordering::Release);
-    }
-    Ok(())
-}
-
-/// Passes a [`checkpoint`] makes at most: each copies what was written during the one before,
-/// so that the writer is left little to copy.
+/// Passes a checkpoint makes at most: each copies what was written during the one before, so
+/// that the writer is left little to copy.
 const CHECKPOINT_PASSES: usize = 4;
 
 /// A pass this short leaves the writer little to copy: the checkpoint stops there.
 const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Copies back what the last [`checkpoint`] left in the log, on the writer's connection
-/// between two batches: no frame is appended meanwhile, so the next batch starts the log
-/// over. A failure only means the log grows until the next try.
-async fn finish_checkpoint(conn: &mut AnyConnection) {
+/// SQLite's primary result code for an I/O error (`SQLITE_IOERR`); extended codes keep it in
+/// their low byte.
+const SQLITE_IOERR: i32 = 10;
+
+/// The checkpoints of a SQLite store: the write-ahead log copied back into the database file.
+///
+/// A checkpoint runs every second on a reader connection ([`Checkpoints::run`]): `PASSIVE`
+/// blocks neither the writer nor the readers, and it does the bulk of the work off the
+/// writer's path. But the log only starts over from its beginning when a write begins while
+/// every frame in it is copied back, and under a steady stream of writes that never happens:
+/// the writer appends frames while the checkpoint copies, and the log file would grow without
+/// bound (~70 MB a second in a restart storm, every sync an append). So after each checkpoint
+/// the writer is asked to finish it (`catch_up`; a pass cannot tell, it reports the log as it
+/// was when it began): between two batches, the writer copies the few frames written
+/// meanwhile ([`finish_checkpoint`]), and its next batch starts the log over, unless a
+/// reader still holds a snapshot in the log (then the next second tries again).
+pub(crate) struct Checkpoints {
+    pool: AnyPool,
+    /// Set after each checkpoint: the writer finishes it between two batches.
+    pub(crate) catch_up: AtomicBool,
+    /// A database file, and the watermark that an I/O error breaks. SQLite syncs the database
+    /// file only in a pass that reaches the end of the log, which under a steady stream of
+    /// writes is the writer's: a checkpoint syncs the file itself after its passes, so that
+    /// the writer's sync has only its own few pages to write.
+    file: Option<(PathBuf, Arc<Watermark>)>,
+}
+
+impl Checkpoints {
+    /// Runs a checkpoint every [`CHECKPOINT_EVERY`] (the first one a period after opening)
+    /// until the pool closes.
+    async fn every_second(self: Arc<Self>) {
+        let first = tokio::time::Instant::now() + CHECKPOINT_EVERY;
+        let mut every = tokio::time::interval_at(first, CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if self.pool.is_closed() {
+                return;
+            }
+            if let Err(e) = self.run().await {
+                if self.pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+            }
+        }
+    }
+
+    /// One checkpoint: up to [`CHECKPOINT_PASSES`] passes on a reader connection, the
+    /// database file synced, the writer asked to finish.
+    pub(crate) async fn run(&self) -> Result<(), String> {
+        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+        let mut log = None;
+        for _ in 0..CHECKPOINT_PASSES {
+            let started = std::time::Instant::now();
+            let (_, frames, _) =
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| self.failed(&e))?;
+            log.get_or_insert(frames);
+            if started.elapsed() < SHORT_PASS {
+                break;
+            }
+        }
+        drop(conn);
+        let frames = log.unwrap_or_default();
+        metrics::gauge!("steward_store_log_frames").set(frames.max(0) as f64);
+        if frames <= 0 {
+            return Ok(());
+        }
+        if let Some((file, watermark)) = &self.file {
+            let file = file.clone();
+            let synced =
+                tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_data())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if let Err(e) = synced {
+                let reason = format!(
+                    "cannot sync the database file during a checkpoint: {e}; restart the daemon"
+                );
+                tracing::error!(error = %reason, "store checkpoint failed");
+                watermark.set_broken(reason.clone());
+                return Err(reason);
+            }
+        }
+        self.catch_up.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the writer should finish a checkpoint now (the request is taken).
+    fn take_catch_up(&self) -> bool {
+        self.catch_up.swap(false, Ordering::AcqRel)
+    }
+
+    /// Describes a failed checkpoint; an I/O error breaks the store: a sync SQLite made on
+    /// its own descriptor may have failed, and Linux reports a failed write-back only once,
+    /// so the sync thread could not be trusted to see it.
+    fn failed(&self, e: &sqlx::Error) -> String {
+        let reason = format!("SQLite checkpoint: {e}");
+        if let Some((_, watermark)) = self.file.as_ref().filter(|_| is_io_error(e)) {
+            let reason =
+                format!("{reason}; commits since the last sync may be lost, restart the daemon");
+            tracing::error!(error = %reason, "store checkpoint failed");
+            watermark.set_broken(reason.clone());
+            return reason;
+        }
+        reason
+    }
+}
+
+/// Whether SQLite reported an I/O error (what the disk holds is then unknown).
+fn is_io_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_IOERR)
+}
+
+/// Copies back what the last checkpoint left in the log, on the writer's connection between
+/// two batches: no frame is appended meanwhile, so the next batch starts the log over. This
+/// is on the writer's path: a sync of the log (mostly done by the sync thread already), the
+/// copy of the frames written since the checkpoint's last pass, and a sync of the database
+/// file (written back by the checkpoint already). A failure other than an I/O error only
+/// means the log grows until the next try.
+async fn finish_checkpoint(conn: &mut AnyConnection, checkpoints: &Checkpoints) {
     let started = std::time::Instant::now();
-    match conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
-        Ok(_) => metrics::histogram!("steward_store_checkpoint_catch_up_seconds")
-            .record(started.elapsed().as_secs_f64()),
-        Err(e) => tracing::warn!(error = %e, "SQLite checkpoint (catching up) failed"),
+    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok((busy, frames, copied)) => {
+            metrics::histogram!("steward_store_checkpoint_catch_up_seconds")
+                .record(started.elapsed().as_secs_f64());
+            if busy != 0 || copied < frames {
+                tracing::debug!(
+                    busy,
+                    frames,
+                    copied,
+                    "the log could not be copied back entirely"
+                );
+            }
+        }
+        Err(e) => {
+            let reason = checkpoints.failed(&e);
+            tracing::warn!(error = %reason, "SQLite checkpoint (catching up) failed");
+        }
     }
 }
 
@@ -353,9 +443,8 @@ struct Writer {
     /// Where committed batches wait for their sync (SQLite database files only; elsewhere
     /// `COMMIT` returns once durable and batches are answered at once).
     durable: Option<Durable>,
-    /// Set after each checkpoint (SQLite): the writer finishes it between two batches (see
-    /// [`checkpoint`]).
-    catch_up: Option<Arc<AtomicBool>>,
+    /// The checkpoints (SQLite): the writer finishes each between two batches.
+    checkpoints: Option<Arc<Checkpoints>>,
     #[cfg(test)]
     counters: Arc<Counters>,
 }
@@ -412,9 +501,19 @@ impl Writer {
                     Err(e) => Err(e),
                 },
             };
-            if outcomes.is_err() {
+            if let Err(e) = &outcomes {
                 if let Some(mut broken) = conn.take() {
                     broken.close_on_drop();
+                }
+                if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(e)) {
+                    // SQLite syncs the log itself at times (when it starts over): a failed
+                    // write-back it was told of may never reach the sync thread.
+                    let reason = format!(
+                        "SQLite I/O error: {e}; commits since the last sync may be lost, restart \
+                         the daemon"
+                    );
+                    tracing::error!(error = %reason, "store write failed");
+                    durable.watermark.set_broken(reason);
                 }
             }
             metrics::histogram!("steward_store_batch_seconds")
@@ -440,9 +539,9 @@ impl Writer {
                 }
                 _ => answer(answers),
             }
-            if let (Some(conn), Some(catch_up)) = (&mut conn, &self.catch_up) {
-                if catch_up.swap(false, Ordering::AcqRel) {
-                    finish_checkpoint(conn).await;
+            if let (Some(conn), Some(checkpoints)) = (&mut conn, &self.checkpoints) {
+                if checkpoints.take_catch_up() {
+                    finish_checkpoint(conn, checkpoints).await;
                 }
             }
         }
