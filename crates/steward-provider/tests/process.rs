@@ -339,7 +339,19 @@ fn sleeper(nonce: &str, own_group: bool) -> std::process::Child {
     if own_group {
         command.process_group(0);
     }
-    command.spawn().expect("sleep")
+    let child = command.spawn().expect("sleep");
+    // `spawn` returns once the child has let go of the parent's memory, in the middle of its
+    // `exec`: until the exec is done its environment reads empty, and a scan for its nonce
+    // would miss it.
+    let deadline = Instant::now() + BOUND;
+    while nonce_of(child.id()).as_deref() != Some(nonce) {
+        assert!(
+            Instant::now() < deadline,
+            "the sleeper never showed its nonce"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
 }
 
 /// Whether a child of the test still runs (not reaped, not a zombie).
@@ -1034,11 +1046,12 @@ async fn a_child_whose_start_a_crash_cut_short_is_found_by_its_nonce_and_adopted
         .into_iter()
         .find(|p| *p != pid)
         .expect("a descendant");
-    assert_eq!(
-        nonce_of(descendant).as_deref(),
-        Some(nonce.as_str()),
-        "inherited, but no group leader"
-    );
+    // Inherited, but no group leader. (Forked by the shell, it may be in the middle of its
+    // `exec`, when its environment reads empty: hence a wait.)
+    eventually("the descendant carrying the nonce", || {
+        nonce_of(descendant).as_deref() == Some(nonce.as_str())
+    })
+    .await;
 
     // A crash after the full record, before the provisional one was deleted: both name the
     // child, which is adopted once.
