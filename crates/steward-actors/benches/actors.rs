@@ -351,8 +351,9 @@ async fn bench_idle_memory() {
             "create_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             "rss_before_mib": before.total / (1 << 20),
             "rss_after_mib": after.total / (1 << 20),
-            // The daemon's own memory per workspace: what the target is about.
-            "bytes_per_idle_workspace": per(|r| r.anon),
+            // Heap and stacks per workspace: the memory the target names (actor, registry
+            // entry, timers).
+            "anon_bytes_per_idle_workspace": per(|r| r.anon),
             // All of the resident set, and its file-backed parts, per workspace.
             "rss_bytes_per_idle_workspace": per(|r| r.total),
             "database_file_pages_bytes_per_idle_workspace": per(|r| r.file),
