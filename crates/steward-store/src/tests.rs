@@ -1011,10 +1011,7 @@ fn assert_same(actual: &WorkspaceRecord, expected: &WorkspaceRecord) {
 /// checkpoint between two batches, so the log starts over instead of growing for ever.
 #[tokio::test]
 async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
-    let db = TestDb::sqlite();
-    let store = db.open().await;
-    let record = bare_workspace();
-    commit(&store, vec![insert(&record)]).await;
+    let (db, store, record) = sqlite_with_a_workspace().await;
     let append = |seq| {
         vec![Write::AppendEvent(event(
             record.id,
@@ -1050,6 +1047,15 @@ async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
     store.close().await;
 }
 
+/// A SQLite store holding one bare workspace.
+async fn sqlite_with_a_workspace() -> (TestDb, Store, WorkspaceRecord) {
+    let db = TestDb::sqlite();
+    let store = db.open().await;
+    let record = bare_workspace();
+    commit(&store, vec![insert(&record)]).await;
+    (db, store, record)
+}
+
 /// The frames in the SQLite log (asked through a checkpoint on a connection of its own).
 async fn log_frames(db: &TestDb) -> i64 {
     let mut conn = AnyConnection::connect(&db.url).await.expect("connect");
@@ -1064,10 +1070,7 @@ async fn log_frames(db: &TestDb) -> i64 {
 /// later commit — without applying it — and every read, until the daemon is restarted.
 #[tokio::test]
 async fn a_store_whose_log_could_not_be_synced_refuses_commits_and_reads() {
-    let db = TestDb::sqlite();
-    let store = db.open().await;
-    let record = bare_workspace();
-    commit(&store, vec![insert(&record)]).await;
+    let (db, store, record) = sqlite_with_a_workspace().await;
     store
         .inner
         .watermark
