@@ -35,6 +35,21 @@ fn fast_policy() -> Policy {
 }
 
 impl Fixture {
+    /// Another connection to the store's database, holding its write lock: every commit
+    /// waits until [`unlock`].
+    async fn lock_store(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self._dir.path().join("s.db").display());
+        let mut lock = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connects");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut lock)
+            .await
+            .expect("write lock");
+        lock
+    }
+
     async fn new(sim: SimConfig, mailbox_capacity: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(
@@ -186,7 +201,6 @@ async fn fifty_concurrent_restarts_run_exactly_two_cycles_that_never_overlap() {
 /// connection holds the database's write lock, and the restart is answered anyway.
 #[actix::test]
 async fn a_folded_restart_does_not_wait_for_a_later_commit() {
-    use sqlx::Connection;
     let f = Fixture::new(sim(600_000), 1024).await;
     let id = f.create(None).await.expect("created");
     let submit = |intent| f.registry.submit(id, intent);
@@ -199,14 +213,7 @@ async fn a_folded_restart_does_not_wait_for_a_later_commit() {
     let pending = submit(Intent::Restart).await.expect("accepted").outcome;
     assert!(matches!(pending, Outcome::Coalesced(_)));
     submit(secret("v2")).await.expect("accepted");
-    let url = format!("sqlite://{}", f._dir.path().join("s.db").display());
-    let mut lock = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("connects");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .expect("write lock");
+    let mut lock = f.lock_store().await;
     // Another secret: folded into the same pending cycle, but its value must be written, and
     // that commit now waits for the lock.
     let mut blocked = Box::pin(submit(secret("v3")));
@@ -217,10 +224,7 @@ async fn a_folded_restart_does_not_wait_for_a_later_commit() {
         .expect("accepted");
     assert!(matches!(folded.outcome, Outcome::Coalesced(_)));
     assert!(futures::poll!(&mut blocked).is_pending(), "the lock held");
-    sqlx::query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("unlocked");
+    unlock(&mut lock).await;
     blocked
         .await
         .expect("the secret is committed once the lock is gone");
@@ -231,17 +235,9 @@ async fn a_folded_restart_does_not_wait_for_a_later_commit() {
 /// instead of piling up.
 #[actix::test]
 async fn an_intent_holds_its_mailbox_slot_until_its_commit_is_durable() {
-    use sqlx::Connection;
     let f = Fixture::new(sim(600_000), 1).await;
     let id = f.create(None).await.expect("created");
-    let url = format!("sqlite://{}", f._dir.path().join("s.db").display());
-    let mut lock = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("connects");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .expect("write lock");
+    let mut lock = f.lock_store().await;
     let mut blocked = Box::pin(f.registry.submit(id, Intent::Restart));
     // The actor decides (it runs on this thread) and its commit waits for the lock.
     for _ in 0..20 {
@@ -258,10 +254,7 @@ async fn an_intent_holds_its_mailbox_slot_until_its_commit_is_durable() {
         matches!(refused, Err(ActorError::Overloaded)),
         "{refused:?}"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("unlocked");
+    unlock(&mut lock).await;
     blocked.await.expect("committed once the lock is gone");
 }
 
@@ -498,4 +491,12 @@ async fn a_slow_stale_failure_after_a_newer_generation_succeeded_changes_nothing
         .await
         .iter()
         .any(|k| k == "provision_failed"));
+}
+
+/// Releases the write lock taken by [`Fixture::lock_store`].
+async fn unlock(lock: &mut sqlx::SqliteConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(lock)
+        .await
+        .expect("unlocked");
 }
