@@ -68,9 +68,14 @@ impl Watermark {
         self.started.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Nothing can be vouched for any more: every later commit and read fails with `reason`.
-    pub(crate) fn set_broken(&self, reason: String) {
-        *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    /// Nothing can be vouched for any more, because of `cause`: every later commit and read
+    /// fails, with the reason returned (logged here, once per cause).
+    pub(crate) fn set_broken(&self, cause: impl std::fmt::Display) -> String {
+        let reason =
+            format!("{cause}; commits since the last sync may be lost, restart the daemon");
+        tracing::error!(error = %reason, "the store can no longer vouch for its commits");
+        *self.broken.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+        reason
     }
 
     /// Why nothing can be committed any more, if so.
@@ -189,14 +194,10 @@ fn sync_then_answer(
                 metrics::histogram!("steward_store_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
                 synced.err().map(|e| {
-                    let reason = format!(
-                        "cannot sync the write-ahead log {}: {e}; commits since the last sync \
-                         may be lost, restart the daemon",
+                    watermark.set_broken(format_args!(
+                        "cannot sync the write-ahead log {}: {e}",
                         wal.path.display()
-                    );
-                    tracing::error!(error = %reason, "store write-ahead log sync failed");
-                    watermark.set_broken(reason.clone());
-                    reason
+                    ))
                 })
             }
         };

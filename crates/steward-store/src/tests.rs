@@ -1076,7 +1076,7 @@ async fn a_store_whose_log_could_not_be_synced_refuses_commits_and_reads() {
         .watermark
         .as_ref()
         .expect("a SQLite file")
-        .set_broken("cannot sync the write-ahead log: I/O error; restart the daemon".into());
+        .set_broken("cannot sync the write-ahead log: I/O error");
     let refused = store
         .commit(vec![Write::AppendEvent(event(
             record.id,

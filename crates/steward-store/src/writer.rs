@@ -289,12 +289,9 @@ impl Checkpoints {
                     .await
                     .map_err(|e| e.to_string())?;
             if let Err(e) = synced {
-                let reason = format!(
-                    "cannot sync the database file during a checkpoint: {e}; restart the daemon"
-                );
-                tracing::error!(error = %reason, "store checkpoint failed");
-                watermark.set_broken(reason.clone());
-                return Err(reason);
+                return Err(watermark.set_broken(format_args!(
+                    "cannot sync the database file during a checkpoint: {e}"
+                )));
             }
         }
         self.catch_up.store(true, Ordering::Release);
@@ -311,14 +308,10 @@ impl Checkpoints {
     /// so the sync thread could not be trusted to see it.
     fn failed(&self, e: &sqlx::Error) -> String {
         let reason = format!("SQLite checkpoint: {e}");
-        if let Some((_, watermark)) = self.file.as_ref().filter(|_| is_io_error(e)) {
-            let reason =
-                format!("{reason}; commits since the last sync may be lost, restart the daemon");
-            tracing::error!(error = %reason, "store checkpoint failed");
-            watermark.set_broken(reason.clone());
-            return reason;
+        match self.file.as_ref().filter(|_| is_io_error(e)) {
+            Some((_, watermark)) => watermark.set_broken(reason),
+            None => reason,
         }
-        reason
     }
 }
 
@@ -508,12 +501,9 @@ impl Writer {
                 if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(e)) {
                     // SQLite syncs the log itself at times (when it starts over): a failed
                     // write-back it was told of may never reach the sync thread.
-                    let reason = format!(
-                        "SQLite I/O error: {e}; commits since the last sync may be lost, restart \
-                         the daemon"
-                    );
-                    tracing::error!(error = %reason, "store write failed");
-                    durable.watermark.set_broken(reason);
+                    durable
+                        .watermark
+                        .set_broken(format_args!("SQLite I/O error: {e}"));
                 }
             }
             metrics::histogram!("steward_store_batch_seconds")
@@ -530,10 +520,11 @@ impl Writer {
                     if let Err(unsent) = durable.settled.send(settled).await {
                         // The sync thread is gone (it never stops first): nothing more can be
                         // vouched for.
-                        let reason = "the store's sync thread stopped; restart the daemon";
-                        durable.watermark.set_broken(reason.to_owned());
+                        let reason = durable
+                            .watermark
+                            .set_broken("the store's sync thread stopped");
                         for (reply, _) in unsent.0.answers {
-                            let _ = reply.send(Err(StoreError::Database(reason.to_owned())));
+                            let _ = reply.send(Err(StoreError::Database(reason.clone())));
                         }
                     }
                 }
