@@ -176,18 +176,18 @@ async fn configure_sqlite(
     // that statement if it fails); on disk, that is a temporary file opened and written
     // on every large batch.
     conn.execute("PRAGMA temp_store = MEMORY").await?;
-    // Pages read through a memory map, not one `pread` each.
-    conn.execute(format!("PRAGMA mmap_size = {MMAP_BYTES}").as_str())
-        .await?;
+    // No memory map of the database file: every page a connection touched would stay mapped,
+    // and the daemon's resident memory would grow with the file (the events table has no end),
+    // 674 bytes per idle workspace at 100 000 of them. Each connection's page cache is
+    // bounded instead (SQLite's default, 2 MiB), and costs nothing measurable under a restart
+    // storm (docs/PERFORMANCE.md, fifth pass).
+    conn.execute("PRAGMA mmap_size = 0").await?;
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
     conn.execute(grouped::GUARD_TABLE).await?;
     Ok(())
 }
-
-/// How much of the SQLite database file is read through a memory map.
-const MMAP_BYTES: u64 = 1 << 30;
 
 /// The size, in bytes, the SQLite write-ahead log file is cut back to when the log starts
 /// over: above what a second of a restart storm writes (70–100 MiB measured), so that the
