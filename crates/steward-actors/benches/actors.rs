@@ -351,13 +351,13 @@ async fn bench_idle_memory() {
             "create_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             "rss_before_mib": before.total / (1 << 20),
             "rss_after_mib": after.total / (1 << 20),
-            // Heap and stacks per workspace: the memory the target names (actor, registry
-            // entry, timers).
-            "anon_bytes_per_idle_workspace": per(|r| r.anon),
-            // All of the resident set, and its file-backed parts, per workspace.
+            // The whole resident set per workspace (the target), then its parts: heap and
+            // stacks (actor, registry entry, timers, SQLite's page caches), file pages
+            // mapped, and shared memory (SQLite's index of the write-ahead log).
             "rss_bytes_per_idle_workspace": per(|r| r.total),
-            "database_file_pages_bytes_per_idle_workspace": per(|r| r.file),
-            "log_index_bytes_per_idle_workspace": per(|r| r.shmem),
+            "anon_bytes_per_idle_workspace": per(|r| r.anon),
+            "file_bytes_per_idle_workspace": per(|r| r.file),
+            "shared_bytes_per_idle_workspace": per(|r| r.shmem),
             "target": "<= 4096",
         })
     );
