@@ -1047,40 +1047,6 @@ async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
     store.close().await;
 }
 
-/// The copying of a checkpoint is long CPU work; on a small machine the threads answering
-/// requests queued behind it. Its thread is in the idle scheduling class, so it only takes
-/// the CPU that nothing else wants.
-#[tokio::test]
-async fn checkpoints_run_in_the_idle_scheduling_class() {
-    let (_db, store, record) = sqlite_with_a_workspace().await;
-    commit(
-        &store,
-        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
-    )
-    .await;
-    let checkpoints = store.inner.checkpoints.clone().expect("a SQLite store");
-    checkpoints.run().await.expect("checkpoint");
-    assert!(
-        checkpoints.idle.load(Ordering::Acquire),
-        "the checkpoint connection's thread reads back as SCHED_IDLE"
-    );
-    // SCHED_IDLE is policy 5, the 41st field of a thread's stat (after its name in brackets).
-    let policies: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("threads")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            (name == crate::writer::CHECKPOINT_THREAD)
-                .then(|| rest.split(' ').nth(38).map(str::to_owned))?
-        })
-        .collect();
-    assert!(
-        policies.iter().any(|policy| policy == "5"),
-        "no checkpoint thread in SCHED_IDLE: {policies:?}"
-    );
-    store.close().await;
-}
-
 /// A SQLite store holding one bare workspace.
 async fn sqlite_with_a_workspace() -> (TestDb, Store, WorkspaceRecord) {
     let db = TestDb::sqlite();

@@ -20,8 +20,7 @@ use crate::{CommitOutcome, SecretKey, Store, StoreError, StoreOptions, Write};
 use secrecy::ExposeSecret;
 use sqlx::any::{Any, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{Acquire, AnyConnection, AnyPool, ConnectOptions, Executor};
+use sqlx::{Acquire, AnyConnection, AnyPool, Executor};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +50,8 @@ pub(crate) struct Inner {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     /// The writer task, awaited by the first `close`.
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
-    /// The checkpoints of a SQLite database file (tests run them by hand too).
+    /// The checkpoints of a SQLite store, for tests to run them by hand.
+    #[cfg(test)]
     pub(crate) checkpoints: Option<Arc<Checkpoints>>,
     /// What the writer did, for tests to observe grouping.
     #[cfg(test)]
@@ -67,6 +67,7 @@ struct Request {
 pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
     sqlx::any::install_default_drivers();
     let key = Arc::new(SecretKey::load_or_create(key_path)?);
+    let is_sqlite = options.database_url.starts_with("sqlite:");
     let on_disk = sqlite_file(&options.database_url).is_some();
     if let Some(file) = sqlite_file(&options.database_url) {
         std::fs::create_dir_all(file.parent().unwrap_or(Path::new(""))).map_err(|e| {
@@ -120,9 +121,13 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     let watermark = durable.as_ref().map(|d| Arc::clone(&d.watermark));
     let max_batch = options.max_batch.max(1);
     let (queue, requests) = mpsc::channel(max_batch.saturating_mul(QUEUED_BATCHES));
-    let checkpoints = file
-        .zip(watermark.clone())
-        .map(|(file, watermark)| Arc::new(Checkpoints::new(file, watermark)));
+    let checkpoints = is_sqlite.then(|| {
+        Arc::new(Checkpoints {
+            pool: pool.clone(),
+            catch_up: AtomicBool::new(false),
+            file: file.zip(watermark.clone()),
+        })
+    });
     let writer = Writer {
         pool: pool.clone(),
         key: Arc::clone(&key),
@@ -145,6 +150,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             watermark,
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
+            #[cfg(test)]
             checkpoints,
             #[cfg(test)]
             counters,
@@ -209,69 +215,43 @@ const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(1);
 /// their low byte.
 const SQLITE_IOERR: i32 = 10;
 
-/// The checkpoints of a SQLite database file: the write-ahead log copied back into it.
+/// The checkpoints of a SQLite store: the write-ahead log copied back into the database file.
 ///
-/// A checkpoint runs every second on a connection of its own ([`Checkpoints::run`]):
-/// `PASSIVE` blocks neither the writer nor the readers, and it does the bulk of the work off
-/// the writer's path. But the log only starts over from its beginning when a write begins
-/// while every frame in it is copied back, and under a steady stream of writes that never
-/// happens: the writer appends frames while the checkpoint copies, and the log file would grow
-/// without bound (~70 MB a second in a restart storm, every sync an append). So after each
-/// checkpoint the writer is asked to finish it (`catch_up`; a pass cannot tell, it reports the
-/// log as it was when it began): between two batches, the writer copies the few frames
-/// written meanwhile ([`finish_checkpoint`]), and its next batch starts the log over, unless a
+/// A checkpoint runs every second on a reader connection ([`Checkpoints::run`]): `PASSIVE`
+/// blocks neither the writer nor the readers, and it does the bulk of the work off the
+/// writer's path. But the log only starts over from its beginning when a write begins while
+/// every frame in it is copied back, and under a steady stream of writes that never happens:
+/// the writer appends frames while the checkpoint copies, and the log file would grow without
+/// bound (~70 MB a second in a restart storm, every sync an append). So after each checkpoint
+/// the writer is asked to finish it (`catch_up`; a pass cannot tell, it reports the log as it
+/// was when it began): between two batches, the writer copies the few frames written
+/// meanwhile ([`finish_checkpoint`]), and its next batch starts the log over, unless a
 /// reader still holds a snapshot in the log (then the next second tries again).
-///
-/// The copying is CPU work in long runs (a pass copies a second of writes in one call, 4–8 ms
-/// under a restart storm), and on a small machine the threads that answer requests — HTTP
-/// workers, actors, the writer, the sync thread — queued behind it for whole scheduler slices:
-/// the tail of every answer in that millisecond. So the connection's thread runs at the lowest
-/// CPU priority (the idle scheduling class ([`lowest_priority`])): it takes the CPU that nothing else wants, and yields it
-/// the moment a request needs it.
 pub(crate) struct Checkpoints {
-    /// The database file.
-    file: PathBuf,
-    /// The checkpoint connection: opened on first use, again after a failure; `None` too once
-    /// closed (then `closed` is set).
-    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
-    /// Set by [`Checkpoints::close`]: no more checkpoints.
-    closed: AtomicBool,
-    /// Whether the connection's thread is in the idle scheduling class.
-    pub(crate) idle: AtomicBool,
+    pool: AnyPool,
     /// Set after each checkpoint: the writer finishes it between two batches.
     pub(crate) catch_up: AtomicBool,
-    /// What an I/O error breaks. SQLite syncs the database file only in a pass that reaches
-    /// the end of the log, which under a steady stream of writes is the writer's: a checkpoint
-    /// syncs the file itself after its passes, so that the writer's sync has only its own few
-    /// pages to write.
-    watermark: Arc<Watermark>,
+    /// A database file, and the watermark that an I/O error breaks. SQLite syncs the database
+    /// file only in a pass that reaches the end of the log, which under a steady stream of
+    /// writes is the writer's: a checkpoint syncs the file itself after its passes, so that
+    /// the writer's sync has only its own few pages to write.
+    file: Option<(PathBuf, Arc<Watermark>)>,
 }
 
 impl Checkpoints {
-    fn new(file: PathBuf, watermark: Arc<Watermark>) -> Checkpoints {
-        Checkpoints {
-            file,
-            conn: tokio::sync::Mutex::new(None),
-            closed: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
-            catch_up: AtomicBool::new(false),
-            watermark,
-        }
-    }
-
     /// Runs a checkpoint every [`CHECKPOINT_EVERY`] (the first one a period after opening)
-    /// until closed.
+    /// until the pool closes.
     async fn every_second(self: Arc<Self>) {
         let first = tokio::time::Instant::now() + CHECKPOINT_EVERY;
         let mut every = tokio::time::interval_at(first, CHECKPOINT_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            if self.closed.load(Ordering::Acquire) {
+            if self.pool.is_closed() {
                 return;
             }
             if let Err(e) = self.run().await {
-                if self.closed.load(Ordering::Acquire) {
+                if self.pool.is_closed() {
                     return;
                 }
                 tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
@@ -279,67 +259,43 @@ impl Checkpoints {
         }
     }
 
-    /// One checkpoint: up to [`CHECKPOINT_PASSES`] passes, the database file synced, the
-    /// writer asked to finish.
+    /// One checkpoint: up to [`CHECKPOINT_PASSES`] passes on a reader connection, the
+    /// database file synced, the writer asked to finish.
     pub(crate) async fn run(&self) -> Result<(), String> {
-        let mut slot = self.conn.lock().await;
-        if self.closed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            None => {
-                let (conn, idle) = checkpoint_connection(&self.file)
-                    .await
-                    .map_err(|e| format!("cannot open the checkpoint connection: {e}"))?;
-                self.idle.store(idle, Ordering::Release);
-                slot.insert(conn)
-            }
-        };
+        let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
         let mut log = None;
         for _ in 0..CHECKPOINT_PASSES {
             let started = std::time::Instant::now();
-            let pass = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&mut *conn)
-                .await;
-            let (_, frames, _) = match pass {
-                Ok(pass) => pass,
-                Err(e) => {
-                    // In case the connection is what broke.
-                    *slot = None;
-                    return Err(self.failed(&e));
-                }
-            };
+            let (_, frames, _) =
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| self.failed(&e))?;
             log.get_or_insert(frames);
             if started.elapsed() < SHORT_PASS {
                 break;
             }
         }
-        drop(slot);
+        drop(conn);
         let frames = log.unwrap_or_default();
         metrics::gauge!("steward_store_log_frames").set(frames.max(0) as f64);
         if frames <= 0 {
             return Ok(());
         }
-        let synced = sync_in_the_background(self.file.clone()).await;
-        if let Err(e) = synced {
-            return Err(self.watermark.set_broken(format_args!(
-                "cannot sync the database file during a checkpoint: {e}"
-            )));
+        if let Some((file, watermark)) = &self.file {
+            let file = file.clone();
+            let synced =
+                tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_data())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if let Err(e) = synced {
+                return Err(watermark.set_broken(format_args!(
+                    "cannot sync the database file during a checkpoint: {e}"
+                )));
+            }
         }
         self.catch_up.store(true, Ordering::Release);
         Ok(())
-    }
-
-    /// Stops the checkpoints and closes their connection (after a checkpoint under way).
-    async fn close(&self) {
-        let mut slot = self.conn.lock().await;
-        self.closed.store(true, Ordering::Release);
-        if let Some(conn) = slot.take() {
-            if let Err(e) = sqlx::Connection::close(conn).await {
-                tracing::warn!(error = %e, "cannot close the checkpoint connection");
-            }
-        }
     }
 
     /// Whether the writer should finish a checkpoint now (the request is taken).
@@ -352,100 +308,12 @@ impl Checkpoints {
     /// so the sync thread could not be trusted to see it.
     fn failed(&self, e: &sqlx::Error) -> String {
         let reason = format!("SQLite checkpoint: {e}");
-        if is_io_error(e) {
-            self.watermark.set_broken(reason)
-        } else {
-            reason
+        match self.file.as_ref().filter(|_| is_io_error(e)) {
+            Some((_, watermark)) => watermark.set_broken(reason),
+            None => reason,
         }
     }
 }
-
-/// Puts the calling thread in the idle scheduling class (`SCHED_IDLE`, which any thread may
-/// enter without privileges): it runs only on a CPU nothing else wants, a waking thread of
-/// any other class takes the CPU from it at once, and its disk writes go in the idle I/O class
-/// (behind the log's syncs, where the I/O scheduler honours classes). Niceness 19 is not
-/// enough: the kernel still lets such a thread finish its slice (1.5 ms on 2 cores) before a
-/// woken thread runs. Whether the thread is now in that class.
-fn lowest_priority() -> Result<bool, thread_priority::Error> {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Min,
-        idle,
-    )?;
-    Ok(thread_priority::unix::thread_schedule_policy()? == idle)
-}
-
-/// Syncs the database `file` on a thread of its own in the idle scheduling class (see
-/// [`lowest_priority`]): the megabytes a checkpoint copied go to disk behind the log's syncs,
-/// which answer requests.
-async fn sync_in_the_background(file: PathBuf) -> std::io::Result<()> {
-    let sync = move |file: PathBuf| std::fs::File::open(file).and_then(|f| f.sync_data());
-    let (synced, outcome) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(CHECKPOINT_SYNC_THREAD.into())
-        .spawn({
-            let file = file.clone();
-            move || {
-                if let Err(e) = lowest_priority() {
-                    tracing::debug!(error = %e, "the database file is synced at normal priority");
-                }
-                let _ = synced.send(sync(file));
-            }
-        });
-    if let Err(e) = spawned {
-        // Not a disk failure: the sync goes on at normal priority.
-        tracing::warn!(error = %e, "cannot start the thread that syncs the database file");
-        return tokio::task::spawn_blocking(move || sync(file))
-            .await
-            .map_err(std::io::Error::other)?;
-    }
-    outcome.await.unwrap_or_else(|_| {
-        Err(std::io::Error::other(
-            "the database file's sync thread panicked",
-        ))
-    })
-}
-
-/// The name of the thread that syncs the database file after a checkpoint.
-const CHECKPOINT_SYNC_THREAD: &str = "steward-dbsync";
-
-/// Opens the checkpoint connection to `file`, and whether its thread is now in the idle
-/// scheduling class ([`lowest_priority`]). sqlx runs each SQLite connection on a thread of its
-/// own; the class is changed from that thread, by a progress handler (SQLite calls it there,
-/// during a statement) set for one statement.
-async fn checkpoint_connection(file: &Path) -> sqlx::Result<(SqliteConnection, bool)> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(file)
-        .create_if_missing(false)
-        .thread_name(|_| CHECKPOINT_THREAD.to_owned())
-        .connect()
-        .await?;
-    let lowered = Arc::new(Mutex::new(None));
-    let outcome = Arc::clone(&lowered);
-    conn.lock_handle().await?.set_progress_handler(1, move || {
-        let mut outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
-        if outcome.is_none() {
-            *outcome = Some(lowest_priority());
-        }
-        true
-    });
-    conn.execute("SELECT 1").await?;
-    conn.lock_handle().await?.remove_progress_handler();
-    let lowered = lowered
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    let idle = matches!(lowered, Some(Ok(true)));
-    if !idle {
-        tracing::warn!(outcome = ?lowered, "the checkpoint thread runs at normal priority");
-    }
-    Ok((conn, idle))
-}
-
-/// The name of the checkpoint connection's thread (at most 15 bytes: Linux cuts longer names).
-pub(crate) const CHECKPOINT_THREAD: &str = "steward-ckpt";
 
 /// Whether SQLite reported an I/O error (what the disk holds is then unknown).
 fn is_io_error(e: &sqlx::Error) -> bool {
@@ -556,9 +424,6 @@ pub(crate) async fn close(inner: &Inner) {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "store writer task failed");
         }
-    }
-    if let Some(checkpoints) = &inner.checkpoints {
-        checkpoints.close().await;
     }
     inner.pool.close().await;
 }
