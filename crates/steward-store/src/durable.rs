@@ -16,7 +16,9 @@
 //! The log's path is the one SQLite uses (`PRAGMA database_list`, symlinks resolved); the
 //! file is opened again for each sync (a log deleted and created again when every connection
 //! closed is never missed; with no log, the database file is synced), and the directory is
-//! synced once per log file, as SQLite does for a log it creates.
+//! synced once per log file, as SQLite does for a log it creates. The database file itself is
+//! opened once, for as long as the store is open ([`DatabaseFile`]): closing a descriptor of
+//! it would drop SQLite's locks on it.
 //!
 //! Readers see a batch's rows as soon as it commits, before its sync: a store read answers
 //! only once every batch the writer had started when the read ended is on disk (or rolled
@@ -101,9 +103,21 @@ impl Watermark {
     }
 }
 
+/// A descriptor of the SQLite database file, open for as long as the store is; its syncs go
+/// through it. Closing *any* descriptor of a file releases every POSIX lock the process holds
+/// on that file, SQLite's included: a file opened and closed for each sync dropped the shared
+/// lock that tells another process's closing connection that the database is still in use,
+/// and that connection would then checkpoint and delete the log under this one.
+pub(crate) type DatabaseFile = Arc<File>;
+
+/// Opens the database file at `path` once (see [`DatabaseFile`]).
+pub(crate) fn database_file(path: &Path) -> std::io::Result<DatabaseFile> {
+    File::open(path).map(Arc::new)
+}
+
 /// The SQLite write-ahead log of a database file, and the file it was last synced as.
 pub(crate) struct Wal {
-    database: PathBuf,
+    database: DatabaseFile,
     path: PathBuf,
     dir: PathBuf,
     /// Device and inode of the log file whose directory entry is synced.
@@ -111,16 +125,17 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// The log of `database`, the path SQLite opened it by.
-    pub(crate) fn of(database: &Path) -> Wal {
-        let mut path = database.as_os_str().to_owned();
-        path.push("-wal");
-        let dir = match database.parent() {
+    /// The log of the database file at `path` (the path SQLite opened it by), open as
+    /// `database`.
+    pub(crate) fn of(path: &Path, database: DatabaseFile) -> Wal {
+        let dir = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
             _ => PathBuf::from("."),
         };
+        let mut path = path.as_os_str().to_owned();
+        path.push("-wal");
         Wal {
-            database: database.to_owned(),
+            database,
             path: PathBuf::from(path),
             dir,
             known: None,
@@ -135,7 +150,7 @@ impl Wal {
         let file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return File::open(&self.database)?.sync_all();
+                return self.database.sync_all();
             }
             Err(e) => return Err(e),
         };
@@ -218,21 +233,28 @@ fn sync_then_answer(
 mod tests {
     use super::*;
 
+    /// Any file will do as the database's descriptor where only paths are looked at.
+    fn some_file() -> DatabaseFile {
+        Arc::new(tempfile::tempfile().expect("tempfile"))
+    }
+
     #[test]
     fn the_log_sits_beside_its_database() {
-        let wal = Wal::of(Path::new("data/steward.db"));
+        let wal = Wal::of(Path::new("data/steward.db"), some_file());
         assert_eq!(wal.path, Path::new("data/steward.db-wal"));
         assert_eq!(wal.dir, Path::new("data"));
-        assert_eq!(Wal::of(Path::new("steward.db")).dir, Path::new("."));
+        assert_eq!(
+            Wal::of(Path::new("steward.db"), some_file()).dir,
+            Path::new(".")
+        );
     }
 
     #[test]
     fn no_log_file_syncs_the_database_and_a_new_one_syncs_its_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("s.db");
-        let mut wal = Wal::of(&db);
-        assert!(wal.sync().is_err(), "no database file either");
         std::fs::write(&db, b"pages").expect("written");
+        let mut wal = Wal::of(&db, database_file(&db).expect("opened"));
         wal.sync().expect("synced");
         assert_eq!(wal.known, None);
         std::fs::write(dir.path().join("s.db-wal"), b"frames").expect("written");
@@ -248,7 +270,7 @@ mod tests {
         let not_a_dir = dir.path().join("file");
         std::fs::write(&not_a_dir, b"").expect("written");
         let (settled, watermark, thread) =
-            spawn(Wal::of(&not_a_dir.join("s.db"))).expect("spawned");
+            spawn(Wal::of(&not_a_dir.join("s.db"), some_file())).expect("spawned");
         let batch = watermark.start_batch();
         let answer = committed(&settled, batch).await;
         drop(settled);
@@ -267,7 +289,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("s.db");
         std::fs::write(&db, b"pages").expect("written");
-        let (settled, watermark, thread) = spawn(Wal::of(&db)).expect("spawned");
+        let (settled, watermark, thread) =
+            spawn(Wal::of(&db, database_file(&db).expect("opened"))).expect("spawned");
         watermark
             .readable()
             .await

@@ -1047,6 +1047,39 @@ async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
     store.close().await;
 }
 
+/// The database file is synced through the descriptor the store opened it with, never one
+/// opened and closed for the occasion: closing a descriptor of a file drops every POSIX lock
+/// the process holds on it, SQLite's included. Seen from outside: a checkpoint still syncs the
+/// file after its name has moved.
+#[tokio::test]
+async fn checkpoints_sync_the_database_file_through_the_descriptor_the_store_holds() {
+    let (db, store, record) = sqlite_with_a_workspace().await;
+    commit(
+        &store,
+        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
+    )
+    .await;
+    let data = db.dir.path().join("data");
+    std::fs::rename(data.join("steward.db"), data.join("moved.db")).expect("renamed");
+    let checkpoints = store.inner.checkpoints.clone().expect("a SQLite store");
+    checkpoints
+        .run()
+        .await
+        .expect("the checkpoint synced the database file");
+    assert!(
+        checkpoints.catch_up.load(Ordering::Acquire),
+        "a checkpoint that synced the file asks the writer to finish it"
+    );
+    assert!(store
+        .inner
+        .watermark
+        .as_ref()
+        .expect("a file")
+        .broken()
+        .is_none());
+    store.close().await;
+}
+
 /// A SQLite store holding one bare workspace.
 async fn sqlite_with_a_workspace() -> (TestDb, Store, WorkspaceRecord) {
     let db = TestDb::sqlite();

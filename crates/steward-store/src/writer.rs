@@ -12,7 +12,7 @@
 //! `grouped.rs`): PostgreSQL's native form, which SQLite reads as numbered parameters (sqlx
 //! binds `$N` by its number, tested in `tests.rs`).
 
-use crate::durable::{self, Settled, Wal, Watermark};
+use crate::durable::{self, DatabaseFile, Settled, Wal, Watermark};
 use crate::error::database;
 use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
@@ -45,6 +45,9 @@ pub(crate) struct Inner {
     /// How far the disk has got, where commits are synced after they are visible (SQLite
     /// database files): reads wait for it.
     pub(crate) watermark: Option<Arc<Watermark>>,
+    /// The SQLite database file, held open for as long as the store is (see [`DatabaseFile`]):
+    /// the last descriptor closes no earlier than the pool's connections.
+    _database: Option<DatabaseFile>,
     /// Queue of the writer task (bounded: overload is refused, not buffered); `None` once
     /// closed.
     queue: Mutex<Option<mpsc::Sender<Request>>>,
@@ -97,10 +100,17 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         .await
         .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
 
-    let file = database_file(&pool, on_disk).await?;
-    let durable = match &file {
-        Some(file) => {
-            let mut wal = Wal::of(file);
+    let path = database_path(&pool, on_disk).await?;
+    let database =
+        match &path {
+            Some(path) => Some(durable::database_file(path).map_err(|e| {
+                StoreError::Database(format!("cannot open {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+    let durable = match path.as_deref().zip(database.clone()) {
+        Some((path, database)) => {
+            let mut wal = Wal::of(path, database);
             // What the migrations wrote is on disk before anything else is answered.
             let synced = tokio::task::spawn_blocking(move || wal.sync().map(|()| wal))
                 .await
@@ -125,7 +135,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         Arc::new(Checkpoints {
             pool: pool.clone(),
             catch_up: AtomicBool::new(false),
-            file: file.zip(watermark.clone()),
+            file: database.clone().zip(watermark.clone()),
         })
     });
     let writer = Writer {
@@ -148,6 +158,7 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             pool,
             key,
             watermark,
+            _database: database,
             queue: Mutex::new(Some(queue)),
             writer: tokio::sync::Mutex::new(Some(task)),
             #[cfg(test)]
@@ -235,7 +246,7 @@ pub(crate) struct Checkpoints {
     /// file only in a pass that reaches the end of the log, which under a steady stream of
     /// writes is the writer's: a checkpoint syncs the file itself after its passes, so that
     /// the writer's sync has only its own few pages to write.
-    file: Option<(PathBuf, Arc<Watermark>)>,
+    file: Option<(DatabaseFile, Arc<Watermark>)>,
 }
 
 impl Checkpoints {
@@ -283,11 +294,10 @@ impl Checkpoints {
             return Ok(());
         }
         if let Some((file, watermark)) = &self.file {
-            let file = file.clone();
-            let synced =
-                tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_data())
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let file = Arc::clone(file);
+            let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| e.to_string())?;
             if let Err(e) = synced {
                 return Err(watermark.set_broken(format_args!(
                     "cannot sync the database file during a checkpoint: {e}"
@@ -356,7 +366,7 @@ async fn finish_checkpoint(conn: &mut AnyConnection, checkpoints: &Checkpoints) 
 
 /// The file SQLite opened for the main database (symlinks resolved, the URL decoded), if the
 /// store is a SQLite database file.
-async fn database_file(pool: &AnyPool, on_disk: bool) -> Result<Option<PathBuf>, StoreError> {
+async fn database_path(pool: &AnyPool, on_disk: bool) -> Result<Option<PathBuf>, StoreError> {
     if !on_disk {
         return Ok(None);
     }
