@@ -45,8 +45,8 @@ pub(crate) struct Inner {
     /// How far the disk has got, where commits are synced after they are visible (SQLite
     /// database files): reads wait for it.
     pub(crate) watermark: Option<Arc<Watermark>>,
-    /// The SQLite database file, held open for as long as the store is (see [`DatabaseFile`]):
-    /// the last descriptor closes no earlier than the pool's connections.
+    /// The SQLite database file, held open for as long as the store is (see [`DatabaseFile`]),
+    /// so after [`close`] has closed the pool's connections.
     _database: Option<DatabaseFile>,
     /// Queue of the writer task (bounded: overload is refused, not buffered); `None` once
     /// closed.
