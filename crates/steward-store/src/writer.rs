@@ -101,13 +101,13 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
         .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
 
     let path = database_path(&pool, on_disk).await?;
-    let database =
-        match &path {
-            Some(path) => Some(durable::database_file(path).map_err(|e| {
-                StoreError::Database(format!("cannot open {}: {e}", path.display()))
-            })?),
-            None => None,
-        };
+    let database = path
+        .as_deref()
+        .map(|path| {
+            durable::database_file(path)
+                .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))
+        })
+        .transpose()?;
     let durable = match path.as_deref().zip(database.clone()) {
         Some((path, database)) => {
             let mut wal = Wal::of(path, database);
