@@ -7,7 +7,8 @@ fresh data dir, creates N sim workspaces, then measures with wrk, in the same ru
   - GET /healthz                       (baseline: the HTTP stack alone)
   - POST /v1/workspaces/{id}/restart   (intent through registry, actor, durable SQLite commit)
 and then, with oha at a fixed rate (BENCH_RATE, default 5 000 requests/s, latency corrected
-for coordinated omission), the latency of POST /restart over the same 1 000 workspaces.
+for coordinated omission), the latency of GET /healthz (the floor: what this machine's HTTP
+stack and scheduler give at that rate) and of POST /restart over the same 1 000 workspaces.
 Prints two tables; the second also gives the size of the SQLite write-ahead log file after all
 the loads (it must stay bounded). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
 stops.
@@ -82,15 +83,12 @@ def wrk(args, env=None):
     return rps, lat.get("50"), lat.get("99"), int(errors.group(1)) if errors else 0
 
 
-def oha_fixed_rate(addr, token, ids):
-    """Latency of POST /restart at a fixed rate, spread over the workspaces."""
+def oha_fixed_rate(args):
+    """Latency at a fixed rate (BENCH_RATE), corrected for coordinated omission."""
     rate = int(os.environ.get("BENCH_RATE", "5000"))
-    host = addr.replace(".", "[.]")
-    url = f"http://{host}/v1/workspaces/({'|'.join(ids)})/restart"
     out = subprocess.run(
         ["oha", "--no-tui", "--output-format", "json", "-q", str(rate), "-z", f"{SECONDS}s",
-         "-c", str(CONNECTIONS), "--latency-correction", "-m", "POST",
-         "-H", f"Authorization: Bearer {token}", "--rand-regex-url", url],
+         "-c", str(CONNECTIONS), "--latency-correction", *args],
         capture_output=True, text=True, check=True,
     ).stdout
     report = json.loads(out)
@@ -100,6 +98,14 @@ def oha_fixed_rate(addr, token, ids):
     if os.environ.get("BENCH_VERBOSE"):
         print({k: round(v * 1000, 2) for k, v in pct.items()}, file=sys.stderr)
     return rate, report["summary"]["requestsPerSec"], pct["p50"], pct["p99"], non_2xx
+
+
+def restart_fixed_rate(addr, token, ids):
+    """POST /restart at a fixed rate, spread over the workspaces."""
+    host = addr.replace(".", "[.]")
+    url = f"http://{host}/v1/workspaces/({'|'.join(ids)})/restart"
+    return oha_fixed_rate(["-m", "POST", "-H", f"Authorization: Bearer {token}",
+                           "--rand-regex-url", url])
 
 
 def run(start_ms, stop_ms):
@@ -113,13 +119,15 @@ def run(start_ms, stop_ms):
         with open(ids_file, "w") as f:
             f.write("\n".join(ids) + "\n")
         base = wrk([f"http://{addr}/healthz"])
+        # The floor of the fixed-rate figure on this machine: the HTTP stack alone, same rate.
+        floor = oha_fixed_rate([f"http://{addr}/healthz"])
         restart = wrk(["-s", os.path.join(ROOT, "scripts", "bench", "restart.lua"), f"http://{addr}/"],
                       env={"IDS_FILE": ids_file, "TOKEN": token})
-        fixed = oha_fixed_rate(addr, token, ids)
+        fixed = restart_fixed_rate(addr, token, ids)
         # The write-ahead log starts over after each checkpoint: it stays bounded under load.
         log = os.path.join(tmp, "data", "steward.db-wal")
         log_mb = os.path.getsize(log) / 2**20 if os.path.exists(log) else 0.0
-        return base, restart, fixed, log_mb
+        return base, restart, floor, fixed, log_mb
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -131,14 +139,15 @@ def main():
     rows = [(name, run(start_ms, stop_ms)) for name, start_ms, stop_ms in WORKLOADS]
     print(f"{'workload':>28} | {'healthz req/s':>13} | {'restart req/s':>13} | ratio | "
           f"restart p50 | restart p99 | non-2xx  (target ratio >= 0.25)")
-    for name, ((b_rps, _, _, _), (r_rps, p50, p99, errors), _, _) in rows:
+    for name, ((b_rps, _, _, _), (r_rps, p50, p99, errors), _, _, _) in rows:
         print(f"{name:>28} | {b_rps:>13.0f} | {r_rps:>13.0f} | {r_rps / b_rps:5.2f} | "
               f"{p50:>11} | {p99:>11} | {errors}")
     print()
-    print(f"{'workload':>28} | fixed rate | achieved req/s | p50 ms | p99 ms | non-2xx | log file MiB  (target p99 <= 2 ms)")
-    for name, (_, _, (rate, achieved, p50, p99, errors), log_mb) in rows:
+    print(f"{'workload':>28} | fixed rate | achieved req/s | p50 ms | p99 ms | non-2xx | log file MiB | "
+          f"healthz p50 | healthz p99  (target p99 <= 2 ms)")
+    for name, (_, _, (_, _, h50, h99, _), (rate, achieved, p50, p99, errors), log_mb) in rows:
         print(f"{name:>28} | {rate:>10} | {achieved:>14.0f} | {p50 * 1000:6.2f} | {p99 * 1000:6.2f} | "
-              f"{errors:>7} | {log_mb:.0f}")
+              f"{errors:>7} | {log_mb:>12.0f} | {h50 * 1000:11.2f} | {h99 * 1000:11.2f}")
     return 0
 
 
