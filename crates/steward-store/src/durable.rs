@@ -52,7 +52,7 @@ pub(crate) type Answers = Vec<(
 )>;
 
 /// Batches the sync thread may have waiting before the writer waits for it.
-const WAITING_BATCHES: usize = 16;
+pub(crate) const WAITING_BATCHES: usize = 16;
 
 /// How far the writer and the disk have got, for readers; and why the log can no longer be
 /// trusted, once a sync failed.
@@ -62,6 +62,10 @@ pub(crate) struct Watermark {
     /// The number of the last batch whose fate is on disk (synced, or rolled back).
     durable: watch::Receiver<u64>,
     broken: Mutex<Option<String>>,
+    /// Held by a test, keeps the sync thread from syncing the batch it has just taken: a disk
+    /// that has fallen behind.
+    #[cfg(test)]
+    pub(crate) disk_gate: tokio::sync::Mutex<()>,
 }
 
 impl Watermark {
@@ -182,6 +186,8 @@ pub(crate) fn spawn(
         started: AtomicU64::new(0),
         durable: seen,
         broken: Mutex::new(None),
+        #[cfg(test)]
+        disk_gate: tokio::sync::Mutex::new(()),
     });
     let shared = Arc::clone(&watermark);
     let thread = std::thread::Builder::new()
@@ -197,6 +203,9 @@ fn sync_then_answer(
     watermark: &Watermark,
 ) {
     while let Some(first) = waiting.blocking_recv() {
+        // Held by a test, the disk keeps this batch (and those behind it) from being synced.
+        #[cfg(test)]
+        drop(watermark.disk_gate.blocking_lock());
         let mut ready = vec![first];
         while let Ok(more) = waiting.try_recv() {
             ready.push(more);

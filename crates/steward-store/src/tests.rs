@@ -11,6 +11,7 @@ use sqlx::{AnyConnection, Connection, Executor};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{
     Cause, Cycle, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Switch,
@@ -1077,6 +1078,122 @@ async fn checkpoints_sync_the_database_file_through_the_descriptor_the_store_hol
         .expect("a file")
         .broken()
         .is_none());
+    store.close().await;
+}
+
+/// A checkpoint that cannot sync the database file has copied pages into it that may never
+/// reach the disk (and Linux reports a failed write-back only once): the store stops vouching
+/// for anything. Every later commit and read fails loudly, telling the operator to restart.
+#[tokio::test]
+async fn a_checkpoint_that_cannot_sync_the_database_file_breaks_the_store() {
+    let (_db, store, record) = sqlite_with_a_workspace().await;
+    commit(
+        &store,
+        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
+    )
+    .await;
+    // A pipe cannot be synced (EINVAL): a disk whose write-back failed.
+    let (unsyncable, _other_end) = std::io::pipe().expect("pipe");
+    let failing = store
+        .inner
+        .checkpoints
+        .as_ref()
+        .expect("a SQLite store")
+        .syncing(Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(
+            unsyncable,
+        ))));
+    let reason = failing.run().await.expect_err("the sync failed");
+    assert!(
+        reason.contains("cannot sync the database file during a checkpoint"),
+        "{reason}"
+    );
+    assert!(
+        !failing.catch_up.load(Ordering::Acquire),
+        "the writer was asked to finish a checkpoint whose pages may not be on disk"
+    );
+    let refused = store
+        .enqueue(vec![Write::AppendEvent(event(
+            record.id,
+            2,
+            "restart_requested",
+        ))])
+        .await;
+    let Err(StoreError::Database(message)) = refused else {
+        panic!("a store that can no longer vouch for its commits answered {refused:?}");
+    };
+    assert!(message.contains("restart the daemon"), "{message}");
+    assert!(
+        store.load(record.id).await.is_err(),
+        "a read was answered by a store that can no longer vouch for what it holds"
+    );
+    store.close().await;
+}
+
+/// When the disk falls behind, commits wait for it and do not pile up: the writer hands the
+/// sync thread a bounded number of batches, then waits; its queue fills, and new commits are
+/// refused as overloaded. Nothing is answered before it is on disk; once the disk catches up,
+/// everything accepted is committed, in order.
+#[tokio::test]
+async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
+    let (db, store, record) = sqlite_with_a_workspace().await;
+    let watermark = Arc::clone(store.inner.watermark.as_ref().expect("a database file"));
+    let disk = watermark.disk_gate.lock().await;
+    let mut seq = 0;
+    let mut append = || {
+        seq += 1;
+        store.enqueue(vec![Write::AppendEvent(event(
+            record.id,
+            seq,
+            "restart_requested",
+        ))])
+    };
+    let mut accepted = Vec::new();
+    // One commit at a time, each taken by the writer as a batch of its own: the batch the sync
+    // thread holds, those waiting for it, and the one the writer then cannot hand over.
+    for _ in 0..crate::durable::WAITING_BATCHES + 2 {
+        accepted.push(Box::pin(append()));
+        while crate::writer::queued(&store.inner) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // The writer now waits for the disk: the next commit stays queued.
+    accepted.push(Box::pin(append()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        crate::writer::queued(&store.inner),
+        1,
+        "the writer took a batch it could not hand to the sync thread"
+    );
+    // The queue fills, then refuses.
+    let capacity = db.options().max_batch * crate::writer::QUEUED_BATCHES;
+    for _ in 1..capacity {
+        accepted.push(Box::pin(append()));
+    }
+    let refused = append().await;
+    assert!(
+        matches!(refused, Err(StoreError::Overloaded)),
+        "{refused:?}"
+    );
+    for pending in &mut accepted {
+        assert!(
+            futures::poll!(pending).is_pending(),
+            "a commit was answered before it was on disk"
+        );
+    }
+    drop(disk);
+    let count = i64::try_from(accepted.len()).expect("a small count");
+    for pending in accepted {
+        assert_eq!(pending.await.expect("commit"), CommitOutcome::Committed);
+    }
+    let stored = store
+        .events(record.id, 0, count + 10)
+        .await
+        .expect("events");
+    assert_eq!(
+        stored.iter().map(|event| event.seq).collect::<Vec<_>>(),
+        (1..=count).collect::<Vec<_>>(),
+        "every accepted commit is stored, in order, and the refused one is not"
+    );
     store.close().await;
 }
 

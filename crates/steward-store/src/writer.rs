@@ -308,6 +308,19 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// The same checkpoints, syncing `file` as the database file (a test's failing disk).
+    #[cfg(test)]
+    pub(crate) fn syncing(&self, file: DatabaseFile) -> Checkpoints {
+        Checkpoints {
+            pool: self.pool.clone(),
+            catch_up: AtomicBool::new(false),
+            file: self
+                .file
+                .as_ref()
+                .map(|(_, watermark)| (file, Arc::clone(watermark))),
+        }
+    }
+
     /// Whether the writer should finish a checkpoint now (the request is taken).
     fn take_catch_up(&self) -> bool {
         self.catch_up.swap(false, Ordering::AcqRel)
@@ -417,6 +430,17 @@ pub(crate) fn enqueue(
         // The writer answers every request it takes; no answer means it is gone.
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Commits waiting in the writer's queue.
+#[cfg(test)]
+pub(crate) fn queued(inner: &Inner) -> usize {
+    inner
+        .queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map_or(0, |queue| queue.max_capacity() - queue.capacity())
 }
 
 pub(crate) async fn close(inner: &Inner) {
