@@ -1054,12 +1054,7 @@ async fn the_log_starts_over_even_when_a_checkpoint_falls_behind() {
 /// file after its name has moved.
 #[tokio::test]
 async fn checkpoints_sync_the_database_file_through_the_descriptor_the_store_holds() {
-    let (db, store, record) = sqlite_with_a_workspace().await;
-    commit(
-        &store,
-        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
-    )
-    .await;
+    let (db, store, _) = sqlite_with_an_event_in_the_log().await;
     let data = db.dir.path().join("data");
     std::fs::rename(data.join("steward.db"), data.join("moved.db")).expect("renamed");
     let checkpoints = store.inner.checkpoints.clone().expect("a SQLite store");
@@ -1086,12 +1081,7 @@ async fn checkpoints_sync_the_database_file_through_the_descriptor_the_store_hol
 /// for anything. Every later commit and read fails loudly, telling the operator to restart.
 #[tokio::test]
 async fn a_checkpoint_that_cannot_sync_the_database_file_breaks_the_store() {
-    let (_db, store, record) = sqlite_with_a_workspace().await;
-    commit(
-        &store,
-        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
-    )
-    .await;
+    let (_db, store, record) = sqlite_with_an_event_in_the_log().await;
     // A pipe cannot be synced (EINVAL): a disk whose write-back failed.
     let (unsyncable, _other_end) = std::io::pipe().expect("pipe");
     let failing = store
@@ -1195,6 +1185,18 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
         "every accepted commit is stored, in order, and the refused one is not"
     );
     store.close().await;
+}
+
+/// A SQLite store holding one bare workspace and, in its log, an event of it: a checkpoint has
+/// something to copy back.
+async fn sqlite_with_an_event_in_the_log() -> (TestDb, Store, WorkspaceRecord) {
+    let (db, store, record) = sqlite_with_a_workspace().await;
+    commit(
+        &store,
+        vec![Write::AppendEvent(event(record.id, 1, "restart_requested"))],
+    )
+    .await;
+    (db, store, record)
 }
 
 /// A SQLite store holding one bare workspace.
