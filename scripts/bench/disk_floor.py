@@ -1,7 +1,8 @@
 """What this machine's disk gives the store's log syncs, with nothing of Steward in the way.
 
 A diagnostic, not part of `make bench` (docs/PERFORMANCE.md, sixth pass, says what it found).
-Two threads on one temporary directory (on the data disk, under /tmp):
+Two threads on one temporary directory under DIR (default: the system's temporary directory,
+where the HTTP bench's daemon keeps its data; the script prints which filesystem that is):
 
   - the log: writes LOG_KIB (default 48 KiB, what one batch of the store's write-ahead log holds
     at 5 000 restarts/s) in place into a preallocated file and `fdatasync`s it, RATE times a
@@ -49,10 +50,22 @@ def preallocated(path, size):
     return fd
 
 
+def filesystem_of(path):
+    """The device and type of the filesystem holding `path` (from /proc/self/mounts)."""
+    best = ("?", "?", "")
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            device, mount, kind = line.split()[:3]
+            if os.path.realpath(path).startswith(mount.rstrip("/") + "/") and len(mount) >= len(best[2]):
+                best = (device, kind, mount)
+    return f"{best[1]} on {best[0]}"
+
+
 def main():
     if MODE not in ("burst", "paced", "none"):
         sys.exit(__doc__)
-    with tempfile.TemporaryDirectory(prefix="steward-disk-floor-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="steward-disk-floor-", dir=os.environ.get("DIR")) as tmp:
+        print(f"in {tmp}: {filesystem_of(tmp)}")
         log = preallocated(os.path.join(tmp, "log"), LOG_SIZE)
         db = preallocated(os.path.join(tmp, "db"), DB_SIZE)
         stop = threading.Event()
@@ -78,9 +91,12 @@ def main():
                     os.pwrite(db, page, n * PAGE)
                 if MODE == "paced":
                     for offset in range(0, DB_SIZE, CHUNK):
-                        LIBC.sync_file_range(ctypes.c_int(db), ctypes.c_longlong(offset),
-                                             ctypes.c_longlong(CHUNK),
-                                             ctypes.c_uint(SYNC_FILE_RANGE_ALL))
+                        done = LIBC.sync_file_range(ctypes.c_int(db), ctypes.c_longlong(offset),
+                                                    ctypes.c_longlong(CHUNK),
+                                                    ctypes.c_uint(SYNC_FILE_RANGE_ALL))
+                        if done != 0:
+                            errno = ctypes.get_errno()
+                            raise OSError(errno, f"sync_file_range: {os.strerror(errno)}")
                         time.sleep(GAP)
                 os.fdatasync(db)
                 stop.wait(max(0.0, EVERY - (time.perf_counter() - started)))
@@ -99,6 +115,8 @@ def main():
 
     syncs.sort()
     n = len(syncs)
+    if n == 0:
+        sys.exit("no sync finished: run for longer")
 
     def ms(q):
         return syncs[min(n - 1, int(q * n))] * 1000

@@ -7,8 +7,9 @@ fresh data dir, creates N sim workspaces, then measures with wrk, in the same ru
   - GET /healthz                       (baseline: the HTTP stack alone)
   - POST /v1/workspaces/{id}/restart   (intent through registry, actor, durable SQLite commit)
 and then, with oha at a fixed rate (BENCH_RATE, default 5 000 requests/s, latency corrected
-for coordinated omission), the latency of GET /healthz (the floor: what this machine's HTTP
-stack and scheduler give at that rate) and of POST /restart over the same 1 000 workspaces.
+for coordinated omission), the latency of GET /healthz (a lower bound from the HTTP stack alone
+on this machine, measured on the same daemon before the restart load) and of POST /restart over
+the same 1 000 workspaces, right after the restart load.
 Prints two tables; the second also gives the size of the SQLite write-ahead log file after all
 the loads (it must stay bounded). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
 stops.

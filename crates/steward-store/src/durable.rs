@@ -62,10 +62,37 @@ pub(crate) struct Watermark {
     /// The number of the last batch whose fate is on disk (synced, or rolled back).
     durable: watch::Receiver<u64>,
     broken: Mutex<Option<String>>,
-    /// Held by a test, keeps the sync thread from syncing the batch it has just taken: a disk
-    /// that has fallen behind.
+    /// Where a test holds the sync thread, as a disk that has fallen behind would.
     #[cfg(test)]
-    pub(crate) disk_gate: tokio::sync::Mutex<()>,
+    pub(crate) disk: DiskGate,
+}
+
+/// A gate the sync thread passes just before each sync of the log: a test holding it stands for
+/// a disk that does not return from the sync.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct DiskGate {
+    /// Syncs that reached the gate.
+    arrived: AtomicU64,
+    gate: tokio::sync::Mutex<()>,
+}
+
+#[cfg(test)]
+impl DiskGate {
+    /// Holds every sync from now on at the gate, until the guard is dropped.
+    pub(crate) async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
+    }
+
+    /// How many syncs have reached the gate so far.
+    pub(crate) fn arrived(&self) -> u64 {
+        self.arrived.load(Ordering::Acquire)
+    }
+
+    fn pass(&self) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        drop(self.gate.blocking_lock());
+    }
 }
 
 impl Watermark {
@@ -187,7 +214,7 @@ pub(crate) fn spawn(
         durable: seen,
         broken: Mutex::new(None),
         #[cfg(test)]
-        disk_gate: tokio::sync::Mutex::new(()),
+        disk: DiskGate::default(),
     });
     let shared = Arc::clone(&watermark);
     let thread = std::thread::Builder::new()
@@ -203,9 +230,6 @@ fn sync_then_answer(
     watermark: &Watermark,
 ) {
     while let Some(first) = waiting.blocking_recv() {
-        // Held by a test, the disk keeps this batch (and those behind it) from being synced.
-        #[cfg(test)]
-        drop(watermark.disk_gate.blocking_lock());
         let mut ready = vec![first];
         while let Ok(more) = waiting.try_recv() {
             ready.push(more);
@@ -213,6 +237,8 @@ fn sync_then_answer(
         let failure = match watermark.broken() {
             Some(reason) => Some(reason),
             None => {
+                #[cfg(test)]
+                watermark.disk.pass();
                 let started = std::time::Instant::now();
                 let synced = wal.sync();
                 metrics::histogram!("steward_store_sync_seconds")

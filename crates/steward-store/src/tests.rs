@@ -1099,7 +1099,7 @@ async fn a_checkpoint_that_cannot_sync_the_database_file_breaks_the_store() {
     );
     assert!(
         !failing.catch_up.load(Ordering::Acquire),
-        "the writer was asked to finish a checkpoint whose pages may not be on disk"
+        "a checkpoint whose pages may not be on disk asked for the writer to finish it"
     );
     let refused = store
         .enqueue(vec![Write::AppendEvent(event(
@@ -1112,22 +1112,23 @@ async fn a_checkpoint_that_cannot_sync_the_database_file_breaks_the_store() {
         panic!("a store that can no longer vouch for its commits answered {refused:?}");
     };
     assert!(message.contains("restart the daemon"), "{message}");
-    assert!(
-        store.load(record.id).await.is_err(),
-        "a read was answered by a store that can no longer vouch for what it holds"
-    );
+    let read = store.load(record.id).await;
+    let Err(StoreError::Database(message)) = read else {
+        panic!("a store that can no longer vouch for what it holds answered a read: {read:?}");
+    };
+    assert!(message.contains("restart the daemon"), "{message}");
     store.close().await;
 }
 
 /// When the disk falls behind, commits wait for it and do not pile up: the writer hands the
 /// sync thread a bounded number of batches, then waits; its queue fills, and new commits are
-/// refused as overloaded. Nothing is answered before it is on disk; once the disk catches up,
-/// everything accepted is committed, in order.
+/// refused as overloaded. Nothing is answered before its sync has returned; once the disk
+/// catches up, everything accepted is committed, in order.
 #[tokio::test]
 async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
     let (db, store, record) = sqlite_with_a_workspace().await;
     let watermark = Arc::clone(store.inner.watermark.as_ref().expect("a database file"));
-    let disk = watermark.disk_gate.lock().await;
+    let disk = watermark.disk.hold().await;
     let mut seq = 0;
     let mut append = || {
         seq += 1;
@@ -1137,14 +1138,21 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
             "restart_requested",
         ))])
     };
-    let mut accepted = Vec::new();
-    // One commit at a time, each taken by the writer as a batch of its own: the batch the sync
-    // thread holds, those waiting for it, and the one the writer then cannot hand over.
-    for _ in 0..crate::durable::WAITING_BATCHES + 2 {
+    // The first batch reaches the disk, and the sync thread waits there with it alone.
+    let arrived = watermark.disk.arrived();
+    let mut accepted = vec![Box::pin(append())];
+    until("the first sync reaches the disk", || {
+        watermark.disk.arrived() > arrived
+    })
+    .await;
+    // One commit at a time, each taken by the writer as a batch of its own: those the sync
+    // thread's channel holds, then one the writer cannot hand over.
+    for _ in 0..=crate::durable::WAITING_BATCHES {
         accepted.push(Box::pin(append()));
-        while crate::writer::queued(&store.inner) > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until("the writer takes the commit", || {
+            crate::writer::queued(&store.inner) == 0
+        })
+        .await;
     }
     // The writer now waits for the disk: the next commit stays queued.
     accepted.push(Box::pin(append()));
@@ -1154,11 +1162,13 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
         1,
         "the writer took a batch it could not hand to the sync thread"
     );
-    // The queue fills, then refuses.
+    // The queue fills, stays full, then refuses.
     let capacity = db.options().max_batch * crate::writer::QUEUED_BATCHES;
     for _ in 1..capacity {
         accepted.push(Box::pin(append()));
     }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(crate::writer::queued(&store.inner), capacity);
     let refused = append().await;
     assert!(
         matches!(refused, Err(StoreError::Overloaded)),
@@ -1167,7 +1177,7 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
     for pending in &mut accepted {
         assert!(
             futures::poll!(pending).is_pending(),
-            "a commit was answered before it was on disk"
+            "a commit was answered before its sync returned"
         );
     }
     drop(disk);
@@ -1185,6 +1195,17 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
         "every accepted commit is stored, in order, and the refused one is not"
     );
     store.close().await;
+}
+
+/// Waits until `condition` holds (checked every millisecond), failing after 10 s with `what`.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "still waiting after 10 s: {what}");
 }
 
 /// A SQLite store holding one bare workspace and, in its log, an event of it: a checkpoint has
