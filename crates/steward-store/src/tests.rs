@@ -1141,7 +1141,7 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
     // The first batch reaches the disk, and the sync thread waits there with it alone.
     let arrived = watermark.disk.arrived();
     let mut accepted = vec![Box::pin(append())];
-    until("the first sync reaches the disk", || {
+    eventually("the first sync reaches the disk", || {
         watermark.disk.arrived() > arrived
     })
     .await;
@@ -1149,7 +1149,7 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
     // thread's channel holds, then one the writer cannot hand over.
     for _ in 0..=crate::durable::WAITING_BATCHES {
         accepted.push(Box::pin(append()));
-        until("the writer takes the commit", || {
+        eventually("the writer takes the commit", || {
             crate::writer::queued(&store.inner) == 0
         })
         .await;
@@ -1198,7 +1198,7 @@ async fn when_the_disk_falls_behind_commits_wait_and_new_ones_are_refused() {
 }
 
 /// Waits until `condition` holds (checked every millisecond), failing after 10 s with `what`.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         while !condition() {
             tokio::time::sleep(Duration::from_millis(1)).await;
