@@ -31,21 +31,21 @@ use sqlx::{AnyConnection, Executor};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
 use steward_domain::{Generation, Timestamp, WorkspaceId};
 
-/// Most rows in one PostgreSQL statement (35 parameters a row, well under its 65 535).
+/// Most rows in one PostgreSQL statement (37 parameters a row, well under its 65 535).
 const MAX_ROWS: usize = 256;
 
-/// Whether a commit made of `writes` can be grouped: fenced updates and event appends only.
+/// Whether a commit made of `writes` can be grouped: fenced updates and event appends only,
+/// each event with a fenced write of its workspace (whose row records where its events end).
 pub(crate) fn accepts(writes: &[Write]) -> bool {
-    writes.iter().all(|write| {
-        matches!(
-            write,
-            Write::SaveState { .. }
-                | Write::SaveSpec { .. }
-                | Write::SaveAgent { .. }
-                | Write::AppendEvent(_)
-        )
+    writes.iter().all(|write| match write {
+        Write::SaveState { .. } | Write::SaveSpec { .. } | Write::SaveAgent { .. } => true,
+        Write::AppendEvent(event) => writes
+            .iter()
+            .any(|other| fence(other).is_some_and(|(id, _)| id == event.workspace_id)),
+        _ => false,
     })
 }
 
@@ -70,6 +70,14 @@ pub(crate) enum Diverged {
     /// replay predicted (its guard stopped the call before `COMMIT`).
     #[error("a grouped statement touched another number of rows than replayed")]
     Miscounted,
+    /// An event of a workspace the run writes no fenced row of: the grouped `UPDATE` could
+    /// not record where its events end (`last_event_seq`).
+    #[error("an event of workspace {0} came without a fenced write of its row")]
+    Unrecorded(WorkspaceId),
+    /// An event's `seq` is not after the one before it in the run (one by one, that commit
+    /// fails as a conflict).
+    #[error("an event of workspace {0} is not after the one before it")]
+    OutOfOrder(WorkspaceId),
 }
 
 impl From<StoreError> for Diverged {
@@ -89,12 +97,20 @@ struct Row {
     state: Option<(Box<StateColumns>, Timestamp)>,
     spec: Option<SpecColumns>,
     agent: Option<AgentColumns>,
+    /// The `seq` of the workspace's first event the run appends: the stored events must
+    /// end before it (checked by the fenced `UPDATE`, as `(workspace_id, seq)` is unique).
+    first_event_seq: Option<i64>,
+    /// The `seq` of the workspace's last event the run appends.
+    last_event_seq: Option<i64>,
 }
 
 impl Row {
     /// Whether the run leaves anything to write for this workspace.
     fn writes_anything(&self) -> bool {
-        self.state.is_some() || self.spec.is_some() || self.agent.is_some()
+        self.state.is_some()
+            || self.spec.is_some()
+            || self.agent.is_some()
+            || self.last_event_seq.is_some()
     }
 }
 
@@ -103,7 +119,7 @@ enum Change<'a> {
     State(usize, Box<StateColumns>, Timestamp, i64),
     Spec(usize, SpecColumns),
     Agent(usize, AgentColumns),
-    Event(&'a EventRecord),
+    Event(usize, &'a EventRecord),
 }
 
 /// What a run (commits that [`accepts`]) will do: each commit's outcome, and the statements
@@ -115,8 +131,12 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Replays `run` and writes the statements that apply what survives, or says why the run
-    /// cannot be decided this way.
-    pub(crate) fn new(dialect: Dialect, run: &[&[Write]]) -> Result<Plan, Diverged> {
+    /// cannot be decided this way. Each event written takes the next id of `event_ids`.
+    pub(crate) fn new(
+        dialect: Dialect,
+        run: &[&[Write]],
+        event_ids: &AtomicI64,
+    ) -> Result<Plan, Diverged> {
         let (mut rows, index) = assumed_generations(run);
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(run.len());
@@ -133,7 +153,7 @@ impl Plan {
         }
         let events = events
             .iter()
-            .map(|event| event_row(event))
+            .map(|event| event_row(event_ids.fetch_add(1, Ordering::Relaxed), event))
             .collect::<Result<Vec<_>, _>>()?;
         let mut statements = updates(dialect, update_rows(rows));
         statements.extend(inserts(dialect, events));
@@ -234,7 +254,10 @@ fn replay<'a>(
     for write in writes {
         let Some((id, expected)) = fence(write) else {
             if let Write::AppendEvent(event) = write {
-                changes.push(Change::Event(event));
+                let i = *index
+                    .get(&event.workspace_id)
+                    .ok_or(Diverged::Unrecorded(event.workspace_id))?;
+                changes.push(Change::Event(i, event));
             }
             continue;
         };
@@ -272,7 +295,15 @@ fn replay<'a>(
             }
             Change::Spec(i, columns) => rows[i].spec = Some(columns),
             Change::Agent(i, columns) => rows[i].agent = Some(columns),
-            Change::Event(event) => events.push(event),
+            Change::Event(i, event) => {
+                let row = &mut rows[i];
+                if row.last_event_seq.is_some_and(|last| event.seq <= last) {
+                    return Err(Diverged::OutOfOrder(row.id));
+                }
+                row.first_event_seq.get_or_insert(event.seq);
+                row.last_event_seq = Some(event.seq);
+                events.push(event);
+            }
         }
     }
     Ok(CommitOutcome::Committed)
@@ -315,6 +346,8 @@ fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usiz
                 state: None,
                 spec: None,
                 agent: None,
+                first_event_seq: None,
+                last_event_seq: None,
             });
             rows.len() - 1
         });
@@ -329,9 +362,10 @@ struct Statement {
     rows: usize,
 }
 
-/// The columns one `UPDATE` sets: state (with `updated_at`), configuration and agent, each
-/// group behind a flag (`s`, `c`, `a`: 1 to set it, 0 to keep what is stored).
-const UPDATE_GROUPS: [(&str, &str); 3] = [
+/// The columns one `UPDATE` sets: state (with `updated_at`), configuration, agent and where
+/// the workspace's events end, each group behind a flag (`s`, `c`, `a`, `e`: 1 to set it, 0
+/// to keep what is stored).
+const UPDATE_GROUPS: [(&str, &str); 4] = [
     (
         "s",
         "ready_when, phase, desired, generation, observed_generation, pending, \
@@ -344,6 +378,7 @@ const UPDATE_GROUPS: [(&str, &str); 3] = [
         "a",
         "agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at",
     ),
+    ("e", "last_event_seq"),
 ];
 
 /// The values of one row of the `UPDATE`: per group its flag and columns (NULLs when the
@@ -376,16 +411,20 @@ fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
                 Some(columns) => values.extend(columns.values()),
                 None => values.extend(AgentColumns::NULLS),
             }
+            values.push(flag(row.last_event_seq.is_some()));
+            values.push(Value::Int(row.last_event_seq));
             values.push(Value::text(row.id.to_string()));
             values.push(Value::Int(row.stored));
+            values.push(Value::Int(row.first_event_seq));
             values
         })
         .collect()
 }
 
-/// The values of one row of `events`.
-fn event_row(event: &EventRecord) -> Result<Vec<Value>, StoreError> {
+/// The values of one row of `events`, written as event `id`.
+fn event_row(id: i64, event: &EventRecord) -> Result<Vec<Value>, StoreError> {
     Ok(vec![
+        Value::int(id),
         Value::text(event.workspace_id.to_string()),
         Value::int(event.seq),
         Value::int(generation_column(event.generation)?),
@@ -395,10 +434,14 @@ fn event_row(event: &EventRecord) -> Result<Vec<Value>, StoreError> {
     ])
 }
 
-const EVENT_COLUMNS: &str = "workspace_id, seq, generation, at, kind, data";
+const EVENT_COLUMNS: &str = "id, workspace_id, seq, generation, at, kind, data";
 
-/// Parameters in a row of the `UPDATE`: a flag per group, its columns, the id, the fence.
-const UPDATE_WIDTH: usize = 35;
+/// Parameters in a row of `events`.
+const EVENT_WIDTH: usize = 7;
+
+/// Parameters in a row of the `UPDATE`: a flag per group, its columns, the id, the fence, and
+/// the first event's `seq` (NULL without events).
+const UPDATE_WIDTH: usize = 38;
 
 /// The `UPDATE`'s column names (flags included, then `id, fence`) and its `SET` list.
 fn update_columns() -> (Vec<String>, String) {
@@ -413,13 +456,14 @@ fn update_columns() -> (Vec<String>, String) {
             ));
         }
     }
-    names.extend(["id".to_owned(), "fence".to_owned()]);
+    names.extend(["id".to_owned(), "fence".to_owned(), "first_seq".to_owned()]);
     debug_assert_eq!(names.len(), UPDATE_WIDTH);
     (names, set.join(", "))
 }
 
 /// `UPDATE workspaces … FROM (VALUES …)`: the last state, configuration and agent columns
-/// the run left for each workspace, fenced on the generation the run assumed it starts from.
+/// the run left for each workspace, and where its events now end, fenced on the generation
+/// the run assumed it starts from and on its stored events ending before the run's first.
 /// On SQLite `OR FAIL`: a failing row stops the statement without undoing the rows before it,
 /// so SQLite keeps no statement journal (the caller rolls the whole transaction back).
 fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
@@ -434,7 +478,8 @@ fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
         format!(
             "WITH v ({names}) AS (VALUES {values}) \
              UPDATE{or_fail} workspaces SET {set} FROM v \
-             WHERE workspaces.id = v.id AND workspaces.generation = v.fence"
+             WHERE workspaces.id = v.id AND workspaces.generation = v.fence \
+             AND (v.first_seq IS NULL OR workspaces.last_event_seq < v.first_seq)"
         )
     })
 }
@@ -442,7 +487,7 @@ fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
 /// `INSERT INTO events`, every event of the run in order (rows of NULLs, padding, skipped).
 fn inserts(dialect: Dialect, events: Vec<Vec<Value>>) -> Vec<Statement> {
     static SQLITE: SqliteTexts = SqliteTexts::new();
-    dialect.statements(events, 6, &SQLITE, |values| {
+    dialect.statements(events, EVENT_WIDTH, &SQLITE, |values| {
         format!(
             "WITH v ({EVENT_COLUMNS}) AS (VALUES {values}) \
              INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM v \
@@ -596,7 +641,7 @@ mod tests {
     fn the_update_names_every_column_once() {
         let (names, set) = update_columns();
         assert_eq!(names.len(), UPDATE_WIDTH);
-        assert_eq!(set.matches(" = CASE WHEN ").count(), UPDATE_WIDTH - 5);
+        assert_eq!(set.matches(" = CASE WHEN ").count(), UPDATE_WIDTH - 7);
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
     }

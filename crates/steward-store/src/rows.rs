@@ -376,23 +376,20 @@ struct WorkspaceRow {
     state: StateColumns,
     #[sqlx(flatten)]
     agent: AgentColumns,
+    last_event_seq: i64,
     created_at: i64,
     updated_at: i64,
 }
 
 impl WorkspaceRow {
-    fn parse(
-        self,
-        secrets: BTreeMap<String, SecretString>,
-        last_event_seq: i64,
-    ) -> Result<WorkspaceRecord, StoreError> {
+    fn parse(self, secrets: BTreeMap<String, SecretString>) -> Result<WorkspaceRecord, StoreError> {
         Ok(WorkspaceRecord {
             id: workspace_id(&self.id)?,
             spec: self.spec.parse()?,
             state: self.state.parse()?,
             secrets,
             agent: self.agent.parse()?,
-            last_event_seq,
+            last_event_seq: self.last_event_seq,
             created_at: Timestamp(self.created_at),
             updated_at: Timestamp(self.updated_at),
         })
@@ -442,13 +439,6 @@ pub(crate) async fn load_all(inner: &Inner) -> Result<Vec<WorkspaceRecord>, Stor
             .fetch_all(&mut *conn)
             .await
             .map_err(database)?;
-    let last_seqs: HashMap<String, i64> =
-        sqlx::query_as("SELECT workspace_id, MAX(seq) FROM events GROUP BY workspace_id")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(database)?
-            .into_iter()
-            .collect();
 
     let mut secrets: HashMap<String, Vec<SecretRow>> = HashMap::new();
     for row in secret_rows {
@@ -461,8 +451,7 @@ pub(crate) async fn load_all(inner: &Inner) -> Result<Vec<WorkspaceRecord>, Stor
         .map(|row| {
             let id = workspace_id(&row.id)?;
             let decrypted = decrypt_all(inner, id, secrets.remove(&row.id).unwrap_or_default())?;
-            let last_seq = last_seqs.get(&row.id).copied().unwrap_or(0);
-            row.parse(decrypted, last_seq)
+            row.parse(decrypted)
         })
         .collect()
 }
@@ -487,14 +476,7 @@ pub(crate) async fn load(
             .fetch_all(&mut *conn)
             .await
             .map_err(database)?;
-    let last_seq: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE workspace_id = $1")
-            .bind(&key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(database)?;
-    row.parse(decrypt_all(inner, id, secret_rows)?, last_seq)
-        .map(Some)
+    row.parse(decrypt_all(inner, id, secret_rows)?).map(Some)
 }
 
 pub(crate) async fn events(
@@ -503,14 +485,32 @@ pub(crate) async fn events(
     after: i64,
     limit: i64,
 ) -> Result<Vec<EventRecord>, StoreError> {
+    // Events are in the order written, a workspace's among everyone's; every 64th of each
+    // workspace is indexed. Read forward from the nearest indexed one at or before `after + 1`,
+    // and no further than the workspace's last event.
+    let key = id.to_string();
+    let mut conn = inner.pool.acquire().await.map_err(database)?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_event_seq FROM workspaces WHERE id = $1")
+            .bind(&key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(database)?;
+    let wanted = limit.min(last.unwrap_or(0).saturating_sub(after.max(0)));
+    if wanted <= 0 {
+        return Ok(Vec::new());
+    }
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT workspace_id, seq, generation, at, kind, data FROM events \
-         WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+         WHERE workspace_id = $1 AND seq > $2 AND id >= \
+           (SELECT id FROM events WHERE workspace_id = $1 AND seq % 64 = 1 AND seq <= $2 + 1 \
+            ORDER BY seq DESC LIMIT 1) \
+         ORDER BY id LIMIT $3",
     )
-    .bind(id.to_string())
-    .bind(after)
-    .bind(limit.max(0))
-    .fetch_all(&inner.pool)
+    .bind(&key)
+    .bind(after.max(0))
+    .bind(wanted)
+    .fetch_all(&mut *conn)
     .await
     .map_err(database)?;
     rows.into_iter().map(EventRow::parse).collect()

@@ -50,6 +50,8 @@ on_both_backends!(
     secrets_are_encrypted_at_rest,
     a_fenced_commit_changes_nothing_and_spares_its_batch,
     events_are_listed_in_order_after_a_seq,
+    events_of_interleaved_workspaces_are_read_from_any_seq,
+    events_recorded_before_the_append_order_migration_are_kept,
     deleting_a_workspace_removes_everything_of_it,
     reopening_keeps_everything,
     concurrent_commits_are_grouped_and_all_succeed,
@@ -330,6 +332,173 @@ async fn events_are_listed_in_order_after_a_seq(db: &TestDb) {
     store.close().await;
 }
 
+/// Events are stored in the order written, every workspace's interleaved, with one index
+/// entry per 64 events of a workspace: a read from any `seq`, on either side of an indexed
+/// one, with any limit, gets exactly that workspace's events in order, whichever way the
+/// writer applied them (grouped with state writes, or one by one).
+async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
+    const EVENTS: i64 = 200;
+    let store = db.open().await;
+    let workspaces: Vec<WorkspaceRecord> = (0..3).map(|_| workspace()).collect();
+    commit(&store, workspaces.iter().map(insert).collect()).await;
+    let diverged = store.inner.counters.diverged.load(Ordering::Relaxed);
+    let mut seq = 0;
+    while seq < EVENTS {
+        // Grouped: each commit a fenced state write and a few events of its workspace.
+        let grouped = workspaces
+            .iter()
+            .map(|w| {
+                let mut writes = vec![save_state(w.id, w.state.generation, w.state.clone())];
+                writes.extend((seq + 1..=seq + 3).map(|s| Write::AppendEvent(event(w.id, s, "g"))));
+                writes
+            })
+            .collect();
+        for outcome in one_batch(&store, grouped).await {
+            assert_eq!(outcome.expect("grouped commit"), CommitOutcome::Committed);
+        }
+        for w in &workspaces {
+            assert_eq!(load(&store, w.id).await.last_event_seq, seq + 3);
+        }
+        // One by one (a commit of events alone is not grouped): the workspaces interleaved.
+        let events = (seq + 4..=seq + 5)
+            .flat_map(|s| {
+                workspaces
+                    .iter()
+                    .map(move |w| Write::AppendEvent(event(w.id, s, "o")))
+            })
+            .collect();
+        commit(&store, events).await;
+        seq += 5;
+    }
+    assert_eq!(
+        store.inner.counters.diverged.load(Ordering::Relaxed),
+        diverged
+    );
+    for w in &workspaces {
+        assert_eq!(load(&store, w.id).await.last_event_seq, EVENTS);
+        for after in [
+            0, 1, 2, 63, 64, 65, 66, 127, 128, 129, 150, 192, 193, 199, 200, 250,
+        ] {
+            for limit in [1, 7, 64, 65, 500] {
+                let read = store.events(w.id, after, limit).await.expect("events");
+                let expected: Vec<i64> = (after + 1..=EVENTS).take(limit as usize).collect();
+                assert_eq!(
+                    read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                    expected,
+                    "after {after}, limit {limit}"
+                );
+                assert!(read.iter().all(|e| e.workspace_id == w.id));
+                if let Some(first) = read.first() {
+                    let kind = if (first.seq - 1) % 5 < 3 { "g" } else { "o" };
+                    assert_eq!(first, &event(w.id, first.seq, kind));
+                }
+            }
+        }
+    }
+    // An event that does not come after the last one stored is refused, grouped or not.
+    let w = &workspaces[0];
+    let stale = one_batch(
+        &store,
+        vec![vec![
+            save_state(w.id, w.state.generation, w.state.clone()),
+            Write::AppendEvent(event(w.id, EVENTS, "again")),
+        ]],
+    )
+    .await;
+    assert!(
+        matches!(stale[0], Err(StoreError::Conflict(_))),
+        "{stale:?}"
+    );
+    let alone = store
+        .commit(vec![Write::AppendEvent(event(w.id, 3, "again"))])
+        .await;
+    assert!(matches!(alone, Err(StoreError::Conflict(_))), "{alone:?}");
+    assert_eq!(
+        store.events(w.id, EVENTS - 1, 10).await.expect("events")[0].kind,
+        "o"
+    );
+    store.close().await;
+}
+
+/// A database written before events were stored in append order (migrations 1 and 2) keeps
+/// every event, readable from any `seq`, and new events follow them.
+async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb) {
+    sqlx::any::install_default_drivers();
+    if let Some(file) = db.url.strip_prefix("sqlite://") {
+        let file = file.split('?').next().expect("a path");
+        std::fs::create_dir_all(std::path::Path::new(file).parent().expect("a directory"))
+            .expect("data dir");
+    }
+    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            crate::writer::MIGRATOR.iter().take(2).cloned().collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.expect("migrations 1 and 2");
+    let ids: Vec<WorkspaceId> = (0..2)
+        .map(|_| WorkspaceId::from(uuid::Uuid::new_v4()))
+        .collect();
+    for id in &ids {
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, provider, env, ready_when, phase, desired, \
+             generation, observed_generation, pending, backoff_attempt, recent_failures, \
+             retry_causes, cycle_causes, agent_generation, created_at, updated_at) \
+             VALUES ($1, 'old', 'sim', '{}', 'instance', 'running', 'running', 1, 1, '', 0, \
+             '[]', '', '', 1, 1, 1)",
+        )
+        .bind(id.to_string())
+        .execute(&pool)
+        .await
+        .expect("an old workspace");
+    }
+    // Interleaved, as they were written.
+    for seq in 1..=70 {
+        for id in &ids {
+            let e = event(*id, seq, "old");
+            sqlx::query(
+                "INSERT INTO events (workspace_id, seq, generation, at, kind, data) \
+                 VALUES ($1, $2, 1, $3, 'old', $4)",
+            )
+            .bind(id.to_string())
+            .bind(seq)
+            .bind(e.at.0)
+            .bind(e.data.to_string())
+            .execute(&pool)
+            .await
+            .expect("an old event");
+        }
+    }
+    pool.close().await;
+
+    let store = db.open().await;
+    for id in &ids {
+        let stored = load(&store, *id).await;
+        assert_eq!(stored.last_event_seq, 70);
+        let all = store.events(*id, 0, 1000).await.expect("events");
+        assert_eq!(
+            all,
+            (1..=70).map(|s| event(*id, s, "old")).collect::<Vec<_>>()
+        );
+        let tail = store.events(*id, 64, 3).await.expect("events");
+        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [65, 66, 67]);
+        commit(
+            &store,
+            vec![
+                save_state(*id, stored.state.generation, stored.state.clone()),
+                Write::AppendEvent(event(*id, 71, "new")),
+            ],
+        )
+        .await;
+        assert_eq!(
+            kinds(&store.events(*id, 69, 10).await.expect("events")),
+            ["old", "new"]
+        );
+    }
+    store.close().await;
+}
+
 async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     let store = db.open().await;
     let doomed = workspace();
@@ -342,12 +511,46 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
                 idempotency: Some(("doomed".into(), "h".into())),
             },
             insert(&kept),
-            Write::AppendEvent(event(doomed.id, 1, "created")),
-            Write::AppendEvent(event(kept.id, 1, "created")),
         ],
     )
     .await;
+    // Interleaved, more than one index entry's worth each.
+    commit(
+        &store,
+        (1..=100)
+            .flat_map(|seq| {
+                [doomed.id, kept.id].map(|id| {
+                    Write::AppendEvent(event(id, seq, if seq == 1 { "created" } else { "e" }))
+                })
+            })
+            .collect(),
+    )
+    .await;
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
+
+    // Its events go in the background, a range of ids at a time (16 in tests: 13 steps here),
+    // and on after a restart; the other workspace's stay.
+    store.close().await;
+    let store = db.open().await;
+    let stored_events = |id: WorkspaceId| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE workspace_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&store.inner.pool)
+    };
+    let started = std::time::Instant::now();
+    while stored_events(doomed.id).await.expect("count") > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the deleted workspace's events are still there"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stored_events(kept.id).await.expect("count"), 100);
+    let purges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_purges")
+        .fetch_one(&store.inner.pool)
+        .await
+        .expect("count");
+    assert_eq!(purges, 0);
 
     assert!(store.load(doomed.id).await.expect("load").is_none());
     assert!(store
@@ -366,8 +569,12 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
         .expect("count");
     assert_eq!(secrets, 0);
     let mut kept = kept;
-    kept.last_event_seq = 1;
+    kept.last_event_seq = 100;
     assert_same(&load(&store, kept.id).await, &kept);
+    assert_eq!(
+        store.events(kept.id, 0, 1000).await.expect("events").len(),
+        100
+    );
     store.close().await;
 }
 

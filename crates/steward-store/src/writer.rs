@@ -23,7 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, AnyConnection, AnyPool, Executor};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use steward_domain::{Generation, WorkspaceId};
 use tokio::sync::mpsc::error::TrySendError;
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 pub(crate) const QUEUED_BATCHES: usize = 16;
 
 /// The schema, from the top-level `migrations/`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// What a [`Store`] handle shares.
 pub(crate) struct Inner {
@@ -138,10 +138,18 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
             file: database.clone().zip(watermark.clone()),
         })
     });
+    // Events are numbered in the order they are written (see the third migration).
+    let last_event_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        .fetch_one(&pool)
+        .await
+        .map_err(crate::error::database)?;
     let writer = Writer {
         pool: pool.clone(),
         key: Arc::clone(&key),
         max_batch,
+        event_ids: AtomicI64::new(last_event_id + 1),
+        // A purge a previous run left unfinished goes on.
+        purge_requested: AtomicBool::new(true),
         durable,
         checkpoints: checkpoints.clone(),
         #[cfg(test)]
@@ -467,6 +475,11 @@ struct Writer {
     pool: AnyPool,
     key: Arc<SecretKey>,
     max_batch: usize,
+    /// The id of the next event written: ids increase in the order of writing (one taken by
+    /// a batch that is then rolled back is not used again).
+    event_ids: AtomicI64,
+    /// Set when a workspace's delete was applied: its events are to be purged.
+    purge_requested: AtomicBool,
     /// Where committed batches wait for their sync (SQLite database files only; elsewhere
     /// `COMMIT` returns once durable and batches are answered at once).
     durable: Option<Durable>,
@@ -498,7 +511,23 @@ impl Writer {
     /// after a batch fails, in case the connection is what broke).
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut conn: Option<PoolConnection<Any>> = None;
-        while let Some(first) = requests.recv().await {
+        let mut purged_at = std::time::Instant::now();
+        loop {
+            let purging = self.purge_requested.load(Ordering::Relaxed);
+            let first = if purging {
+                // Idle with events to purge: a step every pause until a request comes.
+                tokio::select! {
+                    biased;
+                    first = requests.recv() => first,
+                    () = tokio::time::sleep(PURGE_PAUSE.saturating_sub(purged_at.elapsed())) => {
+                        self.purge(&mut conn, &mut purged_at).await;
+                        continue;
+                    }
+                }
+            } else {
+                requests.recv().await
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
                 match requests.try_recv() {
@@ -569,6 +598,12 @@ impl Writer {
                     finish_checkpoint(conn, checkpoints).await;
                 }
             }
+            if self.purge_requested.load(Ordering::Relaxed)
+                && purged_at.elapsed() >= PURGE_PAUSE
+                && self.broken().is_none()
+            {
+                self.purge(&mut conn, &mut purged_at).await;
+            }
         }
         // Every committed batch is answered once its sync is done.
         if let Some(Durable {
@@ -580,6 +615,19 @@ impl Writer {
             if !matches!(joined, Ok(Ok(()))) {
                 tracing::error!("store sync thread failed");
             }
+        }
+    }
+
+    /// One purge step; the request stays set while more may be left.
+    async fn purge(
+        &self,
+        conn: &mut Option<PoolConnection<Any>>,
+        purged_at: &mut std::time::Instant,
+    ) {
+        let more = self.purge_events(conn).await;
+        *purged_at = std::time::Instant::now();
+        if !more {
+            self.purge_requested.store(false, Ordering::Relaxed);
         }
     }
 
@@ -608,7 +656,7 @@ impl Writer {
                 .all(|request| grouped::accepts(&request.writes))
         {
             let run: Vec<&[Write]> = batch.iter().map(|request| &request.writes[..]).collect();
-            match grouped::Plan::new(grouped::Dialect::Sqlite, &run) {
+            match grouped::Plan::new(grouped::Dialect::Sqlite, &run, &self.event_ids) {
                 Ok(plan) if plan.fits_one_call() => {
                     return match grouped::commit_in_one_call(conn, plan).await {
                         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
@@ -684,7 +732,8 @@ impl Writer {
                 continue;
             }
             let run: Vec<&[Write]> = part.iter().map(|request| &request.writes[..]).collect();
-            let applied = match grouped::Plan::new(grouped::Dialect::of(tx), &run) {
+            let applied = match grouped::Plan::new(grouped::Dialect::of(tx), &run, &self.event_ids)
+            {
                 Ok(plan) => plan.execute(tx).await,
                 Err(diverged) => Err(diverged),
             };
@@ -859,10 +908,12 @@ impl Writer {
                 }
             }
             Write::AppendEvent(event) => {
+                let id = self.event_ids.fetch_add(1, Ordering::Relaxed);
                 sqlx::query(
-                    "INSERT INTO events (workspace_id, seq, generation, at, kind, data) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO events (id, workspace_id, seq, generation, at, kind, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
+                .bind(id)
                 .bind(event.workspace_id.to_string())
                 .bind(event.seq)
                 .bind(generation_column(event.generation)?)
@@ -872,12 +923,33 @@ impl Writer {
                 .execute(&mut *conn)
                 .await
                 .map_err(database)?;
+                // `(workspace_id, seq)` is unique: each event comes after the last one stored.
+                let recorded = sqlx::query(
+                    "UPDATE workspaces SET last_event_seq = $1 \
+                     WHERE id = $2 AND last_event_seq < $1",
+                )
+                .bind(event.seq)
+                .bind(event.workspace_id.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(database)?;
+                if recorded.rows_affected() == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "event {} of workspace {} is not after the last one stored, \
+                         or the workspace does not exist",
+                        event.seq, event.workspace_id
+                    )));
+                }
             }
             Write::DeleteWorkspace { id } => {
                 let id = id.to_string();
                 for statement in [
                     "DELETE FROM secrets WHERE workspace_id = $1",
-                    "DELETE FROM events WHERE workspace_id = $1",
+                    // Its events go in the background (`purge_events`), from its first one
+                    // (events are in the order written) to the last one written so far.
+                    "INSERT INTO event_purges (workspace_id, next_id, end_id) \
+                     SELECT $1, id, (SELECT MAX(id) FROM events) FROM events \
+                     WHERE workspace_id = $1 AND seq % 64 = 1 ORDER BY seq LIMIT 1",
                     "DELETE FROM idempotency_keys WHERE workspace_id = $1",
                     "DELETE FROM workspaces WHERE id = $1",
                 ] {
@@ -887,11 +959,78 @@ impl Writer {
                         .await
                         .map_err(database)?;
                 }
+                self.purge_requested.store(true, Ordering::Relaxed);
             }
         }
         Ok(CommitOutcome::Committed)
     }
 
+    /// Removes one range of ids of a deleted workspace's events (see `event_purges` in the
+    /// third migration), in a transaction of its own; says whether more may be left. A
+    /// failure is logged and ends the purge until the next delete or the next start.
+    async fn purge_events(&self, conn: &mut Option<PoolConnection<Any>>) -> bool {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => match self.pool.acquire().await {
+                Ok(acquired) => conn.insert(acquired),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
+                    return false;
+                }
+            },
+        };
+        match purge_step(conn).await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
+                false
+            }
+        }
+    }
+}
+
+/// Ids a purge step looks at: a few milliseconds of the writer's time at most.
+#[cfg(not(test))]
+const PURGE_IDS: i64 = 4096;
+#[cfg(test)]
+const PURGE_IDS: i64 = 16;
+
+/// The pause between two purge steps: the writer spends at most a small share of its time
+/// purging, and commits go first.
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// One step of [`Writer::purge_events`].
+async fn purge_step(conn: &mut AnyConnection) -> sqlx::Result<bool> {
+    let mut tx = conn.begin().await?;
+    let next: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT workspace_id, next_id, end_id FROM event_purges ORDER BY next_id LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((workspace, from, end)) = next else {
+        tx.commit().await?;
+        return Ok(false);
+    };
+    let to = from.saturating_add(PURGE_IDS);
+    sqlx::query("DELETE FROM events WHERE id >= $1 AND id < $2 AND workspace_id = $3")
+        .bind(from)
+        .bind(to)
+        .bind(&workspace)
+        .execute(&mut *tx)
+        .await?;
+    let progress = if to > end {
+        sqlx::query("DELETE FROM event_purges WHERE workspace_id = $1").bind(&workspace)
+    } else {
+        sqlx::query("UPDATE event_purges SET next_id = $2 WHERE workspace_id = $1")
+            .bind(&workspace)
+            .bind(to)
+    };
+    progress.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+impl Writer {
     /// Inserts or replaces one secret, encrypted.
     async fn put_secret(
         &self,
