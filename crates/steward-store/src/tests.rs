@@ -527,6 +527,8 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     )
     .await;
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
+    // A second delete while its events are still queued changes nothing and fails nothing.
+    commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
 
     // Its events go in the background, a range of ids at a time (16 in tests: 13 steps here),
     // and on after a restart; the other workspace's stay.

@@ -949,7 +949,8 @@ impl Writer {
                     // (events are in the order written) to the last one written so far.
                     "INSERT INTO event_purges (workspace_id, next_id, end_id) \
                      SELECT $1, id, (SELECT MAX(id) FROM events) FROM events \
-                     WHERE workspace_id = $1 AND seq % 64 = 1 ORDER BY seq LIMIT 1",
+                     WHERE workspace_id = $1 AND seq % 64 = 1 ORDER BY seq LIMIT 1 \
+                     ON CONFLICT (workspace_id) DO NOTHING",
                     "DELETE FROM idempotency_keys WHERE workspace_id = $1",
                     "DELETE FROM workspaces WHERE id = $1",
                 ] {
