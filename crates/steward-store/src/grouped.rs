@@ -34,7 +34,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use steward_domain::{Generation, Timestamp, WorkspaceId};
 
-/// Most rows in one PostgreSQL statement (37 parameters a row, well under its 65 535).
+/// Most rows in one PostgreSQL statement (39 parameters a row, well under its 65 535).
 const MAX_ROWS: usize = 256;
 
 /// Whether a commit made of `writes` can be grouped: fenced updates and event appends only,
@@ -102,6 +102,8 @@ struct Row {
     first_event_seq: Option<i64>,
     /// The `seq` of the workspace's last event the run appends.
     last_event_seq: Option<i64>,
+    /// Its id.
+    last_event_id: Option<i64>,
 }
 
 impl Row {
@@ -153,7 +155,12 @@ impl Plan {
         }
         let events = events
             .iter()
-            .map(|event| event_row(event_ids.fetch_add(1, Ordering::Relaxed), event))
+            .map(|event| {
+                let id = event_ids.fetch_add(1, Ordering::Relaxed);
+                // Every event's workspace has a row (`replay` checked).
+                rows[index[&event.workspace_id]].last_event_id = Some(id);
+                event_row(id, event)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut statements = updates(dialect, update_rows(rows));
         statements.extend(inserts(dialect, events));
@@ -348,6 +355,7 @@ fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usiz
                 agent: None,
                 first_event_seq: None,
                 last_event_seq: None,
+                last_event_id: None,
             });
             rows.len() - 1
         });
@@ -378,11 +386,12 @@ const UPDATE_GROUPS: [(&str, &str); 4] = [
         "a",
         "agent_generation, agent_token_hash, agent_url, agent_last_heartbeat_at",
     ),
-    ("e", "last_event_seq"),
+    ("e", "last_event_seq, last_event_id"),
 ];
 
 /// The values of one row of the `UPDATE`: per group its flag and columns (NULLs when the
-/// run left nothing of that group), then the id and the generation it is fenced on. Only
+/// run left nothing of that group), then the id, the generation it is fenced on and the
+/// `seq` its stored events must end before (NULL without events). Only
 /// workspaces with something to write.
 fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
     let flag = |set: bool| Value::int(i64::from(set));
@@ -413,6 +422,7 @@ fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
             }
             values.push(flag(row.last_event_seq.is_some()));
             values.push(Value::Int(row.last_event_seq));
+            values.push(Value::Int(row.last_event_id));
             values.push(Value::text(row.id.to_string()));
             values.push(Value::Int(row.stored));
             values.push(Value::Int(row.first_event_seq));
@@ -441,7 +451,7 @@ const EVENT_WIDTH: usize = 7;
 
 /// Parameters in a row of the `UPDATE`: a flag per group, its columns, the id, the fence, and
 /// the first event's `seq` (NULL without events).
-const UPDATE_WIDTH: usize = 38;
+const UPDATE_WIDTH: usize = 39;
 
 /// The `UPDATE`'s column names (flags included, then `id, fence`) and its `SET` list.
 fn update_columns() -> (Vec<String>, String) {

@@ -490,26 +490,30 @@ pub(crate) async fn events(
     // and no further than the workspace's last event.
     let key = id.to_string();
     let mut conn = inner.pool.acquire().await.map_err(database)?;
-    let last: Option<i64> =
-        sqlx::query_scalar("SELECT last_event_seq FROM workspaces WHERE id = $1")
+    let last: Option<(i64, Option<i64>)> =
+        sqlx::query_as("SELECT last_event_seq, last_event_id FROM workspaces WHERE id = $1")
             .bind(&key)
             .fetch_optional(&mut *conn)
             .await
             .map_err(database)?;
-    let wanted = limit.min(last.unwrap_or(0).saturating_sub(after.max(0)));
+    let Some((last_seq, Some(last_id))) = last else {
+        return Ok(Vec::new());
+    };
+    let wanted = limit.min(last_seq.saturating_sub(after.max(0)));
     if wanted <= 0 {
         return Ok(Vec::new());
     }
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT workspace_id, seq, generation, at, kind, data FROM events \
-         WHERE workspace_id = $1 AND seq > $2 AND id >= \
+         WHERE workspace_id = $1 AND seq > $2 AND id <= $4 AND id >= COALESCE( \
            (SELECT id FROM events WHERE workspace_id = $1 AND seq % 64 = 1 AND seq <= $2 + 1 \
-            ORDER BY seq DESC LIMIT 1) \
+            ORDER BY seq DESC LIMIT 1), 0) \
          ORDER BY id LIMIT $3",
     )
     .bind(&key)
     .bind(after.max(0))
     .bind(wanted)
+    .bind(last_id)
     .fetch_all(&mut *conn)
     .await
     .map_err(database)?;

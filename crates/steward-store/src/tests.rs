@@ -440,7 +440,8 @@ async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb)
     let ids: Vec<WorkspaceId> = (0..2)
         .map(|_| WorkspaceId::from(uuid::Uuid::new_v4()))
         .collect();
-    for id in &ids {
+    let quiet = WorkspaceId::from(uuid::Uuid::new_v4());
+    for id in ids.iter().chain([&quiet]) {
         sqlx::query(
             "INSERT INTO workspaces (id, name, provider, env, ready_when, phase, desired, \
              generation, observed_generation, pending, backoff_attempt, recent_failures, \
@@ -473,6 +474,21 @@ async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb)
     pool.close().await;
 
     let store = db.open().await;
+    let stored = load(&store, quiet).await;
+    assert_eq!(stored.last_event_seq, 0);
+    assert!(store.events(quiet, 0, 10).await.expect("events").is_empty());
+    commit(
+        &store,
+        vec![
+            save_state(quiet, stored.state.generation, stored.state.clone()),
+            Write::AppendEvent(event(quiet, 1, "new")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        kinds(&store.events(quiet, 0, 10).await.expect("events")),
+        ["new"]
+    );
     for id in &ids {
         let stored = load(&store, *id).await;
         assert_eq!(stored.last_event_seq, 70);
@@ -500,6 +516,7 @@ async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb)
 }
 
 async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
+    const EVENTS: i64 = 400;
     let store = db.open().await;
     let doomed = workspace();
     let kept = workspace();
@@ -517,7 +534,7 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     // Interleaved, more than one index entry's worth each.
     commit(
         &store,
-        (1..=100)
+        (1..=EVENTS)
             .flat_map(|seq| {
                 [doomed.id, kept.id].map(|id| {
                     Write::AppendEvent(event(id, seq, if seq == 1 { "created" } else { "e" }))
@@ -527,10 +544,19 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     )
     .await;
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE workspace_id = $1")
+        .bind(doomed.id.to_string())
+        .fetch_one(&store.inner.pool)
+        .await
+        .expect("count");
+    assert!(
+        left > 0,
+        "the purge runs in the background, a step every 10 ms"
+    );
     // A second delete while its events are still queued changes nothing and fails nothing.
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
 
-    // Its events go in the background, a range of ids at a time (16 in tests: 13 steps here),
+    // Its events go in the background, a range of ids at a time (16 in tests: 50 steps here, at least 10 ms apart),
     // and on after a restart; the other workspace's stay.
     store.close().await;
     let store = db.open().await;
@@ -547,7 +573,7 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(stored_events(kept.id).await.expect("count"), 100);
+    assert_eq!(stored_events(kept.id).await.expect("count"), EVENTS);
     let purges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_purges")
         .fetch_one(&store.inner.pool)
         .await
@@ -571,11 +597,11 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
         .expect("count");
     assert_eq!(secrets, 0);
     let mut kept = kept;
-    kept.last_event_seq = 100;
+    kept.last_event_seq = EVENTS;
     assert_same(&load(&store, kept.id).await, &kept);
     assert_eq!(
         store.events(kept.id, 0, 1000).await.expect("events").len(),
-        100
+        EVENTS as usize
     );
     store.close().await;
 }

@@ -513,7 +513,7 @@ impl Writer {
         let mut conn: Option<PoolConnection<Any>> = None;
         let mut purged_at = std::time::Instant::now();
         loop {
-            let purging = self.purge_requested.load(Ordering::Relaxed);
+            let purging = self.purge_requested.load(Ordering::Relaxed) && self.broken().is_none();
             let first = if purging {
                 // Idle with events to purge: a step every pause until a request comes.
                 tokio::select! {
@@ -925,11 +925,12 @@ impl Writer {
                 .map_err(database)?;
                 // `(workspace_id, seq)` is unique: each event comes after the last one stored.
                 let recorded = sqlx::query(
-                    "UPDATE workspaces SET last_event_seq = $1 \
+                    "UPDATE workspaces SET last_event_seq = $1, last_event_id = $3 \
                      WHERE id = $2 AND last_event_seq < $1",
                 )
                 .bind(event.seq)
                 .bind(event.workspace_id.to_string())
+                .bind(id)
                 .execute(&mut *conn)
                 .await
                 .map_err(database)?;
@@ -948,8 +949,9 @@ impl Writer {
                     // Its events go in the background (`purge_events`), from its first one
                     // (events are in the order written) to the last one written so far.
                     "INSERT INTO event_purges (workspace_id, next_id, end_id) \
-                     SELECT $1, id, (SELECT MAX(id) FROM events) FROM events \
-                     WHERE workspace_id = $1 AND seq % 64 = 1 ORDER BY seq LIMIT 1 \
+                     SELECT $1, e.id, w.last_event_id FROM events e, workspaces w \
+                     WHERE w.id = $1 AND w.last_event_id IS NOT NULL \
+                     AND e.workspace_id = $1 AND e.seq % 64 = 1 ORDER BY e.seq LIMIT 1 \
                      ON CONFLICT (workspace_id) DO NOTHING",
                     "DELETE FROM idempotency_keys WHERE workspace_id = $1",
                     "DELETE FROM workspaces WHERE id = $1",
@@ -970,20 +972,27 @@ impl Writer {
     /// third migration), in a transaction of its own; says whether more may be left. A
     /// failure is logged and ends the purge until the next delete or the next start.
     async fn purge_events(&self, conn: &mut Option<PoolConnection<Any>>) -> bool {
-        let conn = match conn {
-            Some(conn) => conn,
+        let stepped = match conn {
+            Some(conn) => purge_step(conn).await,
             None => match self.pool.acquire().await {
-                Ok(acquired) => conn.insert(acquired),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
-                    return false;
-                }
+                Ok(acquired) => purge_step(conn.insert(acquired)).await,
+                Err(e) => Err(e),
             },
         };
-        match purge_step(conn).await {
+        match stepped {
             Ok(more) => more,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
+                // As after a failed batch: the connection may be what broke, and an I/O error
+                // SQLite reports (it may have synced the log itself) breaks the store.
+                if let Some(mut broken) = conn.take() {
+                    broken.close_on_drop();
+                }
+                if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(&e)) {
+                    durable
+                        .watermark
+                        .set_broken(format_args!("SQLite I/O error: {e}"));
+                }
                 false
             }
         }
@@ -1000,33 +1009,33 @@ const PURGE_IDS: i64 = 16;
 /// purging, and commits go first.
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// One step of [`Writer::purge_events`].
+/// One step of [`Writer::purge_events`]: the next [`PURGE_IDS`] ids, for every deleted
+/// workspace whose range they fall in (deleting many workspaces costs one pass, not one each).
 async fn purge_step(conn: &mut AnyConnection) -> sqlx::Result<bool> {
     let mut tx = conn.begin().await?;
-    let next: Option<(String, i64, i64)> = sqlx::query_as(
-        "SELECT workspace_id, next_id, end_id FROM event_purges ORDER BY next_id LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((workspace, from, end)) = next else {
+    let from: Option<i64> = sqlx::query_scalar("SELECT MIN(next_id) FROM event_purges")
+        .fetch_one(&mut *tx)
+        .await?;
+    let Some(from) = from else {
         tx.commit().await?;
         return Ok(false);
     };
     let to = from.saturating_add(PURGE_IDS);
-    sqlx::query("DELETE FROM events WHERE id >= $1 AND id < $2 AND workspace_id = $3")
-        .bind(from)
-        .bind(to)
-        .bind(&workspace)
-        .execute(&mut *tx)
-        .await?;
-    let progress = if to > end {
-        sqlx::query("DELETE FROM event_purges WHERE workspace_id = $1").bind(&workspace)
-    } else {
-        sqlx::query("UPDATE event_purges SET next_id = $2 WHERE workspace_id = $1")
-            .bind(&workspace)
-            .bind(to)
-    };
-    progress.execute(&mut *tx).await?;
+    // Below its `next_id`, a workspace has no events left: looking there again is harmless.
+    sqlx::query(
+        "DELETE FROM events WHERE id >= $1 AND id < $2 AND workspace_id IN \
+         (SELECT workspace_id FROM event_purges WHERE next_id < $2)",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    for statement in [
+        "DELETE FROM event_purges WHERE next_id < $1 AND end_id < $1",
+        "UPDATE event_purges SET next_id = $1 WHERE next_id < $1",
+    ] {
+        sqlx::query(statement).bind(to).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
