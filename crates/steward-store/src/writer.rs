@@ -936,8 +936,8 @@ impl Writer {
                 .map_err(database)?;
                 if recorded.rows_affected() == 0 {
                     return Err(StoreError::Conflict(format!(
-                        "event {} of workspace {} is not after the last one stored, \
-                         or the workspace does not exist",
+                        "event {} of workspace {}: an event with this seq or a later one \
+                         is stored, or the workspace is gone",
                         event.seq, event.workspace_id
                     )));
                 }
