@@ -513,8 +513,7 @@ impl Writer {
         let mut conn: Option<PoolConnection<Any>> = None;
         let mut purged_at = std::time::Instant::now();
         loop {
-            let purging = self.purge_requested.load(Ordering::Relaxed) && self.broken().is_none();
-            let first = if purging {
+            let first = if self.purge_due() {
                 // Idle with events to purge: a step every pause until a request comes.
                 tokio::select! {
                     biased;
@@ -547,27 +546,12 @@ impl Writer {
                 .batches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let outcomes = match &mut conn {
-                Some(conn) => self.apply_batch(conn, &batch).await,
-                None => match self.pool.acquire().await {
-                    Ok(acquired) => {
-                        let conn = conn.insert(acquired);
-                        self.apply_batch(conn, &batch).await
-                    }
-                    Err(e) => Err(e),
-                },
+            let outcomes = match self.connection(&mut conn).await {
+                Ok(conn) => self.apply_batch(conn, &batch).await,
+                Err(e) => Err(e),
             };
             if let Err(e) = &outcomes {
-                if let Some(mut broken) = conn.take() {
-                    broken.close_on_drop();
-                }
-                if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(e)) {
-                    // SQLite syncs the log itself at times (when it starts over): a failed
-                    // write-back it was told of may never reach the sync thread.
-                    durable
-                        .watermark
-                        .set_broken(format_args!("SQLite I/O error: {e}"));
-                }
+                self.failed(&mut conn, e);
             }
             metrics::histogram!("steward_store_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -598,10 +582,7 @@ impl Writer {
                     finish_checkpoint(conn, checkpoints).await;
                 }
             }
-            if self.purge_requested.load(Ordering::Relaxed)
-                && purged_at.elapsed() >= PURGE_PAUSE
-                && self.broken().is_none()
-            {
+            if self.purge_due() && purged_at.elapsed() >= PURGE_PAUSE {
                 self.purge(&mut conn, &mut purged_at).await;
             }
         }
@@ -616,6 +597,37 @@ impl Writer {
                 tracing::error!("store sync thread failed");
             }
         }
+    }
+
+    /// The writer's connection, acquired again if the last one was dropped after a failure.
+    async fn connection<'c>(
+        &self,
+        conn: &'c mut Option<PoolConnection<Any>>,
+    ) -> sqlx::Result<&'c mut PoolConnection<Any>> {
+        let acquired = match conn.take() {
+            Some(acquired) => acquired,
+            None => self.pool.acquire().await?,
+        };
+        Ok(conn.insert(acquired))
+    }
+
+    /// After a batch or a purge step failed: the connection may be what broke, and an I/O
+    /// error SQLite reports breaks the store (SQLite syncs the log itself at times, when it
+    /// starts over: a failed write-back it was told of may never reach the sync thread).
+    fn failed(&self, conn: &mut Option<PoolConnection<Any>>, e: &sqlx::Error) {
+        if let Some(mut broken) = conn.take() {
+            broken.close_on_drop();
+        }
+        if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(e)) {
+            durable
+                .watermark
+                .set_broken(format_args!("SQLite I/O error: {e}"));
+        }
+    }
+
+    /// Whether deleted workspaces' events are waiting to be purged (and the store can).
+    fn purge_due(&self) -> bool {
+        self.purge_requested.load(Ordering::Relaxed) && self.broken().is_none()
     }
 
     /// One purge step; the request stays set while more may be left.
@@ -972,30 +984,36 @@ impl Writer {
     /// third migration), in a transaction of its own; says whether more may be left. A
     /// failure is logged and ends the purge until the next delete or the next start.
     async fn purge_events(&self, conn: &mut Option<PoolConnection<Any>>) -> bool {
-        let stepped = match conn {
-            Some(conn) => purge_step(conn).await,
-            None => match self.pool.acquire().await {
-                Ok(acquired) => purge_step(conn.insert(acquired)).await,
-                Err(e) => Err(e),
-            },
+        let stepped = match self.connection(conn).await {
+            Ok(acquired) => purge_step(acquired).await,
+            Err(e) => Err(e),
         };
-        match stepped {
-            Ok(more) => more,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
-                // As after a failed batch: the connection may be what broke, and an I/O error
-                // SQLite reports (it may have synced the log itself) breaks the store.
-                if let Some(mut broken) = conn.take() {
-                    broken.close_on_drop();
-                }
-                if let Some(durable) = self.durable.as_ref().filter(|_| is_io_error(&e)) {
-                    durable
-                        .watermark
-                        .set_broken(format_args!("SQLite I/O error: {e}"));
-                }
-                false
-            }
-        }
+        stepped.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot purge the events of deleted workspaces");
+            self.failed(conn, &e);
+            false
+        })
+    }
+
+    /// Inserts or replaces one secret, encrypted.
+    async fn put_secret(
+        &self,
+        conn: &mut AnyConnection,
+        id: WorkspaceId,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (workspace_id, key, ciphertext) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, key) DO UPDATE SET ciphertext = excluded.ciphertext",
+        )
+        .bind(id.to_string())
+        .bind(key)
+        .bind(self.key.encrypt(id, key, value)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(database)?;
+        Ok(())
     }
 }
 
@@ -1038,29 +1056,6 @@ async fn purge_step(conn: &mut AnyConnection) -> sqlx::Result<bool> {
     }
     tx.commit().await?;
     Ok(true)
-}
-
-impl Writer {
-    /// Inserts or replaces one secret, encrypted.
-    async fn put_secret(
-        &self,
-        conn: &mut AnyConnection,
-        id: WorkspaceId,
-        key: &str,
-        value: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO secrets (workspace_id, key, ciphertext) VALUES ($1, $2, $3) \
-             ON CONFLICT (workspace_id, key) DO UPDATE SET ciphertext = excluded.ciphertext",
-        )
-        .bind(id.to_string())
-        .bind(key)
-        .bind(self.key.encrypt(id, key, value)?)
-        .execute(&mut *conn)
-        .await
-        .map_err(database)?;
-        Ok(())
-    }
 }
 
 /// Answers each caller with its outcome.
