@@ -424,10 +424,8 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
 /// every event, readable from any `seq`, and new events follow them.
 async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb) {
     sqlx::any::install_default_drivers();
-    if let Some(file) = db.url.strip_prefix("sqlite://") {
-        let file = file.split('?').next().expect("a path");
-        std::fs::create_dir_all(std::path::Path::new(file).parent().expect("a directory"))
-            .expect("data dir");
+    if let Some(file) = crate::writer::sqlite_file(&db.url) {
+        std::fs::create_dir_all(file.parent().expect("a directory")).expect("data dir");
     }
     let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
     let before = sqlx::migrate::Migrator {
@@ -556,8 +554,8 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     // A second delete while its events are still queued changes nothing and fails nothing.
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
 
-    // Its events go in the background, a range of ids at a time (16 in tests: 50 steps here, at least 10 ms apart),
-    // and on after a restart; the other workspace's stay.
+    // Its events go in the background, a range of ids at a time (16 in tests: 50 steps here,
+    // at least 10 ms apart), and on after a restart; the other workspace's stay.
     store.close().await;
     let store = db.open().await;
     let stored_events = |id: WorkspaceId| {

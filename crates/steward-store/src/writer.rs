@@ -411,7 +411,7 @@ impl Inner {
 }
 
 /// The database file of a `sqlite:` URL, unless it is in memory.
-fn sqlite_file(url: &str) -> Option<&Path> {
+pub(crate) fn sqlite_file(url: &str) -> Option<&Path> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
