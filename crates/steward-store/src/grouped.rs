@@ -8,6 +8,7 @@
 //!
 //! 1. each workspace the run touches is assumed to be stored at the generation its first
 //!    fenced write expects (the actor that wrote last knows it; a stale one is the rare case);
+//!    a workspace it only appends events to is not fenced on its generation, as one by one;
 //! 2. the commits are replayed in order from there, exactly as the database would check
 //!    their fences one after the other: a fenced commit is dropped whole, so a commit's
 //!    writes still apply together or not at all;
@@ -37,15 +38,19 @@ use steward_domain::{Generation, Timestamp, WorkspaceId};
 /// Most rows in one PostgreSQL statement (39 parameters a row, well under its 65 535).
 const MAX_ROWS: usize = 256;
 
-/// Whether a commit made of `writes` can be grouped: fenced updates and event appends only,
-/// each event with a fenced write of its workspace (whose row records where its events end).
+/// Whether a commit made of `writes` can be grouped: fenced updates and event appends only.
+/// Events alone are grouped too (a probe round under a restart storm records a dropped health
+/// report for every workspace in a cycle: a thousand commits of one event each at once); a
+/// workspace the run writes only events of is updated unfenced, as one by one.
 pub(crate) fn accepts(writes: &[Write]) -> bool {
-    writes.iter().all(|write| match write {
-        Write::SaveState { .. } | Write::SaveSpec { .. } | Write::SaveAgent { .. } => true,
-        Write::AppendEvent(event) => writes
-            .iter()
-            .any(|other| fence(other).is_some_and(|(id, _)| id == event.workspace_id)),
-        _ => false,
+    writes.iter().all(|write| {
+        matches!(
+            write,
+            Write::SaveState { .. }
+                | Write::SaveSpec { .. }
+                | Write::SaveAgent { .. }
+                | Write::AppendEvent(_)
+        )
     })
 }
 
@@ -70,10 +75,6 @@ pub(crate) enum Diverged {
     /// replay predicted (its guard stopped the call before `COMMIT`).
     #[error("a grouped statement touched another number of rows than replayed")]
     Miscounted,
-    /// An event of a workspace the run writes no fenced row of: the grouped `UPDATE` could
-    /// not record where its events end (`last_event_seq`).
-    #[error("an event of workspace {0} came without a fenced write of its row")]
-    Unrecorded(WorkspaceId),
     /// An event's `seq` is not after the one before it in the run (one by one, that commit
     /// fails as a conflict).
     #[error("an event of workspace {0} is not after the one before it")]
@@ -90,7 +91,8 @@ impl From<StoreError> for Diverged {
 struct Row {
     id: WorkspaceId,
     /// Generation the row is assumed to have when the run starts (checked by the fenced
-    /// `UPDATE`s: a wrong guess means the run diverged).
+    /// `UPDATE`s: a wrong guess means the run diverged). `None` for a workspace the run
+    /// writes only events of: its `UPDATE` is not fenced on the generation.
     stored: Option<i64>,
     /// Generation after the commits replayed so far.
     generation: Option<i64>,
@@ -261,10 +263,8 @@ fn replay<'a>(
     for write in writes {
         let Some((id, expected)) = fence(write) else {
             if let Write::AppendEvent(event) = write {
-                let i = *index
-                    .get(&event.workspace_id)
-                    .ok_or(Diverged::Unrecorded(event.workspace_id))?;
-                changes.push(Change::Event(i, event));
+                // Every workspace with events has a row (`assumed_generations`).
+                changes.push(Change::Event(index[&event.workspace_id], event));
             }
             continue;
         };
@@ -335,17 +335,13 @@ fn fence(write: &Write) -> Option<(WorkspaceId, Generation)> {
 }
 
 /// One row per workspace the run's fenced writes touch, in first-touched order, assumed to be
-/// stored at the generation its first fenced write expects, and where each id is.
+/// stored at the generation its first fenced write expects; then one per workspace the run
+/// only appends events to, with no generation assumed; and where each id is.
 fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usize>) {
     let mut rows: Vec<Row> = Vec::new();
     let mut index = HashMap::new();
-    for write in run.iter().flat_map(|writes| writes.iter()) {
-        let Some((id, expected)) = fence(write) else {
-            continue;
-        };
+    let mut add = |id, stored| {
         index.entry(id).or_insert_with(|| {
-            // A generation that does not encode is left unknown: its write fails the replay.
-            let stored = generation_column(expected).ok();
             rows.push(Row {
                 id,
                 stored,
@@ -359,6 +355,16 @@ fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usiz
             });
             rows.len() - 1
         });
+    };
+    let writes = || run.iter().flat_map(|writes| writes.iter());
+    for (id, expected) in writes().filter_map(fence) {
+        // A generation that does not encode is left unknown: its write fails the replay.
+        add(id, generation_column(expected).ok());
+    }
+    for write in writes() {
+        if let Write::AppendEvent(event) = write {
+            add(event.workspace_id, None);
+        }
     }
     (rows, index)
 }
@@ -390,7 +396,8 @@ const UPDATE_GROUPS: [(&str, &str); 4] = [
 ];
 
 /// The values of one row of the `UPDATE`: per group its flag and columns (NULLs when the
-/// run left nothing of that group), then the id, the generation it is fenced on and the
+/// run left nothing of that group), then the id, the generation it is fenced on (NULL: not
+/// fenced, events only) and the
 /// `seq` its stored events must end before (NULL without events). Only
 /// workspaces with something to write.
 fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
@@ -473,7 +480,8 @@ fn update_columns() -> (Vec<String>, String) {
 
 /// `UPDATE workspaces … FROM (VALUES …)`: the last state, configuration and agent columns
 /// the run left for each workspace, and where its events now end, fenced on the generation
-/// the run assumed it starts from and on its stored events ending before the run's first.
+/// the run assumed it starts from (none for a workspace it only appends events to) and on its
+/// stored events ending before the run's first.
 /// On SQLite `OR FAIL`: a failing row stops the statement without undoing the rows before it,
 /// so SQLite keeps no statement journal (the caller rolls the whole transaction back).
 fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
@@ -488,7 +496,8 @@ fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
         format!(
             "WITH v ({names}) AS (VALUES {values}) \
              UPDATE{or_fail} workspaces SET {set} FROM v \
-             WHERE workspaces.id = v.id AND workspaces.generation = v.fence \
+             WHERE workspaces.id = v.id \
+             AND (v.fence IS NULL OR workspaces.generation = v.fence) \
              AND (v.first_seq IS NULL OR workspaces.last_event_seq < v.first_seq)"
         )
     })

@@ -51,6 +51,7 @@ on_both_backends!(
     a_fenced_commit_changes_nothing_and_spares_its_batch,
     events_are_listed_in_order_after_a_seq,
     events_of_interleaved_workspaces_are_read_from_any_seq,
+    commits_of_events_alone_are_grouped_and_keep_their_order,
     events_recorded_before_the_append_order_migration_are_kept,
     deleting_a_workspace_removes_everything_of_it,
     reopening_keeps_everything,
@@ -332,6 +333,78 @@ async fn events_are_listed_in_order_after_a_seq(db: &TestDb) {
     store.close().await;
 }
 
+/// Commits of events alone (a probe round records a dropped health report for every
+/// workspace in a cycle, a thousand such commits at once) go the grouped way, with the
+/// outcomes one by one gives: each event after the last one stored, or the commit fails alone.
+async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
+    let store = db.open().await;
+    let (a, b, c) = (workspace(), workspace(), workspace());
+    commit(&store, vec![insert(&a), insert(&b), insert(&c)]).await;
+    let one_by_one = || store.inner.counters.one_by_one.load(Ordering::Relaxed);
+    let diverged = || store.inner.counters.diverged.load(Ordering::Relaxed);
+    let (slow, redone) = (one_by_one(), diverged());
+    let alone = |w: &WorkspaceRecord, seq, kind| vec![Write::AppendEvent(event(w.id, seq, kind))];
+
+    // Interleaved, one commit across two workspaces, and events beside a fenced write.
+    let done = one_batch(
+        &store,
+        vec![
+            alone(&a, 1, "a1"),
+            alone(&b, 1, "b1"),
+            alone(&a, 2, "a2"),
+            vec![
+                Write::AppendEvent(event(b.id, 2, "b2")),
+                Write::AppendEvent(event(c.id, 1, "c1")),
+            ],
+            alone(&c, 2, "c2"),
+            vec![
+                save_state(c.id, c.state.generation, c.state.clone()),
+                Write::AppendEvent(event(c.id, 3, "c3")),
+            ],
+        ],
+    )
+    .await;
+    assert!(done
+        .iter()
+        .all(|outcome| matches!(outcome, Ok(CommitOutcome::Committed))));
+    assert_eq!((one_by_one(), diverged()), (slow, redone), "grouped");
+    for (w, expected) in [
+        (&a, vec!["a1", "a2"]),
+        (&b, vec!["b1", "b2"]),
+        (&c, vec!["c1", "c2", "c3"]),
+    ] {
+        let read = store.events(w.id, 0, 10).await.expect("events");
+        assert_eq!(kinds(&read), expected);
+        assert_eq!(load(&store, w.id).await.last_event_seq, read.len() as i64);
+    }
+
+    // An event that is not after the last one stored fails its commit alone (the run goes the
+    // slow way for that); so does an event of a workspace that is not stored.
+    let done = one_batch(
+        &store,
+        vec![
+            alone(&a, 2, "again"),
+            alone(&b, 3, "b3"),
+            alone(&workspace(), 1, "nowhere"),
+        ],
+    )
+    .await;
+    assert!(matches!(done[0], Err(StoreError::Conflict(_))), "{done:?}");
+    assert_eq!(done[1].as_ref().ok(), Some(&CommitOutcome::Committed));
+    assert!(done[2].is_err(), "{done:?}");
+    assert_eq!(diverged(), redone + 1);
+    assert_eq!(
+        kinds(&store.events(a.id, 0, 10).await.expect("events")),
+        ["a1", "a2"]
+    );
+    assert_eq!(
+        kinds(&store.events(b.id, 2, 10).await.expect("events")),
+        ["b3"]
+    );
+    assert_eq!(load(&store, a.id).await.last_event_seq, 2);
+    store.close().await;
+}
+
 /// Events are stored in the order written, every workspace's interleaved, with one index
 /// entry per 64 events of a workspace: a read from any `seq`, on either side of an indexed
 /// one, with any limit, gets exactly that workspace's events in order, whichever way the
@@ -359,15 +432,24 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
         for w in &workspaces {
             assert_eq!(load(&store, w.id).await.last_event_seq, seq + 3);
         }
-        // One by one (a commit of events alone is not grouped): the workspaces interleaved.
-        let events = (seq + 4..=seq + 5)
+        // One by one (a commit with a secret write is not grouped): the workspaces interleaved.
+        let one_by_one = store.inner.counters.one_by_one.load(Ordering::Relaxed);
+        let mut writes: Vec<Write> = (seq + 4..=seq + 5)
             .flat_map(|s| {
                 workspaces
                     .iter()
                     .map(move |w| Write::AppendEvent(event(w.id, s, "o")))
             })
             .collect();
-        commit(&store, events).await;
+        writes.push(Write::DeleteSecret {
+            id: workspaces[0].id,
+            key: "absent".into(),
+        });
+        commit(&store, writes).await;
+        assert_eq!(
+            store.inner.counters.one_by_one.load(Ordering::Relaxed),
+            one_by_one + 1
+        );
         seq += 5;
     }
     assert_eq!(

@@ -497,6 +497,8 @@ pub(crate) struct Counters {
     pub(crate) batches: std::sync::atomic::AtomicUsize,
     /// Batches applied again request by request after a grouped run diverged.
     pub(crate) diverged: std::sync::atomic::AtomicUsize,
+    /// Requests applied one by one (in a savepoint each), whatever the reason.
+    pub(crate) one_by_one: std::sync::atomic::AtomicUsize,
 }
 
 /// The sync task of a SQLite database file (see `durable.rs`).
@@ -764,6 +766,10 @@ impl Writer {
         tx: &mut AnyConnection,
         writes: &[Write],
     ) -> sqlx::Result<Result<CommitOutcome, StoreError>> {
+        #[cfg(test)]
+        self.counters
+            .one_by_one
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut savepoint = tx.begin().await?;
         let outcome = self.apply(&mut savepoint, writes).await;
         match outcome {
