@@ -60,14 +60,17 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("metric buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    // The histograms' samples are folded into their summaries every few seconds, on a thread
+    // of its own: under load that is tens of thousands of samples at once (1-12 ms measured at
+    // 5 000 restarts/s), which on the daemon's main thread stalled the store's writer.
     let upkeep = handle.clone();
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
+    std::thread::Builder::new()
+        .name("steward-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
             upkeep.run_upkeep();
-        }
-    });
+        })
+        .context("cannot start the metrics thread")?;
     Ok(handle)
 }
 
