@@ -37,8 +37,10 @@ impl Prober {
         self.busy = true;
         let registry = self.registry.clone();
         let provider = self.provider.clone();
+        // A round's reports are spread over a tenth of the interval at most.
+        let spread = self.interval / 10;
         ctx.spawn(
-            async move { registry.probe(provider.as_ref()).await }
+            async move { registry.probe(provider.as_ref(), spread).await }
                 .into_actor(self)
                 .map(|_, act, _| act.busy = false),
         );

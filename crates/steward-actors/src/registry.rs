@@ -109,6 +109,22 @@ impl Drop for Slot {
     }
 }
 
+/// Probe reports handed to the actors at a time (see [`Registry::probe`]).
+const PROBE_SLICE: usize = 32;
+
+/// The pause between two slices of a probe round's reports.
+const PROBE_SLICE_GAP: Duration = Duration::from_millis(2);
+
+/// How many reports of a round of `targets` go in one slice: [`PROBE_SLICE`], or more if
+/// the slices, [`PROBE_SLICE_GAP`] apart, would not fit in `spread`.
+fn probe_slice(targets: usize, spread: Duration) -> usize {
+    let fit = usize::try_from(spread.as_micros() / PROBE_SLICE_GAP.as_micros())
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let slices = targets.div_ceil(PROBE_SLICE).clamp(1, fit);
+    targets.div_ceil(slices).max(1)
+}
+
 impl Registry {
     /// Loads every workspace from the store, asks each provider once for its instances,
     /// removes orphans (instances with no workspace), and starts one actor per workspace,
@@ -612,7 +628,14 @@ impl Registry {
     /// One probe round for `provider`: one `list` call, then a report to each of its
     /// workspaces' actors, and removal of instances that belong to no workspace (orphans).
     /// Reports are best effort: a full mailbox skips one.
-    pub(crate) async fn probe(&self, provider: &dyn Provider) {
+    ///
+    /// The reports are handed out [`PROBE_SLICE`] at a time, [`PROBE_SLICE_GAP`] apart, over
+    /// at most `spread` (larger slices if there are more workspaces): under a restart storm
+    /// every workspace in a cycle drops its report and records that, and a thousand commits
+    /// enqueued at once held the store's writer for 10-25 ms, every request behind them.
+    /// A report handed out later is no staler in kind than one handed out at once: the
+    /// machine judges it by generation, cycle, debounce and settle windows.
+    pub(crate) async fn probe(&self, provider: &dyn Provider, spread: Duration) {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return;
         }
@@ -636,17 +659,30 @@ impl Registry {
             );
         }
         let name: Arc<str> = provider.name().into();
-        for entry in self.inner.actors.iter() {
-            if entry.provider != name {
-                continue;
+        // Taken out of the map first: no shard of it stays locked across the pauses.
+        let targets: Vec<(WorkspaceId, Addr<WorkspaceActor>)> = self
+            .inner
+            .actors
+            .iter()
+            .filter(|entry| entry.provider == name)
+            .map(|entry| (*entry.key(), entry.addr.clone()))
+            .collect();
+        for (n, part) in targets
+            .chunks(probe_slice(targets.len(), spread))
+            .enumerate()
+        {
+            if n > 0 {
+                tokio::time::sleep(PROBE_SLICE_GAP).await;
             }
-            let liveness = seen.get(entry.key()).copied().unwrap_or(Liveness::Absent);
-            let probe = Probe {
-                provider: name.clone(),
-                liveness,
-            };
-            if entry.addr.try_send(probe).is_err() {
-                metrics::counter!("steward_probe_reports_skipped_total").increment(1);
+            for (id, addr) in part {
+                let liveness = seen.get(id).copied().unwrap_or(Liveness::Absent);
+                let probe = Probe {
+                    provider: name.clone(),
+                    liveness,
+                };
+                if addr.try_send(probe).is_err() {
+                    metrics::counter!("steward_probe_reports_skipped_total").increment(1);
+                }
             }
         }
     }
@@ -732,4 +768,23 @@ async fn durable(
         commit.await.map_err(ActorError::Store)?;
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_round_is_handed_out_in_slices_that_fit_its_spread() {
+        let second = Duration::from_secs(1);
+        // A few workspaces: all at once.
+        assert_eq!(probe_slice(10, second), 10);
+        assert_eq!(probe_slice(0, second), 1);
+        // A thousand: slices of 32, 64 ms in all.
+        assert_eq!(probe_slice(1_000, second), 32);
+        // A hundred thousand: 500 slices of 200 still end within the second.
+        assert_eq!(probe_slice(100_000, second), 200);
+        // No room to spread: all at once.
+        assert_eq!(probe_slice(1_000, Duration::ZERO), 1_000);
+    }
 }
