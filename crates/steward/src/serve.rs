@@ -61,7 +61,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     // The histograms' samples are folded into their summaries every few seconds, on a thread
-    // of its own: under load that is tens of thousands of samples at once (1-12 ms measured at
+    // of its own: under load that is tens of thousands of samples at once (1-14 ms measured at
     // 5 000 restarts/s), which on the daemon's main thread stalled the store's writer.
     let upkeep = handle.clone();
     std::thread::Builder::new()
