@@ -303,3 +303,50 @@ async fn a_crash_looping_workspace_backs_off_then_parks_until_a_user_restarts_it
     )
     .await;
 }
+
+/// A probe round over more workspaces than one slice of reports (32) hands a report to every
+/// one of them: the round is spread over a tenth of the interval, none is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_round_in_slices_reports_on_every_workspace() {
+    let daemon = Daemon::start(
+        r#"default_provider = "sim"
+[providers.sim]
+start_delay_ms = 10
+stop_delay_ms = 10
+[restart]
+debounce_window = "5s"
+[health]
+interval = "1s"
+"#,
+    )
+    .await;
+    let api = daemon.client();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(api.create_named(&format!("sliced-{i}")).await);
+    }
+    for id in &ids {
+        api.wait_settled(id).await;
+    }
+    let mut seen = Vec::new();
+    for id in &ids {
+        wait_probed_alive(&api, id).await;
+        seen.push(actor(&api, id).await["last_probe"]["at"].clone());
+    }
+    // The map no longer changes: every later round hands out the same slices.
+    for (id, before) in ids.iter().zip(seen) {
+        eventually(
+            Duration::from_secs(10),
+            "a later round to report",
+            || async {
+                let at = actor(&api, id).await["last_probe"]["at"].clone();
+                if at != before {
+                    Ok(())
+                } else {
+                    Err(format!("{id}: no report since {before}"))
+                }
+            },
+        )
+        .await;
+    }
+}

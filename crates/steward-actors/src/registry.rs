@@ -673,6 +673,10 @@ impl Registry {
         {
             if n > 0 {
                 tokio::time::sleep(PROBE_SLICE_GAP).await;
+                // A shutdown begun meanwhile ends the round: no health decision during the drain.
+                if self.inner.shutting_down.load(Ordering::Acquire) {
+                    return;
+                }
             }
             for (id, addr) in part {
                 let liveness = seen.get(id).copied().unwrap_or(Liveness::Absent);

@@ -141,7 +141,7 @@ impl Plan {
         run: &[&[Write]],
         event_ids: &AtomicI64,
     ) -> Result<Plan, Diverged> {
-        let (mut rows, index) = assumed_generations(run);
+        let (mut rows, index) = assumed_generations(run)?;
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(run.len());
         for writes in run {
@@ -159,7 +159,7 @@ impl Plan {
             .iter()
             .map(|event| {
                 let id = event_ids.fetch_add(1, Ordering::Relaxed);
-                // Every event's workspace has a row (`replay` checked).
+                // Every event's workspace has a row (`assumed_generations`).
                 rows[index[&event.workspace_id]].last_event_id = Some(id);
                 event_row(id, event)
             })
@@ -336,8 +336,12 @@ fn fence(write: &Write) -> Option<(WorkspaceId, Generation)> {
 
 /// One row per workspace the run's fenced writes touch, in first-touched order, assumed to be
 /// stored at the generation its first fenced write expects; then one per workspace the run
-/// only appends events to, with no generation assumed; and where each id is.
-fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usize>) {
+/// only appends events to, with no generation assumed (its `UPDATE` is not fenced on one);
+/// and where each id is. A fenced write whose generation does not encode sends the run the
+/// slow way, which pins the error on its commit.
+fn assumed_generations(
+    run: &[&[Write]],
+) -> Result<(Vec<Row>, HashMap<WorkspaceId, usize>), Diverged> {
     let mut rows: Vec<Row> = Vec::new();
     let mut index = HashMap::new();
     let mut add = |id, stored| {
@@ -358,15 +362,16 @@ fn assumed_generations(run: &[&[Write]]) -> (Vec<Row>, HashMap<WorkspaceId, usiz
     };
     let writes = || run.iter().flat_map(|writes| writes.iter());
     for (id, expected) in writes().filter_map(fence) {
-        // A generation that does not encode is left unknown: its write fails the replay.
-        add(id, generation_column(expected).ok());
+        // Checked for every fenced write, replayed or not: `None` must mean "not fenced".
+        let generation = generation_column(expected)?;
+        add(id, Some(generation));
     }
     for write in writes() {
         if let Write::AppendEvent(event) = write {
             add(event.workspace_id, None);
         }
     }
-    (rows, index)
+    Ok((rows, index))
 }
 
 /// A statement built before it is bound, and how many rows it must touch.

@@ -402,6 +402,77 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
         ["b3"]
     );
     assert_eq!(load(&store, a.id).await.last_event_seq, 2);
+
+    // A probe round's worth: events alone, of more workspaces than one statement holds.
+    let many: Vec<WorkspaceRecord> = (0..40).map(|_| workspace()).collect();
+    commit(&store, many.iter().map(insert).collect()).await;
+    let (slow, redone) = (one_by_one(), diverged());
+    let done = one_batch(
+        &store,
+        many.iter().map(|w| alone(w, 1, "dropped")).collect(),
+    )
+    .await;
+    assert!(done
+        .iter()
+        .all(|outcome| matches!(outcome, Ok(CommitOutcome::Committed))));
+    assert_eq!((one_by_one(), diverged()), (slow, redone), "grouped");
+    for w in &many {
+        assert_eq!(
+            kinds(&store.events(w.id, 0, 10).await.expect("events")),
+            ["dropped"]
+        );
+    }
+
+    // Events alone, then a stale writer of the same workspace: the events stay, the writer is
+    // fenced.
+    let stale = |w: &WorkspaceRecord| {
+        let mut next = w.state.clone();
+        next.generation = Generation(w.state.generation.0 + 1);
+        save_state(w.id, Generation(w.state.generation.0 + 7), next)
+    };
+    let done = one_batch(&store, vec![alone(&c, 4, "c4"), vec![stale(&c)]]).await;
+    assert_eq!(done[0].as_ref().ok(), Some(&CommitOutcome::Committed));
+    assert!(
+        matches!(done[1], Ok(CommitOutcome::Fenced { id, .. }) if id == c.id),
+        "{done:?}"
+    );
+    assert_eq!(
+        kinds(&store.events(c.id, 3, 10).await.expect("events")),
+        ["c4"]
+    );
+
+    // A generation that does not encode, in a commit fenced on another workspace first, says
+    // nothing about its own workspace: a later commit of that workspace, with an event before
+    // it, is judged on what is stored, as one by one.
+    let moved = |w: &WorkspaceRecord| {
+        let mut next = w.state.clone();
+        next.generation = Generation(w.state.generation.0 + 1);
+        save_state(w.id, w.state.generation, next)
+    };
+    let done = one_batch(
+        &store,
+        vec![
+            vec![moved(&a)],
+            vec![
+                moved(&a),
+                save_state(b.id, Generation(u64::MAX), b.state.clone()),
+            ],
+            alone(&b, 4, "b4"),
+            vec![save_state(b.id, b.state.generation, b.state.clone())],
+        ],
+    )
+    .await;
+    assert_eq!(done[0].as_ref().ok(), Some(&CommitOutcome::Committed));
+    assert!(
+        matches!(done[1], Ok(CommitOutcome::Fenced { id, .. }) if id == a.id),
+        "{done:?}"
+    );
+    assert_eq!(done[2].as_ref().ok(), Some(&CommitOutcome::Committed));
+    assert_eq!(
+        done[3].as_ref().ok(),
+        Some(&CommitOutcome::Committed),
+        "{done:?}"
+    );
     store.close().await;
 }
 
