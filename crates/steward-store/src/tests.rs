@@ -423,14 +423,17 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
         );
     }
 
-    // Events alone, then a stale writer of the same workspace: the events stay, the writer is
-    // fenced.
-    let stale = |w: &WorkspaceRecord| {
+    // A state write moving `w` one generation on, fenced on `expected`.
+    let moved_from = |w: &WorkspaceRecord, expected: Generation| {
         let mut next = w.state.clone();
         next.generation = Generation(w.state.generation.0 + 1);
-        save_state(w.id, Generation(w.state.generation.0 + 7), next)
+        save_state(w.id, expected, next)
     };
-    let done = one_batch(&store, vec![alone(&c, 4, "c4"), vec![stale(&c)]]).await;
+
+    // Events alone, then a stale writer of the same workspace: the events stay, the writer is
+    // fenced.
+    let stale = moved_from(&c, Generation(c.state.generation.0 + 7));
+    let done = one_batch(&store, vec![alone(&c, 4, "c4"), vec![stale]]).await;
     assert_eq!(done[0].as_ref().ok(), Some(&CommitOutcome::Committed));
     assert!(
         matches!(done[1], Ok(CommitOutcome::Fenced { id, .. }) if id == c.id),
@@ -444,11 +447,7 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     // A generation that does not encode, in a commit fenced on another workspace first, says
     // nothing about its own workspace: a later commit of that workspace, with an event before
     // it, is judged on what is stored, as one by one.
-    let moved = |w: &WorkspaceRecord| {
-        let mut next = w.state.clone();
-        next.generation = Generation(w.state.generation.0 + 1);
-        save_state(w.id, w.state.generation, next)
-    };
+    let moved = |w: &WorkspaceRecord| moved_from(w, w.state.generation);
     let done = one_batch(
         &store,
         vec![
