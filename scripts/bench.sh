@@ -21,6 +21,8 @@ echo "== in-process: actors (restart intents vs actix round trips, 1M restarts i
 cargo bench -p steward-actors --bench actors
 echo "== HTTP: POST /restart vs GET /healthz (wrk), fixed-rate latency (oha)"
 python3 scripts/bench/restart_http.py
+echo "== daemon: memory per idle workspace (release binary, sim workspaces created over HTTP)"
+python3 scripts/bench/idle_daemon.py
 if [ "${BENCH_DOCKER:-1}" = "1" ]; then
     echo "== Docker: cycle, throughput, reconcile vs direct bollard"
     scripts/bench/docker.sh
