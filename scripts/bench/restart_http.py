@@ -18,6 +18,7 @@ stops.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,7 @@ def run(start_ms, stop_ms):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
