@@ -402,9 +402,8 @@ const UPDATE_GROUPS: [(&str, &str); 4] = [
 
 /// The values of one row of the `UPDATE`: per group its flag and columns (NULLs when the
 /// run left nothing of that group), then the id, the generation it is fenced on (NULL: not
-/// fenced, events only) and the
-/// `seq` its stored events must end before (NULL without events). Only
-/// workspaces with something to write.
+/// fenced, events only) and the `seq` its stored events must end before (NULL without
+/// events). Only workspaces with something to write.
 fn update_rows(rows: Vec<Row>) -> Vec<Vec<Value>> {
     let flag = |set: bool| Value::int(i64::from(set));
     rows.into_iter()
