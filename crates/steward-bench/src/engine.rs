@@ -3,17 +3,18 @@
 //! environment keys and host configuration as the daemon's — and cleaning up after a run.
 //!
 //! What the docker provider does in one restart cycle (`crates/steward-provider/src/docker.rs`,
-//! `docker/spec.rs`; the cycle is `remove_old` then `start`, there is no separate stop):
+//! `docker/spec.rs`; the cycle is `remove` then `start`, there is no separate stop):
 //!
-//! 1. `remove`: list by name (`^/<name>$`), force-remove by id (`force`, `v`), list by the
-//!    owner + workspace labels (leftovers; normally none);
-//! 2. `start`: inspect the image (never pull), create (named, labelled, allow-listed host
-//!    config), start.
+//! 1. `remove`: force-remove (`force`, `v`) the container it started last, by the id it
+//!    remembers, and beside it one list call by the owner + workspace labels (leftovers under
+//!    other names; normally only the container being removed, which is skipped);
+//! 2. `start`: create (named, labelled, allow-listed host config), start. No image inspect:
+//!    the create reports a missing image itself.
 //!
 //! The variants below replay that: [`Variant::Minimal`] is the least engine work that
 //! replaces a running container (force-remove, create, start — the headline baseline);
 //! [`Variant::Mirror`] is the provider's exact call sequence, so that `Mirror − Minimal` is
-//! the cost of the provider's extra look-ups and `Steward − Mirror` the cost of everything
+//! the cost of the provider's extra look-up and `Steward − Mirror` the cost of everything
 //! else (HTTP, actor, store, events); [`Variant::StopRemove`] adds a graceful stop first, as
 //! a restart that stops before removing would.
 //!
@@ -70,8 +71,8 @@ pub async fn connect(socket: &Path) -> Result<Docker> {
 pub enum Variant {
     /// Force-remove, create, start.
     Minimal,
-    /// The provider's exact sequence: list by name, force-remove by id, list by labels,
-    /// inspect image, create, start.
+    /// The provider's exact sequence: force-remove by id beside a list call by labels,
+    /// create, start.
     Mirror,
     /// Stop (with the stop timeout), force-remove, create, start.
     StopRemove,
@@ -114,6 +115,8 @@ pub struct BaseContainer {
     pub workspace: Uuid,
     /// Generation of the container that runs.
     pub generation: u64,
+    /// Id of the container that runs (once provisioned).
+    pub id: Option<String>,
 }
 
 /// One measured cycle: its total and each call.
@@ -151,6 +154,7 @@ impl Baseline {
             name: format!("{}-{workspace}", self.spec.owner),
             workspace,
             generation: 0,
+            id: None,
         }
     }
 
@@ -210,23 +214,10 @@ impl Baseline {
         }
     }
 
-    /// Create and start (generation + 1), as the provider's `start` step does; with
-    /// `check_image`, inspects the image first, as the provider does.
-    async fn create_start(
-        &self,
-        c: &mut BaseContainer,
-        check_image: bool,
-        cycle: &mut Cycle,
-    ) -> Result<()> {
+    /// Create and start (generation + 1), as the provider's `start` step does.
+    async fn create_start(&self, c: &mut BaseContainer, cycle: &mut Cycle) -> Result<()> {
         c.generation += 1;
-        if check_image {
-            self.call(
-                "inspect_image",
-                cycle,
-                self.docker.inspect_image(&self.spec.image),
-            )
-            .await?;
-        }
+        c.id = None;
         let options = CreateContainerOptions {
             name: Some(c.name.clone()),
             ..CreateContainerOptions::default()
@@ -244,7 +235,9 @@ impl Baseline {
             self.docker
                 .start_container(&created.id, None::<StartContainerOptions>),
         )
-        .await
+        .await?;
+        c.id = Some(created.id);
+        Ok(())
     }
 
     async fn remove(&self, target: &str, cycle: &mut Cycle) -> Result<()> {
@@ -283,7 +276,7 @@ impl Baseline {
     /// The first container of a stand-in workspace (not a measured cycle).
     pub async fn provision(&self, c: &mut BaseContainer) -> Result<()> {
         let mut cycle = Cycle::default();
-        self.create_start(c, true, &mut cycle).await
+        self.create_start(c, &mut cycle).await
     }
 
     /// One restart cycle of `c`: the running container is replaced by generation + 1.
@@ -293,7 +286,7 @@ impl Baseline {
         match variant {
             Variant::Minimal => {
                 self.remove(&c.name, &mut cycle).await?;
-                self.create_start(c, false, &mut cycle).await?;
+                self.create_start(c, &mut cycle).await?;
             }
             Variant::StopRemove => {
                 let options = StopContainerOptions {
@@ -307,15 +300,9 @@ impl Baseline {
                 )
                 .await?;
                 self.remove(&c.name, &mut cycle).await?;
-                self.create_start(c, false, &mut cycle).await?;
+                self.create_start(c, &mut cycle).await?;
             }
             Variant::Mirror => {
-                let pattern = format!("^/{}$", c.name.replace('.', "\\."));
-                let by_name = HashMap::from([("name".to_owned(), vec![pattern])]);
-                let found = self.list("list_by_name", by_name, &mut cycle).await?;
-                if let Some(id) = found.into_iter().find_map(|s| s.id) {
-                    self.remove(&id, &mut cycle).await?;
-                }
                 let by_labels = HashMap::from([(
                     "label".to_owned(),
                     vec![
@@ -323,12 +310,21 @@ impl Baseline {
                         format!("{WORKSPACE}={}", c.workspace),
                     ],
                 )]);
-                for leftover in self.list("list_by_labels", by_labels, &mut cycle).await? {
-                    if let Some(id) = leftover.id {
-                        self.remove(&id, &mut cycle).await?;
+                let known = c.id.clone().unwrap_or_else(|| c.name.clone());
+                let mut listing = Cycle::default();
+                let (removed, listed) = tokio::join!(
+                    self.remove(&known, &mut cycle),
+                    self.list("list_by_labels", by_labels, &mut listing)
+                );
+                cycle.calls.append(&mut listing.calls);
+                removed?;
+                for leftover in listed? {
+                    match leftover.id {
+                        Some(id) if id != known => self.remove(&id, &mut cycle).await?,
+                        _ => {}
                     }
                 }
-                self.create_start(c, true, &mut cycle).await?;
+                self.create_start(c, &mut cycle).await?;
             }
         }
         cycle.total = started.elapsed();

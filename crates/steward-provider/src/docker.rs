@@ -28,7 +28,8 @@
 //! ## What it does not do
 //!
 //! It keeps no state of its own: the engine is the record, so a restarted daemon sees the
-//! same containers. It does not pull, build or remove images, collect logs, or stop
+//! same containers. (It remembers the id of each workspace's container it created or listed,
+//! but only as a hint to save a look-up: see [`DockerProvider::remove`].) It does not pull, build or remove images, collect logs, or stop
 //! containers when the daemon exits (they survive it; adoption is the daemon's business).
 //! Reading containers goes through the container list, never `inspect`: bollard logs every
 //! answer body at `debug`, and an inspect answer holds the container's environment, secrets
@@ -180,6 +181,10 @@ pub struct DockerProvider {
     deaths: broadcast::Sender<InstanceDeath>,
     /// Containers it is stopping or removing itself (their deaths are not crashes).
     quiet: Arc<events::Quiet>,
+    /// The id of the container of ours each workspace was last seen with (created by `start`,
+    /// or listed): a hint that lets `remove` start removing it at once, beside the look-up
+    /// for others rather than after it. Never trusted alone (see `remove`).
+    known: dashmap::DashMap<WorkspaceId, (String, Generation)>,
     /// Dropped with the provider, which ends the event follower.
     _follower: oneshot::Sender<()>,
 }
@@ -245,6 +250,7 @@ impl DockerProvider {
             engine,
             deaths,
             quiet,
+            known: dashmap::DashMap::new(),
             _follower: follower,
         })
     }
@@ -540,6 +546,8 @@ impl Provider for DockerProvider {
             image,
             "instance container started"
         );
+        self.known
+            .insert(spec.workspace_id, (container, spec.generation));
         Ok(())
     }
 
@@ -582,16 +590,42 @@ impl Provider for DockerProvider {
     ///
     /// One list call finds them all: every container of ours carries the workspace label, and
     /// one that merely has the workspace's name without being labelled ours is never touched.
+    /// When the provider knows the id of the workspace's container (it created or listed it),
+    /// that removal starts at once, beside the list call instead of after it: a restart cycle
+    /// then waits for the removal alone, as a bare `docker rm -f` would. The id is only a
+    /// hint. A container id is never reused, so it can only name a container of ours; one
+    /// already gone counts as removed; and the list call still finds every other container
+    /// of the workspace, whatever the hint said.
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
         let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
-        let containers = self
-            .containers(filters, &format!("listing containers of workspace {id}"))
-            .await?;
+        let what = format!("listing containers of workspace {id}");
         let name = format!("/{}", self.container_name(id));
+        let shown = &name[1..];
+        let known = self.known.remove(&id).map(|(_, known)| known);
+        let containers = match &known {
+            Some((container, generation)) => {
+                self.quiet.expect(container);
+                let (removed, listed) = tokio::join!(
+                    self.remove_container(container, shown),
+                    self.containers(filters, &what)
+                );
+                removed?;
+                tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
+                listed?
+            }
+            None => self.containers(filters, &what).await?,
+        };
         for container in containers {
             let Some(container_id) = container.id else {
                 continue;
             };
+            if known
+                .as_ref()
+                .is_some_and(|(known, _)| *known == container_id)
+            {
+                // Listed while its removal was under way.
+                continue;
+            }
             let generation = labels::generation(&container.labels.unwrap_or_default());
             let named = container
                 .names
@@ -673,6 +707,8 @@ impl Provider for DockerProvider {
 }
 
 impl DockerProvider {
+    /// What `list` reports of one container; remembers the id of a workspace's container
+    /// (the hint `remove` uses).
     fn summary(&self, container: ContainerSummary) -> Option<InstanceSummary> {
         let labels = container.labels.unwrap_or_default();
         if labels.get(labels::OWNER) != Some(&self.config.owner) {
@@ -696,6 +732,11 @@ impl DockerProvider {
             tracing::warn!(workspace = %workspace_id, container = %name, "a container of ours has no known state; left out");
             return None;
         };
+        if let Some(id) = container.id {
+            if name == self.container_name(workspace_id) {
+                self.known.insert(workspace_id, (id, generation));
+            }
+        }
         Some(InstanceSummary {
             workspace_id,
             liveness,

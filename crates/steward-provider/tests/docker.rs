@@ -182,7 +182,11 @@ impl Fixture {
     /// A container made by hand with the workspace's name, running the test image (started
     /// when `running`). Returns its id.
     fn by_hand(&self, id: WorkspaceId, labels: &[(&str, &str)], running: bool) -> String {
-        let name = self.name(id);
+        self.by_hand_named(&self.name(id), labels, running)
+    }
+
+    /// Like `by_hand`, under the container name `name`.
+    fn by_hand_named(&self, name: &str, labels: &[(&str, &str)], running: bool) -> String {
         let mut args = vec![if running { "run" } else { "create" }];
         if running {
             args.push("-d");
@@ -195,7 +199,7 @@ impl Fixture {
         for label in &labels {
             args.extend(["--label", label]);
         }
-        args.extend(["--network", "none", "--name", &name, &self.image]);
+        args.extend(["--network", "none", "--name", name, &self.image]);
         docker_ok(&args)
     }
 
@@ -358,6 +362,61 @@ async fn stop_and_remove_are_idempotent_and_a_stopped_instance_is_replaced_on_st
     assert!(inspect(&f.name(id)).is_none());
     f.provider.remove(id).await.expect("second remove");
     f.provider.stop(id).await.expect("stop after remove");
+}
+
+/// `remove` starts removing the container it created at once, beside its look-up of the
+/// workspace's containers; what it remembers is a hint, never the whole truth.
+#[tokio::test]
+async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let spec = f.spec();
+    let id = spec.id();
+    let workspace = id.to_string();
+    let ours = [(OWNER, f.owner.as_str()), (WORKSPACE, workspace.as_str())];
+
+    // The container it started, and a leftover of ours under another name.
+    f.provider.start(&spec.0).await.expect("start");
+    let started = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    let other_name = format!("{}-old", f.name(id));
+    let leftover = f.by_hand_named(&other_name, &ours, true);
+    f.provider.remove(id).await.expect("remove");
+    assert!(inspect(&started).is_none(), "the started container is gone");
+    assert!(inspect(&leftover).is_none(), "and so is the leftover");
+
+    // The container it remembers was removed behind its back, and another of ours holds
+    // the name: that one is removed all the same.
+    let next = Spec(spec.0.clone()).generation(2);
+    f.provider.start(&next.0).await.expect("start again");
+    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    docker_ok(&["rm", "-f", &remembered]);
+    let replacement = f.by_hand(id, &ours, true);
+    f.provider
+        .remove(id)
+        .await
+        .expect("remove after a removal by hand");
+    assert!(
+        inspect(&replacement).is_none(),
+        "the container of ours is gone"
+    );
+    assert_eq!(f.liveness(id).await, Liveness::Absent);
+
+    // Same, but the container now holding the name is not ours: it is never touched.
+    let third = Spec(spec.0.clone()).generation(3);
+    f.provider
+        .start(&third.0)
+        .await
+        .expect("start a third time");
+    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    docker_ok(&["rm", "-f", &remembered]);
+    let foreign = f.by_hand(id, &[(WORKSPACE, workspace.as_str())], true);
+    f.provider
+        .remove(id)
+        .await
+        .expect("remove: nothing of ours");
+    let after = inspect(&foreign).expect("the foreign container is still there");
+    assert_eq!(after["State"]["Running"], true, "and still running");
 }
 
 #[tokio::test]
