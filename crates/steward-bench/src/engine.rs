@@ -310,17 +310,29 @@ impl Baseline {
                         format!("{WORKSPACE}={}", c.workspace),
                     ],
                 )]);
-                let known = c.id.clone().unwrap_or_else(|| c.name.clone());
-                let mut listing = Cycle::default();
-                let (removed, listed) = tokio::join!(
-                    self.remove(&known, &mut cycle),
-                    self.list("list_by_labels", by_labels, &mut listing)
-                );
-                cycle.calls.append(&mut listing.calls);
-                removed?;
-                for leftover in listed? {
+                // As the provider: the container it remembers (taken, so a failed cycle
+                // leaves none) is removed beside the list call; without one, the list first.
+                let (known, listed) = match c.id.take() {
+                    Some(known) => {
+                        let mut listing = Cycle::default();
+                        let (removed, listed) = tokio::join!(
+                            self.remove(&known, &mut cycle),
+                            self.list("list_by_labels", by_labels, &mut listing)
+                        );
+                        cycle.calls.append(&mut listing.calls);
+                        removed?;
+                        (Some(known), listed?)
+                    }
+                    None => (
+                        None,
+                        self.list("list_by_labels", by_labels, &mut cycle).await?,
+                    ),
+                };
+                for leftover in listed {
                     match leftover.id {
-                        Some(id) if id != known => self.remove(&id, &mut cycle).await?,
+                        Some(id) if Some(&id) != known.as_ref() => {
+                            self.remove(&id, &mut cycle).await?
+                        }
                         _ => {}
                     }
                 }

@@ -28,8 +28,9 @@
 //! ## What it does not do
 //!
 //! It keeps no state of its own: the engine is the record, so a restarted daemon sees the
-//! same containers. (It remembers the id of each workspace's container it created or listed,
-//! but only as a hint to save a look-up: see [`DockerProvider::remove`].) It does not pull, build or remove images, collect logs, or stop
+//! same containers. (It remembers the id of each workspace's container it started or listed,
+//! while that container exists, only as a hint to save a look-up: see
+//! [`DockerProvider::remove`].) It does not pull, build or remove images, collect logs, or stop
 //! containers when the daemon exits (they survive it; adoption is the daemon's business).
 //! Reading containers goes through the container list, never `inspect`: bollard logs every
 //! answer body at `debug`, and an inspect answer holds the container's environment, secrets
@@ -49,7 +50,7 @@ use bollard::query_parameters::{
 };
 use engine::Engine;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -181,10 +182,10 @@ pub struct DockerProvider {
     deaths: broadcast::Sender<InstanceDeath>,
     /// Containers it is stopping or removing itself (their deaths are not crashes).
     quiet: Arc<events::Quiet>,
-    /// The id of the container of ours each workspace was last seen with (created by `start`,
-    /// or listed): a hint that lets `remove` start removing it at once, beside the look-up
-    /// for others rather than after it. Never trusted alone (see `remove`).
-    known: dashmap::DashMap<WorkspaceId, (String, Generation)>,
+    /// The container of ours each workspace was last seen with: a hint that lets `remove`
+    /// start removing it at once, beside the look-up of others rather than after it. Never
+    /// trusted alone (see `remove`).
+    known: Arc<events::Known>,
     /// Dropped with the provider, which ends the event follower.
     _follower: oneshot::Sender<()>,
 }
@@ -234,6 +235,7 @@ impl DockerProvider {
         let (deaths, _) = broadcast::channel(DEATHS_CAPACITY);
         let (follower, stop) = oneshot::channel();
         let quiet = Arc::new(events::Quiet::default());
+        let known = Arc::new(events::Known::default());
         tokio::spawn(
             events::Follower {
                 engine: Arc::clone(&engine),
@@ -241,6 +243,7 @@ impl DockerProvider {
                 deaths: deaths.clone(),
                 stop,
                 quiet: Arc::clone(&quiet),
+                known: Arc::clone(&known),
             }
             .run(),
         );
@@ -250,7 +253,7 @@ impl DockerProvider {
             engine,
             deaths,
             quiet,
-            known: dashmap::DashMap::new(),
+            known,
             _follower: follower,
         })
     }
@@ -258,6 +261,13 @@ impl DockerProvider {
     /// Its configuration.
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+
+    /// The id of the workspace's container that `remove` would start removing at once, if
+    /// the provider remembers one (for tests and inspection).
+    #[doc(hidden)]
+    pub fn remembered(&self, id: WorkspaceId) -> Option<String> {
+        self.known.get(id)
     }
 
     /// Name of the workspace's container.
@@ -431,8 +441,8 @@ impl DockerProvider {
     }
 
     /// Force-removes a container of ours by id (with its anonymous volumes). Gone or being
-    /// removed already counts as removed.
-    async fn remove_container(&self, container: &str, name: &str) -> Result<(), ProviderError> {
+    /// removed already counts as removed; returns whether this call removed it.
+    async fn remove_container(&self, container: &str, name: &str) -> Result<bool, ProviderError> {
         let options = RemoveContainerOptions {
             force: true,
             v: true,
@@ -446,12 +456,12 @@ impl DockerProvider {
             })
             .await;
         match removed {
-            Ok(()) => Ok(()),
-            Err(failure) if failure.status() == Some(404) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(failure) if failure.status() == Some(404) => Ok(false),
             Err(failure)
                 if failure.status() == Some(409) && failure.message().contains("in progress") =>
             {
-                Ok(())
+                Ok(false)
             }
             Err(failure) => Err(self
                 .engine
@@ -547,7 +557,7 @@ impl Provider for DockerProvider {
             "instance container started"
         );
         self.known
-            .insert(spec.workspace_id, (container, spec.generation));
+            .remember(spec.workspace_id, container, spec.generation);
         Ok(())
     }
 
@@ -590,18 +600,20 @@ impl Provider for DockerProvider {
     ///
     /// One list call finds them all: every container of ours carries the workspace label, and
     /// one that merely has the workspace's name without being labelled ours is never touched.
-    /// When the provider knows the id of the workspace's container (it created or listed it),
+    /// When the provider knows the id of the workspace's container (it started or listed it),
     /// that removal starts at once, beside the list call instead of after it: a restart cycle
     /// then waits for the removal alone, as a bare `docker rm -f` would. The id is only a
-    /// hint. A container id is never reused, so it can only name a container of ours; one
-    /// already gone counts as removed; and the list call still finds every other container
-    /// of the workspace, whatever the hint said.
+    /// hint: one already gone counts as removed, and the list call still finds every other
+    /// container of the workspace, whatever the hint said. A container id names one container
+    /// for good, but the engine reads an id it no longer knows as a container *name*: the hint
+    /// is therefore forgotten as soon as the engine reports the container destroyed (by
+    /// anyone), and whenever a full list (every probe round) no longer shows it.
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
         let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
         let what = format!("listing containers of workspace {id}");
         let name = format!("/{}", self.container_name(id));
         let shown = &name[1..];
-        let known = self.known.remove(&id).map(|(_, known)| known);
+        let known = self.known.take(id);
         let containers = match &known {
             Some((container, generation)) => {
                 self.quiet.expect(container);
@@ -609,8 +621,9 @@ impl Provider for DockerProvider {
                     self.remove_container(container, shown),
                     self.containers(filters, &what)
                 );
-                removed?;
-                tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
+                if removed? {
+                    tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
+                }
                 listed?
             }
             None => self.containers(filters, &what).await?,
@@ -635,7 +648,9 @@ impl Provider for DockerProvider {
                 .unwrap_or_else(|| container_id.clone());
             let shown = named.trim_start_matches('/').to_owned();
             self.quiet.expect(&container_id);
-            self.remove_container(&container_id, &shown).await?;
+            if !self.remove_container(&container_id, &shown).await? {
+                continue;
+            }
             if named == name {
                 tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
             } else {
@@ -692,6 +707,8 @@ impl Provider for DockerProvider {
         let containers = self
             .containers(self.ours_filter(&[]), "listing containers")
             .await?;
+        let listed: HashSet<String> = containers.iter().filter_map(|c| c.id.clone()).collect();
+        self.known.keep_only(&listed);
         Ok(containers
             .into_iter()
             .filter_map(|c| self.summary(c))
@@ -734,7 +751,7 @@ impl DockerProvider {
         };
         if let Some(id) = container.id {
             if name == self.container_name(workspace_id) {
-                self.known.insert(workspace_id, (id, generation));
+                self.known.remember(workspace_id, id, generation);
             }
         }
         Some(InstanceSummary {

@@ -402,12 +402,45 @@ async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() 
     );
     assert_eq!(f.liveness(id).await, Liveness::Absent);
 
-    // Same, but the container now holding the name is not ours: it is never touched.
+    // The container it remembers is removed by hand, and a container that is not ours is
+    // then named after its id (the engine reads an id it no longer knows as a name): the
+    // provider forgot the id when the engine reported the removal, and never touches it.
     let third = Spec(spec.0.clone()).generation(3);
     f.provider
         .start(&third.0)
         .await
         .expect("start a third time");
+    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        f.provider.remembered(id).as_deref(),
+        Some(remembered.as_str())
+    );
+    docker_ok(&["rm", "-f", &remembered]);
+    let deadline = Instant::now() + BOUND;
+    while f.provider.remembered(id).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the removal by hand is never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let impostor = f.by_hand_named(&remembered, &[], true);
+    f.provider
+        .remove(id)
+        .await
+        .expect("remove: nothing of ours");
+    assert!(
+        inspect(&impostor).is_some(),
+        "a container named after a forgotten id is not ours to remove"
+    );
+    docker_ok(&["rm", "-f", &impostor]);
+
+    // Same, but the container now holding the name is not ours: it is never touched.
+    let fourth = Spec(spec.0.clone()).generation(4);
+    f.provider
+        .start(&fourth.0)
+        .await
+        .expect("start a fourth time");
     let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
     docker_ok(&["rm", "-f", &remembered]);
     let foreign = f.by_hand(id, &[(WORKSPACE, workspace.as_str())], true);
