@@ -5,9 +5,9 @@
 //!   workspaces, senders on several threads, every answer awaited: the intent is durable in
 //!   SQLite when it is answered) vs bare actix `send().await` round trips to 1 000 trivial
 //!   actors with the same senders. The two sides take turns (`BENCH_ROUNDS` each, default 3,
-//!   `BENCH_SECONDS` each, default 5), and each side's figure is its median. Cycles are slow (sim start 60 s), so after the first
-//!   restart of each workspace every request is folded into its pending cycle: this measures
-//!   the intent path, not the provider.
+//!   `BENCH_SECONDS` each, default 5), and each side's figure is its median. Cycles are slow
+//!   (sim start 60 s), so after the first restart of each workspace every request is folded
+//!   into its pending cycle: this measures the intent path, not the provider.
 //! - `one_slow_cycle`: 1 000 000 restart requests to one workspace while one slow cycle
 //!   runs; must give exactly one extra cycle.
 //! - `idle_memory`: resident memory per idle workspace (actor, registry entry, timers) with

@@ -3,10 +3,9 @@
 //! One background task per provider subscribes to `die` and `destroy` events of containers
 //! carrying our owner label. It publishes each `die` as an [`InstanceDeath`], and on a
 //! `destroy` forgets the container if it is the one the provider remembers for its workspace
-//! ([`Known`]). When the stream breaks (the engine
-//! restarts, the socket goes away) it reconnects with backoff, asking the engine to replay
-//! what happened since the last event it saw, so a short break loses nothing the engine still
-//! remembers. The first subscription replays from the moment the provider was created: a
+//! ([`Known`]). When the stream breaks (the engine restarts, the socket goes away) it
+//! reconnects with backoff, asking the engine to replay what happened since the last event it
+//! saw, so a short break loses nothing the engine still remembers. The first subscription replays from the moment the provider was created: a
 //! death between `connect` and the stream opening is not lost either. It never panics; it
 //! ends when the provider is dropped.
 //!
@@ -273,11 +272,11 @@ fn publish(
     if attributes.get(labels::OWNER).map(String::as_str) != Some(owner) {
         return;
     }
+    let workspace = attributes
+        .get(labels::WORKSPACE)
+        .and_then(|w| w.parse::<WorkspaceId>().ok());
     if destroyed {
-        if let Some(workspace) = attributes
-            .get(labels::WORKSPACE)
-            .and_then(|w| w.parse::<WorkspaceId>().ok())
-        {
+        if let Some(workspace) = workspace {
             known.forget(workspace, &id);
         }
         return;
@@ -290,9 +289,6 @@ fn publish(
         return;
     }
     let name = attributes.get("name").map(String::as_str).unwrap_or("");
-    let workspace = attributes
-        .get(labels::WORKSPACE)
-        .and_then(|w| w.parse::<WorkspaceId>().ok());
     let Some(workspace_id) = workspace else {
         tracing::warn!(
             container = name,
