@@ -15,7 +15,8 @@
 //! 3. what survives is written with one multi-row statement per kind: the last state, spec
 //!    and agent columns of each workspace (`UPDATE … FROM (VALUES …)`, fenced in SQL on the
 //!    generation assumed at the start) and every event, in order (statements of at most 32
-//!    rows on SQLite, 256 on PostgreSQL).
+//!    rows on SQLite, 256 on PostgreSQL); on SQLite, a run of at most 64 rows is written by
+//!    one statement instead ([`commit_in_one_call`]).
 //!
 //! The fenced `UPDATE`s check the assumptions: each must touch exactly one row per
 //! workspace. If one does not (a stale actor wrote, a row is gone), or a statement fails, or
@@ -71,8 +72,8 @@ pub(crate) enum Diverged {
     /// A grouped statement touched another number of rows than the replay predicted.
     #[error("grouped statements touched {actual} rows, {expected} expected")]
     Rows { expected: u64, actual: u64 },
-    /// A grouped statement committed in one call touched another number of rows than the
-    /// replay predicted (its guard stopped the call before `COMMIT`).
+    /// A workspace `UPDATE` of a plan committed in one statement touched another number of
+    /// rows than one (its trigger failed the statement, which applied nothing).
     #[error("a grouped statement touched another number of rows than replayed")]
     Miscounted,
     /// An event's `seq` is not after the one before it in the run (one by one, that commit
@@ -126,15 +127,20 @@ enum Change<'a> {
     Event(usize, &'a EventRecord),
 }
 
-/// What a run (commits that [`accepts`]) will do: each commit's outcome, and the statements
-/// that apply what survives.
+/// What a run (commits that [`accepts`]) will do: each commit's outcome, and the rows that
+/// apply what survives (written as statements by [`Plan::execute`], or as one by
+/// [`commit_in_one_call`]).
 pub(crate) struct Plan {
+    dialect: Dialect,
     outcomes: Vec<CommitOutcome>,
-    statements: Vec<Statement>,
+    /// Rows of the `UPDATE` ([`UPDATE_WIDTH`] values each).
+    updates: Vec<Vec<Value>>,
+    /// Rows of `events` ([`EVENT_WIDTH`] values each), in order.
+    events: Vec<Vec<Value>>,
 }
 
 impl Plan {
-    /// Replays `run` and writes the statements that apply what survives, or says why the run
+    /// Replays `run` and lays out the rows that apply what survives, or says why the run
     /// cannot be decided this way. Each event written takes the next id of `event_ids`.
     pub(crate) fn new(
         dialect: Dialect,
@@ -164,29 +170,29 @@ impl Plan {
                 event_row(id, event)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut statements = updates(dialect, update_rows(rows));
-        statements.extend(inserts(dialect, events));
         Ok(Plan {
+            dialect,
             outcomes,
-            statements,
+            updates: update_rows(rows),
+            events,
         })
     }
 
-    /// Whether [`commit_in_one_call`] may take it: one `UPDATE` and one `INSERT` at most, so
-    /// the statement list's text is one of a few dozen and the connection's statement cache
-    /// keeps them all (a list per batch size would fill it with megabytes of prepared
-    /// statements).
+    /// Whether [`commit_in_one_call`] may take it: a SQLite plan of at most
+    /// [`ONE_CALL_ROWS`] rows.
     pub(crate) fn fits_one_call(&self) -> bool {
-        self.statements.len() <= 2
+        self.dialect == Dialect::Sqlite && self.updates.len() + self.events.len() <= ONE_CALL_ROWS
     }
 
-    /// Runs the statements on `conn`, inside the caller's transaction. Returns each commit's
-    /// outcome, or why the run diverged.
+    /// Runs the plan's statements on `conn`, inside the caller's transaction. Returns each
+    /// commit's outcome, or why the run diverged.
     pub(crate) async fn execute(
         self,
         conn: &mut AnyConnection,
     ) -> Result<Vec<CommitOutcome>, Diverged> {
-        for statement in self.statements {
+        let mut statements = updates(self.dialect, self.updates);
+        statements.extend(inserts(self.dialect, self.events));
+        for statement in statements {
             let done = Value::bind_all(sqlx::query(&statement.sql), statement.values)
                 .execute(&mut *conn)
                 .await
@@ -197,50 +203,110 @@ impl Plan {
     }
 }
 
-/// The temporary table behind the row guards of [`commit_in_one_call`]: created on every
-/// SQLite connection (it lives in that connection's temporary database, in memory).
-pub(crate) const GUARD_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS grouped_guard (\
-     id INTEGER PRIMARY KEY, touched INTEGER NOT NULL, expected INTEGER NOT NULL, \
-     CONSTRAINT grouped_rows_as_replayed CHECK (touched = expected))";
+/// Most rows (updates and events together) [`commit_in_one_call`] writes in its one
+/// statement; a statement text per power of two up to it.
+const ONE_CALL_ROWS: usize = 64;
 
-/// After a grouped statement: fails the call (before its `COMMIT`) unless the statement
-/// touched the rows the replay expects (`changes()`: rows of the statement just before).
-const GUARD: &str =
-    "INSERT OR REPLACE INTO temp.grouped_guard (id, touched, expected) VALUES (1, changes(), ?)";
+/// The view a plan is written through in one statement, on SQLite: one row per workspace
+/// `UPDATE` (the `UPDATE`'s columns, the event columns NULL) or per event (the other way
+/// round), turned into writes by [`WRITE_TRIGGER`]. Created on every SQLite connection (it
+/// lives in that connection's temporary database).
+pub(crate) fn write_view() -> String {
+    let columns = one_call_columns()
+        .iter()
+        .map(|name| format!("NULL AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("CREATE TEMP VIEW IF NOT EXISTS grouped_write AS SELECT {columns}")
+}
 
-/// On SQLite, commits a plan that [`Plan::fits_one_call`] in one call to the connection's
-/// thread: `BEGIN IMMEDIATE`, each grouped statement followed by a guard on the rows it
-/// touched, and `COMMIT`, as one statement list. `conn` must not be in a transaction. On any
-/// error the transaction is rolled back before returning, so the caller can go the slow way
-/// on the same connection.
+/// The trigger behind [`write_view`]: each row inserted into the view updates its workspace
+/// (fenced as the `UPDATE` of [`Plan::execute`] is, and failing the statement with
+/// `grouped_rows_as_replayed` unless exactly that row is touched) or appends its event.
+pub(crate) fn write_trigger() -> String {
+    let mut set = Vec::new();
+    for (flag, columns) in UPDATE_GROUPS {
+        for column in columns.split(", ") {
+            set.push(format!(
+                "{column} = CASE WHEN NEW.{flag} = 1 THEN NEW.{column} ELSE {column} END"
+            ));
+        }
+    }
+    let set = set.join(", ");
+    let event_values = EVENT_COLUMNS
+        .split(", ")
+        .map(|column| format!("NEW.event_{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "CREATE TEMP TRIGGER IF NOT EXISTS grouped_write_row \
+         INSTEAD OF INSERT ON grouped_write BEGIN \
+         UPDATE workspaces SET {set} \
+         WHERE NEW.id IS NOT NULL AND id = NEW.id \
+         AND (NEW.fence IS NULL OR generation = NEW.fence) \
+         AND (NEW.first_seq IS NULL OR last_event_seq < NEW.first_seq); \
+         SELECT RAISE(ABORT, '{MISCOUNTED}') WHERE NEW.id IS NOT NULL AND changes() <> 1; \
+         INSERT INTO events ({EVENT_COLUMNS}) SELECT {event_values} \
+         WHERE NEW.event_id IS NOT NULL; \
+         END"
+    )
+}
+
+/// The error [`write_trigger`] raises when an `UPDATE` did not touch its one row.
+const MISCOUNTED: &str = "grouped_rows_as_replayed";
+
+/// The columns of [`write_view`]: the `UPDATE`'s, then the event's (prefixed `event_`).
+fn one_call_columns() -> Vec<String> {
+    let (mut names, _) = update_columns();
+    names.extend(EVENT_COLUMNS.split(", ").map(|c| format!("event_{c}")));
+    names
+}
+
+/// On SQLite, commits a plan that [`Plan::fits_one_call`] with one statement: an `INSERT`
+/// into [`write_view`], whose trigger applies every row. One statement is its own
+/// transaction: it applies whole or not at all, and the connection's thread answers once, so
+/// the writer is woken once per batch (a statement list woke it once per statement). `conn`
+/// must not be in a transaction. On any error nothing is applied, so the caller can go the
+/// slow way on the same connection.
 pub(crate) async fn commit_in_one_call(
     conn: &mut AnyConnection,
     Plan {
         outcomes,
-        statements,
+        updates,
+        events,
+        ..
     }: Plan,
 ) -> Result<Vec<CommitOutcome>, Diverged> {
-    let mut sql = String::from("BEGIN IMMEDIATE");
-    for statement in &statements {
-        sql.push_str(";\n");
-        sql.push_str(&statement.sql);
-        sql.push_str(";\n");
-        sql.push_str(GUARD);
-    }
-    sql.push_str(";\nCOMMIT");
-    let values = statements.into_iter().flat_map(|statement| {
-        let expected = Value::int(i64::try_from(statement.rows).unwrap_or(i64::MAX));
-        statement.values.into_iter().chain([expected])
+    static TEXTS: SqliteTexts = SqliteTexts::new();
+    let rows = updates.len() + events.len();
+    let size = rows.next_power_of_two();
+    let values = updates
+        .into_iter()
+        .flat_map(|row| row.into_iter().chain(vec![Value::Int(None); EVENT_WIDTH]))
+        .chain(
+            events
+                .into_iter()
+                .flat_map(|row| vec![Value::Int(None); UPDATE_WIDTH].into_iter().chain(row)),
+        )
+        .chain(std::iter::repeat_n(
+            Value::Int(None),
+            (size - rows) * ONE_CALL_WIDTH,
+        ));
+    let sql = TEXTS.get(size, ONE_CALL_WIDTH, ONE_CALL_ROWS, |values| {
+        format!(
+            "INSERT INTO temp.grouped_write ({}) VALUES {values}",
+            one_call_columns().join(", ")
+        )
     });
-    let query = Value::bind_all(sqlx::query(&sql), values);
-    match conn.execute(query).await {
+    match conn
+        .execute(Value::bind_all(sqlx::query(sql), values))
+        .await
+    {
         Ok(_) => Ok(outcomes),
         Err(e) => {
-            // Open unless BEGIN itself failed ("no transaction is active" then, which is fine).
-            let _ = conn.execute("ROLLBACK").await;
             let miscounted = e
                 .as_database_error()
-                .is_some_and(|e| e.message().contains("grouped_rows_as_replayed"));
+                .is_some_and(|e| e.message().contains(MISCOUNTED));
             Err(if miscounted {
                 Diverged::Miscounted
             } else {
@@ -249,6 +315,9 @@ pub(crate) async fn commit_in_one_call(
         }
     }
 }
+
+/// Values in a row of [`write_view`].
+const ONE_CALL_WIDTH: usize = UPDATE_WIDTH + EVENT_WIDTH;
 
 /// Replays one commit against the generations so far: keeps its changes if every fence holds.
 fn replay<'a>(
@@ -528,10 +597,11 @@ impl SqliteTexts {
         SqliteTexts(std::sync::OnceLock::new())
     }
 
-    /// The text for `rows` (a power of two), built with `sql` around each size's `VALUES`.
-    fn get(&self, rows: usize, width: usize, sql: impl Fn(&str) -> String) -> &str {
+    /// The text for `rows` (a power of two, at most `most`), built with `sql` around each
+    /// size's `VALUES`.
+    fn get(&self, rows: usize, width: usize, most: usize, sql: impl Fn(&str) -> String) -> &str {
         let texts = self.0.get_or_init(|| {
-            (0..=SQLITE_ROWS.trailing_zeros())
+            (0..=most.trailing_zeros())
                 .map(|i| sql(&Dialect::Sqlite.placeholders(1 << i, width)))
                 .collect()
         });
@@ -598,7 +668,7 @@ impl Dialect {
                 Statement {
                     sql: match self {
                         Dialect::Postgres => Cow::Owned(sql(&self.placeholders(size, width))),
-                        Dialect::Sqlite => Cow::Borrowed(texts.get(size, width, &sql)),
+                        Dialect::Sqlite => Cow::Borrowed(texts.get(size, width, SQLITE_ROWS, &sql)),
                     },
                     rows: rows.len(),
                     values,

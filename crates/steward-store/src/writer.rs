@@ -210,7 +210,6 @@ async fn configure_sqlite(
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
-    conn.execute(grouped::GUARD_TABLE).await?;
     Ok(())
 }
 
@@ -608,7 +607,16 @@ impl Writer {
     ) -> sqlx::Result<&'c mut PoolConnection<Any>> {
         let acquired = match conn.take() {
             Some(acquired) => acquired,
-            None => self.pool.acquire().await?,
+            None => {
+                let mut acquired = self.pool.acquire().await?;
+                if acquired.backend_name() == "SQLite" {
+                    // After the migrations: SQLite checks a trigger against the schema
+                    // whenever a table it names is altered.
+                    acquired.execute(grouped::write_view().as_str()).await?;
+                    acquired.execute(grouped::write_trigger().as_str()).await?;
+                }
+                acquired
+            }
         };
         Ok(conn.insert(acquired))
     }
@@ -661,8 +669,8 @@ impl Writer {
         conn: &mut AnyConnection,
         batch: &[Request],
     ) -> sqlx::Result<Vec<Result<CommitOutcome, StoreError>>> {
-        // A SQLite batch made only of lifecycle commits is planned once: committed in one
-        // call if small, else its plan runs in the transaction below.
+        // A SQLite batch made only of lifecycle commits is planned once: committed by one
+        // statement if small, else its plan runs in the transaction below.
         let mut planned = None;
         if conn.backend_name() == "SQLite"
             && batch
