@@ -15,13 +15,13 @@
 //! 3. what survives is written with one multi-row statement per kind: the last state, spec
 //!    and agent columns of each workspace (`UPDATE … FROM (VALUES …)`, fenced in SQL on the
 //!    generation assumed at the start) and every event, in order (statements of at most 32
-//!    rows on SQLite, 256 on PostgreSQL); on SQLite, a run of at most 64 rows is written by
-//!    one statement instead ([`commit_in_one_call`]).
+//!    rows on SQLite, 256 on PostgreSQL); on SQLite, a batch made only of such commits, of at
+//!    most 64 rows, is written by one statement instead ([`commit_in_one_call`]).
 //!
 //! The fenced `UPDATE`s check the assumptions: each must touch exactly one row per
 //! workspace. If one does not (a stale actor wrote, a row is gone), or a statement fails, or
 //! a fenced verdict rests on an assumption nothing checked or follows other writes of its
-//! commit, the run *diverged*: the caller rolls the transaction back and applies the batch
+//! commit, the run *diverged*: the caller undoes what the run wrote and applies the batch
 //! the slow way, commit by commit, which gives every commit its exact outcome. Only commits made of fenced updates and event
 //! appends take this path; anything else (creates, secrets, deletes) goes the slow way
 //! between runs.
@@ -209,7 +209,7 @@ const ONE_CALL_ROWS: usize = 64;
 
 /// The view a plan is written through in one statement, on SQLite: one row per workspace
 /// `UPDATE` (the `UPDATE`'s columns, the event columns NULL) or per event (the other way
-/// round), turned into writes by [`WRITE_TRIGGER`]. Created on every SQLite connection (it
+/// round), turned into writes by [`write_trigger`]. Created on the writer's connection (it
 /// lives in that connection's temporary database).
 pub(crate) fn write_view() -> String {
     let columns = one_call_columns()
@@ -223,6 +223,10 @@ pub(crate) fn write_view() -> String {
 /// The trigger behind [`write_view`]: each row inserted into the view updates its workspace
 /// (fenced as the `UPDATE` of [`Plan::execute`] is, and failing the statement with
 /// `grouped_rows_as_replayed` unless exactly that row is touched) or appends its event.
+///
+/// SQLite allows no schema name on the tables a trigger writes: `workspaces` and `events`
+/// are found in the temporary database first, so nothing may ever create tables of those
+/// names there.
 pub(crate) fn write_trigger() -> String {
     let mut set = Vec::new();
     for (flag, columns) in UPDATE_GROUPS {
@@ -266,8 +270,8 @@ fn one_call_columns() -> Vec<String> {
 /// into [`write_view`], whose trigger applies every row. One statement is its own
 /// transaction: it applies whole or not at all, and the connection's thread answers once, so
 /// the writer is woken once per batch (a statement list woke it once per statement). `conn`
-/// must not be in a transaction. On any error nothing is applied, so the caller can go the
-/// slow way on the same connection.
+/// must not be in a transaction. On any error nothing is applied (and no transaction is left
+/// open), so the caller can go the slow way on the same connection.
 pub(crate) async fn commit_in_one_call(
     conn: &mut AnyConnection,
     Plan {
@@ -279,6 +283,13 @@ pub(crate) async fn commit_in_one_call(
 ) -> Result<Vec<CommitOutcome>, Diverged> {
     static TEXTS: SqliteTexts = SqliteTexts::new();
     let rows = updates.len() + events.len();
+    if rows > ONE_CALL_ROWS {
+        // The caller checks `fits_one_call`; were it not to, the slow way still applies it.
+        return Err(Diverged::Rows {
+            expected: ONE_CALL_ROWS as u64,
+            actual: rows as u64,
+        });
+    }
     let size = rows.next_power_of_two();
     let values = updates
         .into_iter()
@@ -626,7 +637,8 @@ pub(crate) enum Dialect {
     /// Parameters `?`, bound in order: sqlx looks up the name of every numbered parameter
     /// when it binds, and SQLite finds a name by a linear scan, so `$N` parameters cost
     /// O(N²) per statement (this dominated the writer with multi-row statements). Up to
-    /// [`SQLITE_ROWS`] rows a statement, padded with NULL rows to a power of two: a connection
+    /// [`SQLITE_ROWS`] rows a statement ([`ONE_CALL_ROWS`] for [`commit_in_one_call`]),
+    /// padded with NULL rows to a power of two: a connection
     /// prepares a handful of small statements once and keeps them (a statement per batch
     /// size, hundreds of rows each, cost tens of megabytes of prepared statements).
     Sqlite,

@@ -59,6 +59,8 @@ on_both_backends!(
     enqueued_commits_apply_in_order_and_overload_is_refused,
     one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity,
     fenced_verdicts_in_a_grouped_batch_match_one_by_one,
+    a_grouped_batch_refused_late_applies_none_of_its_rows,
+    grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite,
 );
 
 /// `$N` placeholders are bound by number, not by position, on both backends.
@@ -1043,7 +1045,99 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
     store.close().await;
 }
 
-/// Batches made only of lifecycle commits (SQLite's two-call path): every commit gets the
+/// A grouped batch whose last row is refused (a stale fence) applies none of the rows before
+/// it: applied again one by one, the first commit still finds its workspace where it
+/// expects it, and its event is written once.
+async fn a_grouped_batch_refused_late_applies_none_of_its_rows(db: &TestDb) {
+    let store = db.open().await;
+    let (a, b) = (workspace(), workspace()); // generation 3 each
+    commit(&store, vec![insert(&a), insert(&b)]).await;
+    let at = |generation: u64| {
+        let mut next = a.state.clone();
+        next.generation = Generation(generation);
+        next
+    };
+    let diverged = store.inner.counters.diverged.load(Ordering::Relaxed);
+    let done = one_batch(
+        &store,
+        vec![
+            vec![
+                save_state(a.id, Generation(3), at(4)),
+                Write::AppendEvent(event(a.id, 1, "a1")),
+            ],
+            vec![save_state(b.id, Generation(9), at(10))],
+        ],
+    )
+    .await;
+    let done: Vec<_> = done.into_iter().map(|d| d.expect("no error")).collect();
+    assert_eq!(
+        done,
+        [
+            CommitOutcome::Committed,
+            CommitOutcome::Fenced {
+                id: b.id,
+                expected: Generation(9)
+            }
+        ]
+    );
+    assert_eq!(
+        store.inner.counters.diverged.load(Ordering::Relaxed),
+        diverged + 1
+    );
+    assert_eq!(load(&store, a.id).await.state.generation, Generation(4));
+    assert_eq!(load(&store, b.id).await.state.generation, Generation(3));
+    assert_eq!(
+        kinds(&store.events(a.id, 0, 10).await.expect("events")),
+        ["a1"]
+    );
+    store.close().await;
+}
+
+/// On SQLite a batch of lifecycle commits of up to 64 rows (updates and events together) is
+/// committed by one statement, a larger one in a transaction; both write everything.
+async fn grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite(db: &TestDb) {
+    let store = db.open().await;
+    let sqlite = db.postgres.is_none();
+    for workspaces in [32, 33] {
+        let records: Vec<WorkspaceRecord> = (0..workspaces).map(|_| workspace()).collect();
+        commit(&store, records.iter().map(insert).collect()).await;
+        let statements = store.inner.counters.one_statement.load(Ordering::Relaxed);
+        let done = one_batch(
+            &store,
+            records
+                .iter()
+                .map(|r| {
+                    let mut next = r.state.clone();
+                    next.generation = Generation(4);
+                    vec![
+                        save_state(r.id, Generation(3), next),
+                        Write::AppendEvent(event(r.id, 1, "e1")),
+                    ]
+                })
+                .collect(),
+        )
+        .await;
+        assert!(done
+            .into_iter()
+            .all(|d| d.expect("no error") == CommitOutcome::Committed));
+        let one_statement = sqlite && workspaces * 2 <= 64;
+        assert_eq!(
+            store.inner.counters.one_statement.load(Ordering::Relaxed),
+            statements + usize::from(one_statement),
+            "{workspaces} workspaces"
+        );
+        for r in &records {
+            assert_eq!(load(&store, r.id).await.state.generation, Generation(4));
+            assert_eq!(
+                kinds(&store.events(r.id, 0, 10).await.expect("events")),
+                ["e1"]
+            );
+        }
+    }
+    store.close().await;
+}
+
+/// Batches made only of lifecycle commits (on SQLite, one statement): every commit gets the
 /// outcome applying them one by one would give, including when a write before a commit's fence
 /// would fail first or concerns another workspace.
 async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {

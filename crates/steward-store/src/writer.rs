@@ -498,6 +498,8 @@ pub(crate) struct Counters {
     pub(crate) diverged: std::sync::atomic::AtomicUsize,
     /// Requests applied one by one (in a savepoint each), whatever the reason.
     pub(crate) one_by_one: std::sync::atomic::AtomicUsize,
+    /// Batches committed by one statement (SQLite).
+    pub(crate) one_statement: std::sync::atomic::AtomicUsize,
 }
 
 /// The sync task of a SQLite database file (see `durable.rs`).
@@ -681,7 +683,13 @@ impl Writer {
             match grouped::Plan::new(grouped::Dialect::Sqlite, &run, &self.event_ids) {
                 Ok(plan) if plan.fits_one_call() => {
                     return match grouped::commit_in_one_call(conn, plan).await {
-                        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+                        Ok(outcomes) => {
+                            #[cfg(test)]
+                            self.counters
+                                .one_statement
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            Ok(outcomes.into_iter().map(Ok).collect())
+                        }
                         Err(diverged) => {
                             self.diverged(&diverged, batch.len());
                             self.apply_one_by_one(conn, batch).await
