@@ -228,15 +228,7 @@ pub(crate) fn write_view() -> String {
 /// are found in the temporary database first, so nothing may ever create tables of those
 /// names there.
 pub(crate) fn write_trigger() -> String {
-    let mut set = Vec::new();
-    for (flag, columns) in UPDATE_GROUPS {
-        for column in columns.split(", ") {
-            set.push(format!(
-                "{column} = CASE WHEN NEW.{flag} = 1 THEN NEW.{column} ELSE {column} END"
-            ));
-        }
-    }
-    let set = set.join(", ");
+    let (_, set) = update_columns("NEW");
     let event_values = EVENT_COLUMNS
         .split(", ")
         .map(|column| format!("NEW.event_{column}"))
@@ -261,7 +253,7 @@ const MISCOUNTED: &str = "grouped_rows_as_replayed";
 
 /// The columns of [`write_view`]: the `UPDATE`'s, then the event's (prefixed `event_`).
 fn one_call_columns() -> Vec<String> {
-    let (mut names, _) = update_columns();
+    let (mut names, _) = update_columns("NEW");
     names.extend(EVENT_COLUMNS.split(", ").map(|c| format!("event_{c}")));
     names
 }
@@ -544,8 +536,9 @@ const EVENT_WIDTH: usize = 7;
 /// the first event's `seq` (NULL without events).
 const UPDATE_WIDTH: usize = 39;
 
-/// The `UPDATE`'s column names (flags included, then `id, fence`) and its `SET` list.
-fn update_columns() -> (Vec<String>, String) {
+/// The `UPDATE`'s column names (flags included, then `id, fence`) and its `SET` list, taking
+/// each value from the row named `row`.
+fn update_columns(row: &str) -> (Vec<String>, String) {
     let mut names = Vec::with_capacity(UPDATE_WIDTH);
     let mut set = Vec::new();
     for (flag, columns) in UPDATE_GROUPS {
@@ -553,7 +546,7 @@ fn update_columns() -> (Vec<String>, String) {
         for column in columns.split(", ") {
             names.push(column.to_owned());
             set.push(format!(
-                "{column} = CASE WHEN v.{flag} = 1 THEN v.{column} ELSE workspaces.{column} END"
+                "{column} = CASE WHEN {row}.{flag} = 1 THEN {row}.{column} ELSE workspaces.{column} END"
             ));
         }
     }
@@ -571,7 +564,7 @@ fn update_columns() -> (Vec<String>, String) {
 fn updates(dialect: Dialect, rows: Vec<Vec<Value>>) -> Vec<Statement> {
     static SQLITE: SqliteTexts = SqliteTexts::new();
     dialect.statements(rows, UPDATE_WIDTH, &SQLITE, |values| {
-        let (names, set) = update_columns();
+        let (names, set) = update_columns("v");
         let names = names.join(", ");
         let or_fail = match dialect {
             Dialect::Sqlite => " OR FAIL",
@@ -744,7 +737,7 @@ mod tests {
 
     #[test]
     fn the_update_names_every_column_once() {
-        let (names, set) = update_columns();
+        let (names, set) = update_columns("v");
         assert_eq!(names.len(), UPDATE_WIDTH);
         assert_eq!(set.matches(" = CASE WHEN ").count(), UPDATE_WIDTH - 7);
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
