@@ -6,7 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use steward_tests::{
-    eventually, generation_of, id_of, of_type, seq_of, sim_config, summarize, Daemon, Method,
+    eventually, generation_of, id_of, metric, of_type, seq_of, sim_config, summarize, Daemon,
+    Method,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +364,8 @@ async fn metrics_reflect_traffic_and_phases() {
         "steward_workspaces{",
         "steward_http_requests_total",
         "steward_cycle_duration_seconds_count",
+        "steward_store_queue_seconds_count",
+        "steward_store_commit_seconds{quantile=\"0.99\"}",
     ] {
         assert!(
             metrics.text.contains(name),
@@ -378,6 +381,13 @@ async fn metrics_reflect_traffic_and_phases() {
         .and_then(|v| v.trim().parse().ok())
         .expect("cycle duration sum");
     assert!(sum > 1.0, "cycle durations not measured: sum {sum}");
+    // Every commit is timed from its queue to its answer: at least the create and the two
+    // restarts' commits (the coalesced one recorded its pending cycle), each taking some time.
+    let commits = metric(&metrics.text, "steward_store_commit_seconds_count", &[]);
+    assert!(commits >= 3.0, "commits not timed: {commits}");
+    let queued = metric(&metrics.text, "steward_store_queue_seconds_count", &[]);
+    assert!(queued >= 3.0, "queue waits not timed: {queued}");
+    assert!(metric(&metrics.text, "steward_store_commit_seconds_sum", &[]) > 0.0);
     // The gauge follows phase changes: with the one workspace settled, it counts it running.
     eventually(
         Duration::from_secs(5),

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A batch's callers and their outcomes, waiting for the sync that makes them durable, with
@@ -46,10 +47,36 @@ pub(crate) struct Settled {
 }
 
 /// Each caller of a batch and its outcome.
-pub(crate) type Answers = Vec<(
-    oneshot::Sender<Result<CommitOutcome, StoreError>>,
-    Result<CommitOutcome, StoreError>,
-)>;
+pub(crate) type Answers = Vec<(Reply, Result<CommitOutcome, StoreError>)>;
+
+/// Where one caller hears how its commit went, and since when it has been waiting: answering
+/// records the commit's whole time in the store, from the queue to the answer (its batch and,
+/// for a SQLite file, its sync included), as `steward_store_commit_seconds`.
+pub(crate) struct Reply {
+    sender: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+    queued_at: Instant,
+}
+
+impl Reply {
+    /// A reply for a commit queued now.
+    pub(crate) fn new(sender: oneshot::Sender<Result<CommitOutcome, StoreError>>) -> Reply {
+        Reply {
+            sender,
+            queued_at: Instant::now(),
+        }
+    }
+
+    /// How long the commit has been waiting since it was queued.
+    pub(crate) fn waited(&self) -> Duration {
+        self.queued_at.elapsed()
+    }
+
+    /// Answers the caller. One that went away still had its writes committed (or not).
+    pub(crate) fn send(self, outcome: Result<CommitOutcome, StoreError>) {
+        metrics::histogram!("steward_store_commit_seconds").record(self.waited().as_secs_f64());
+        let _ = self.sender.send(outcome);
+    }
+}
 
 /// Batches the sync thread may have waiting before the writer waits for it.
 pub(crate) const WAITING_BATCHES: usize = 16;
@@ -258,8 +285,7 @@ fn sync_then_answer(
                 (Some(reason), Ok(_)) => Err(StoreError::Database(reason.clone())),
                 (_, outcome) => outcome,
             };
-            // A caller that went away still had its writes committed.
-            let _ = reply.send(outcome);
+            reply.send(outcome);
         }
     }
 }
@@ -352,7 +378,7 @@ mod tests {
         settled
             .send(Settled {
                 batch,
-                answers: vec![(reply, Ok(CommitOutcome::Committed))],
+                answers: vec![(Reply::new(reply), Ok(CommitOutcome::Committed))],
             })
             .await
             .expect("queued");

@@ -12,7 +12,7 @@
 //! `grouped.rs`): PostgreSQL's native form, which SQLite reads as numbered parameters (sqlx
 //! binds `$N` by its number, tested in `tests.rs`).
 
-use crate::durable::{self, DatabaseFile, Settled, Wal, Watermark};
+use crate::durable::{self, DatabaseFile, Reply, Settled, Wal, Watermark};
 use crate::error::database;
 use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
@@ -64,7 +64,7 @@ pub(crate) struct Inner {
 /// One caller's commit.
 struct Request {
     writes: Vec<Write>,
-    reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+    reply: Reply,
 }
 
 pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
@@ -426,7 +426,10 @@ pub(crate) fn enqueue(
     let queued = match &*inner.queue.lock().unwrap_or_else(PoisonError::into_inner) {
         None => Err(StoreError::Closed),
         Some(queue) => queue
-            .try_send(Request { writes, reply })
+            .try_send(Request {
+                writes,
+                reply: Reply::new(reply),
+            })
             .map_err(|e| match e {
                 TrySendError::Full(_) => StoreError::Overloaded,
                 TrySendError::Closed(_) => StoreError::Closed,
@@ -538,6 +541,10 @@ impl Writer {
                 }
             }
             metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
+            for request in &batch {
+                metrics::histogram!("steward_store_queue_seconds")
+                    .record(request.reply.waited().as_secs_f64());
+            }
             if let Some(reason) = self.broken() {
                 answer(settle(batch, Err(reason)));
                 continue;
@@ -574,7 +581,7 @@ impl Writer {
                             .watermark
                             .set_broken("the store's sync thread stopped");
                         for (reply, _) in unsent.0.answers {
-                            let _ = reply.send(Err(StoreError::Database(reason.clone())));
+                            reply.send(Err(StoreError::Database(reason.clone())));
                         }
                     }
                 }
@@ -1083,8 +1090,7 @@ async fn purge_step(conn: &mut AnyConnection) -> sqlx::Result<bool> {
 /// Answers each caller with its outcome.
 fn answer(answers: durable::Answers) {
     for (reply, outcome) in answers {
-        // A caller that went away still had its writes committed.
-        let _ = reply.send(outcome);
+        reply.send(outcome);
     }
 }
 
