@@ -222,6 +222,14 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
         "daemon_exit": status.to_string(),
         "daemon_shutdown_ms": report::round3(shutdown.as_secs_f64() * 1e3),
         "cycle_duration_histogram": histogram(&metrics, "steward_cycle_duration_seconds"),
+        // The durable commits on the cycle's path (the accept, each step's decision), and
+        // their parts: the writer's queue, the batch, the sync of the log.
+        "store": {
+            "commit": histogram(&metrics, "steward_store_commit_seconds"),
+            "queue": histogram(&metrics, "steward_store_queue_seconds"),
+            "batch": histogram(&metrics, "steward_store_batch_seconds"),
+            "sync": histogram(&metrics, "steward_store_sync_seconds"),
+        },
     }));
     for (variant, cycles) in args.baselines.iter().zip(&base) {
         let totals: Vec<Duration> = cycles.iter().map(|c| c.total).collect();
@@ -341,7 +349,8 @@ fn call_medians(cycles: &[engine::Cycle]) -> Value {
     )
 }
 
-/// Sum and count of a Prometheus histogram (all label sets), if present.
+/// Count and mean of a Prometheus histogram or summary (all label sets), and a summary's p50
+/// and p99 (of its unlabelled series), if present.
 fn histogram(metrics: &str, name: &str) -> Value {
     let sum_of = |suffix: &str| -> f64 {
         metrics
@@ -354,5 +363,17 @@ fn histogram(metrics: &str, name: &str) -> Value {
     if count == 0.0 {
         return Value::Null;
     }
-    json!({"count": count, "mean_ms": num(sum_of("_sum") / count * 1e3)})
+    let quantile = |q: &str| -> Value {
+        let series = format!("{name}{{quantile=\"{q}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+            .map_or(Value::Null, |v| num(v * 1e3))
+    };
+    json!({
+        "count": count,
+        "mean_ms": num(sum_of("_sum") / count * 1e3),
+        "p50_ms": quantile("0.5"),
+        "p99_ms": quantile("0.99"),
+    })
 }
