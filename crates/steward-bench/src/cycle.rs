@@ -222,8 +222,9 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
         "daemon_exit": status.to_string(),
         "daemon_shutdown_ms": report::round3(shutdown.as_secs_f64() * 1e3),
         "cycle_duration_histogram": histogram(&metrics, "steward_cycle_duration_seconds"),
-        // The durable commits on the cycle's path (the accept, each step's decision), and
-        // their parts: the writer's queue, the batch, the sync of the log.
+        // The store's commits (with one workspace: the cycles' accepts and step decisions,
+        // its create, its agents' registrations) and their parts: the writer's queue, the
+        // batches, the syncs of the log.
         "store": {
             "commit": histogram(&metrics, "steward_store_commit_seconds"),
             "queue": histogram(&metrics, "steward_store_queue_seconds"),
@@ -349,8 +350,9 @@ fn call_medians(cycles: &[engine::Cycle]) -> Value {
     )
 }
 
-/// Count and mean of a Prometheus histogram or summary (all label sets), and a summary's p50
-/// and p99 (of its unlabelled series), if present.
+/// Count and mean of a Prometheus histogram or summary (all label sets, since the daemon
+/// started), and a summary's p50 and p99 (of its unlabelled series; the exporter computes them
+/// over its recent window, about the last minute), if present.
 fn histogram(metrics: &str, name: &str) -> Value {
     let sum_of = |suffix: &str| -> f64 {
         metrics
@@ -363,17 +365,15 @@ fn histogram(metrics: &str, name: &str) -> Value {
     if count == 0.0 {
         return Value::Null;
     }
-    let quantile = |q: &str| -> Value {
+    let mut summary = json!({"count": count, "mean_ms": num(sum_of("_sum") / count * 1e3)});
+    for (q, key) in [("0.5", "p50_ms"), ("0.99", "p99_ms")] {
         let series = format!("{name}{{quantile=\"{q}\"}} ");
-        metrics
+        if let Some(value) = metrics
             .lines()
             .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
-            .map_or(Value::Null, |v| num(v * 1e3))
-    };
-    json!({
-        "count": count,
-        "mean_ms": num(sum_of("_sum") / count * 1e3),
-        "p50_ms": quantile("0.5"),
-        "p99_ms": quantile("0.99"),
-    })
+        {
+            summary[key] = num(value * 1e3);
+        }
+    }
+    summary
 }
