@@ -10,8 +10,9 @@ and then, with oha at a fixed rate (BENCH_RATE, default 5 000 requests/s, latenc
 for coordinated omission), the latency of GET /healthz (a lower bound from the HTTP stack alone
 on this machine, measured on the same daemon before the restart load) and of POST /restart over
 the same 1 000 workspaces, right after the restart load.
-Prints two tables; the second also gives the size of the SQLite write-ahead log file after all
-the loads (it must stay bounded). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
+Prints three tables; the second also gives the size of the SQLite write-ahead log file after all
+the loads (it must stay bounded), the third the store's stages during the fixed-rate run (means
+of steward_store_{commit,queue,batch,sync}_seconds over that run alone, from /metrics). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
 stops.
 """
 
@@ -102,6 +103,30 @@ def oha_fixed_rate(args):
     return rate, report["summary"]["requestsPerSec"], pct["p50"], pct["p99"], non_2xx
 
 
+STORE_STAGES = ["commit", "queue", "batch", "sync"]
+
+
+def store_totals(addr):
+    """Sum and count of the store's commit, queue, batch and sync histograms, from /metrics."""
+    with urllib.request.urlopen(f"http://{addr}/metrics") as resp:
+        text = resp.read().decode()
+    totals = {}
+    for stage in STORE_STAGES:
+        name = f"steward_store_{stage}_seconds"
+        found = dict(re.findall(rf"^{name}_(sum|count) (\S+)$", text, re.M))
+        totals[stage] = (float(found.get("sum", 0)), float(found.get("count", 0)))
+    return totals
+
+
+def store_means(before, after):
+    """Mean milliseconds of each store stage between two `store_totals` readings."""
+    means = {}
+    for stage in STORE_STAGES:
+        (s0, c0), (s1, c1) = before[stage], after[stage]
+        means[stage] = (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else 0.0
+    return means
+
+
 def restart_fixed_rate(addr, token, ids):
     """POST /restart at a fixed rate, spread over the workspaces."""
     host = addr.replace(".", "[.]")
@@ -125,11 +150,13 @@ def run(start_ms, stop_ms):
         floor = oha_fixed_rate([f"http://{addr}/healthz"])
         restart = wrk(["-s", os.path.join(ROOT, "scripts", "bench", "restart.lua"), f"http://{addr}/"],
                       env={"IDS_FILE": ids_file, "TOKEN": token})
+        before = store_totals(addr)
         fixed = restart_fixed_rate(addr, token, ids)
+        store = store_means(before, store_totals(addr))
         # The write-ahead log starts over after each checkpoint: it stays bounded under load.
         log = os.path.join(tmp, "data", "steward.db-wal")
         log_mb = os.path.getsize(log) / 2**20 if os.path.exists(log) else 0.0
-        return base, restart, floor, fixed, log_mb
+        return base, restart, floor, fixed, log_mb, store
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -142,15 +169,23 @@ def main():
     rows = [(name, run(start_ms, stop_ms)) for name, start_ms, stop_ms in WORKLOADS]
     print(f"{'workload':>28} | {'healthz req/s':>13} | {'restart req/s':>13} | ratio | "
           f"restart p50 | restart p99 | non-2xx  (target ratio >= 0.25)")
-    for name, ((b_rps, _, _, _), (r_rps, p50, p99, errors), _, _, _) in rows:
+    for name, ((b_rps, _, _, _), (r_rps, p50, p99, errors), _, _, _, _) in rows:
         print(f"{name:>28} | {b_rps:>13.0f} | {r_rps:>13.0f} | {r_rps / b_rps:5.2f} | "
               f"{p50:>11} | {p99:>11} | {errors}")
     print()
     print(f"{'workload':>28} | fixed rate | achieved req/s | p50 ms | p99 ms | non-2xx | log file MiB | "
           f"healthz p50 | healthz p99  (target p99 <= 2 ms)")
-    for name, (_, _, (_, _, h50, h99, _), (rate, achieved, p50, p99, errors), log_mb) in rows:
+    for name, (_, _, (_, _, h50, h99, _), (rate, achieved, p50, p99, errors), log_mb, _) in rows:
         print(f"{name:>28} | {rate:>10} | {achieved:>14.0f} | {p50 * 1000:6.2f} | {p99 * 1000:6.2f} | "
               f"{errors:>7} | {log_mb:>12.0f} | {h50 * 1000:11.2f} | {h99 * 1000:11.2f}")
+    print()
+    # Where the store's part of the fixed-rate answers went: means over that run alone (the
+    # stages are per commit, per batch and per sync, so they do not add up to the commit).
+    print(f"{'workload':>28} | commit ms | queue ms | batch ms | sync ms  (the store during the "
+          f"fixed rate, means: a commit from its queue to its answer, and its stages)")
+    for name, (*_, store) in rows:
+        print(f"{name:>28} | {store['commit']:9.2f} | {store['queue']:8.2f} | "
+              f"{store['batch']:8.2f} | {store['sync']:7.2f}")
     return 0
 
 
