@@ -229,9 +229,8 @@ pub(crate) fn write_view() -> String {
 /// names there.
 pub(crate) fn write_trigger() -> String {
     let (_, set) = update_columns("NEW");
-    let event_values = EVENT_COLUMNS
-        .split(", ")
-        .map(|column| format!("NEW.event_{column}"))
+    let event_values = view_event_columns()
+        .map(|column| format!("NEW.{column}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
@@ -254,8 +253,13 @@ const MISCOUNTED: &str = "grouped_rows_as_replayed";
 /// The columns of [`write_view`]: the `UPDATE`'s, then the event's (prefixed `event_`).
 fn one_call_columns() -> Vec<String> {
     let (mut names, _) = update_columns("NEW");
-    names.extend(EVENT_COLUMNS.split(", ").map(|c| format!("event_{c}")));
+    names.extend(view_event_columns());
     names
+}
+
+/// The event's columns as [`write_view`] names them (prefixed `event_`).
+fn view_event_columns() -> impl Iterator<Item = String> {
+    EVENT_COLUMNS.split(", ").map(|c| format!("event_{c}"))
 }
 
 /// On SQLite, commits a plan that [`Plan::fits_one_call`] with one statement: an `INSERT`
@@ -266,35 +270,34 @@ fn one_call_columns() -> Vec<String> {
 /// open), so the caller can go the slow way on the same connection.
 pub(crate) async fn commit_in_one_call(
     conn: &mut AnyConnection,
-    Plan {
-        outcomes,
-        updates,
-        events,
-        ..
-    }: Plan,
+    plan: Plan,
 ) -> Result<Vec<CommitOutcome>, Diverged> {
     static TEXTS: SqliteTexts = SqliteTexts::new();
-    let rows = updates.len() + events.len();
-    if rows > ONE_CALL_ROWS {
+    let rows = plan.updates.len() + plan.events.len();
+    if !plan.fits_one_call() {
         // The caller checks `fits_one_call`; were it not to, the slow way still applies it.
         return Err(Diverged::Rows {
             expected: ONE_CALL_ROWS as u64,
             actual: rows as u64,
         });
     }
+    let Plan {
+        outcomes,
+        updates,
+        events,
+        ..
+    } = plan;
+    let nulls = |n| std::iter::repeat_n(Value::Int(None), n);
     let size = rows.next_power_of_two();
     let values = updates
         .into_iter()
-        .flat_map(|row| row.into_iter().chain(vec![Value::Int(None); EVENT_WIDTH]))
+        .flat_map(|row| row.into_iter().chain(nulls(EVENT_WIDTH)))
         .chain(
             events
                 .into_iter()
-                .flat_map(|row| vec![Value::Int(None); UPDATE_WIDTH].into_iter().chain(row)),
+                .flat_map(|row| nulls(UPDATE_WIDTH).chain(row)),
         )
-        .chain(std::iter::repeat_n(
-            Value::Int(None),
-            (size - rows) * ONE_CALL_WIDTH,
-        ));
+        .chain(nulls((size - rows) * ONE_CALL_WIDTH));
     let sql = TEXTS.get(size, ONE_CALL_WIDTH, ONE_CALL_ROWS, |values| {
         format!(
             "INSERT INTO temp.grouped_write ({}) VALUES {values}",

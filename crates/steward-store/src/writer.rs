@@ -541,9 +541,9 @@ impl Writer {
                 }
             }
             metrics::histogram!("steward_store_batch_size").record(batch.len() as f64);
+            let queued = metrics::histogram!("steward_store_queue_seconds");
             for request in &batch {
-                metrics::histogram!("steward_store_queue_seconds")
-                    .record(request.reply.waited().as_secs_f64());
+                queued.record(request.reply.waited().as_secs_f64());
             }
             if let Some(reason) = self.broken() {
                 answer(settle(batch, Err(reason)));
