@@ -427,9 +427,7 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
 
     // A state write moving `w` one generation on, fenced on `expected`.
     let moved_from = |w: &WorkspaceRecord, expected: Generation| {
-        let mut next = w.state.clone();
-        next.generation = Generation(w.state.generation.0 + 1);
-        save_state(w.id, expected, next)
+        save_state(w.id, expected, at_generation(w, w.state.generation.0 + 1))
     };
 
     // Events alone, then a stale writer of the same workspace: the events stay, the writer is
@@ -1052,11 +1050,7 @@ async fn a_grouped_batch_refused_late_applies_none_of_its_rows(db: &TestDb) {
     let store = db.open().await;
     let (a, b) = (workspace(), workspace()); // generation 3 each
     commit(&store, vec![insert(&a), insert(&b)]).await;
-    let at = |generation: u64| {
-        let mut next = a.state.clone();
-        next.generation = Generation(generation);
-        next
-    };
+    let at = |generation: u64| at_generation(&a, generation);
     let diverged = store.inner.counters.diverged.load(Ordering::Relaxed);
     let done = one_batch(
         &store,
@@ -1107,10 +1101,8 @@ async fn grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite(db: &TestD
             records
                 .iter()
                 .map(|r| {
-                    let mut next = r.state.clone();
-                    next.generation = Generation(4);
                     vec![
-                        save_state(r.id, Generation(3), next),
+                        save_state(r.id, Generation(3), at_generation(r, 4)),
                         Write::AppendEvent(event(r.id, 1, "e1")),
                     ]
                 })
@@ -1145,11 +1137,7 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
     let a = workspace(); // generation 3
     let b = bare_workspace(); // generation 0
     commit(&store, vec![insert(&a), insert(&b)]).await;
-    let at = |generation: u64| {
-        let mut next = a.state.clone();
-        next.generation = Generation(generation);
-        next
-    };
+    let at = |generation: u64| at_generation(&a, generation);
     let diverged = || store.inner.counters.diverged.load(Ordering::Relaxed);
     let outcomes = |done: Vec<Result<CommitOutcome, StoreError>>| {
         done.into_iter()
@@ -1427,6 +1415,13 @@ fn put_secret(id: WorkspaceId, key: &str, value: &str) -> Write {
         key: key.into(),
         value: secret(value),
     }
+}
+
+/// `record`'s state, moved to `generation`.
+fn at_generation(record: &WorkspaceRecord, generation: u64) -> MachineState {
+    let mut next = record.state.clone();
+    next.generation = Generation(generation);
+    next
 }
 
 fn save_state(id: WorkspaceId, expected_generation: Generation, state: MachineState) -> Write {
