@@ -12,8 +12,8 @@ on this machine, measured on the same daemon before the restart load) and of POS
 the same 1 000 workspaces, right after the restart load.
 Prints three tables; the second also gives the size of the SQLite write-ahead log file after all
 the loads (it must stay bounded), the third the store's stages during the fixed-rate run (means
-of steward_store_{commit,queue,batch,sync}_seconds over that run alone, from /metrics). Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and
-stops.
+of steward_store_{commit,queue,batch,sync}_seconds over that run alone, from /metrics).
+Bounded: every load runs BENCH_SECONDS against 127.0.0.1 and stops.
 """
 
 import json

@@ -5,9 +5,9 @@
 //! `destroy` forgets the container if it is the one the provider remembers for its workspace
 //! ([`Known`]). When the stream breaks (the engine restarts, the socket goes away) it
 //! reconnects with backoff, asking the engine to replay what happened since the last event it
-//! saw, so a short break loses nothing the engine still remembers. The first subscription replays from the moment the provider was created: a
-//! death between `connect` and the stream opening is not lost either. It never panics; it
-//! ends when the provider is dropped.
+//! saw, so a short break loses nothing the engine still remembers. The first subscription
+//! replays from the moment the provider was created: a death between `connect` and the stream
+//! opening is not lost either. It never panics; it ends when the provider is dropped.
 //!
 //! Probes remain the fallback: deaths the engine forgot (it keeps a bounded, in-memory log)
 //! are found by them.
