@@ -31,15 +31,18 @@ fn details(kind: &RecordKind) -> Value {
             "causes": causes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "previous_generation": previous_generation.0,
         }),
-        RecordKind::ProvisionFailed { reason } | RecordKind::Failed { reason } => {
-            json!({ "reason": reason })
+        RecordKind::ProvisionFailed { reason } => {
+            json!({ "reason": reason.to_string(), "code": reason.code() })
         }
-        RecordKind::StaleResultIgnored { what } => json!({ "what": what }),
+        RecordKind::Failed { reason } => {
+            json!({ "reason": reason.to_string(), "code": reason.code() })
+        }
+        RecordKind::StaleResultIgnored { what } => json!({ "what": what.to_string() }),
         RecordKind::SwitchStarted { from, to } | RecordKind::SwitchCompleted { from, to } => {
             json!({ "from": from, "to": to })
         }
         RecordKind::SwitchRolledBack { from, to, reason } => {
-            json!({ "from": from, "to": to, "reason": reason })
+            json!({ "from": from, "to": to, "reason": reason.to_string(), "code": reason.code() })
         }
         RecordKind::BackoffScheduled { delay, attempt } => json!({
             "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),

@@ -23,9 +23,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use steward_domain::{
-    Cause, CauseSet, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome, Phase,
-    RecordKind, Rejection, RestartContext, Step, Tick, Timer, Timestamp, WorkspaceId,
-    WorkspaceSpec,
+    Cause, CauseSet, ConfigChange, Effect, Event, Generation, HealthReport, Machine, OpId, Outcome,
+    Phase, RecordKind, Rejection, RestartContext, Step, StepFailure, Tick, Timer, Timestamp,
+    WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::{InstanceSpec, Liveness, Provider};
 use steward_store::{AgentRecord, CommitOutcome, EventRecord, WorkspaceRecord, Write};
@@ -412,7 +412,9 @@ impl WorkspaceActor {
                 // of ours to stop or remove that we could reach. Say so, and let the workspace
                 // move on (a switch away from it, a delete); only a start is an error.
                 return Some(match call {
-                    Call::Start(_) => Err(format!("provider {provider_name:?} is not configured")),
+                    Call::Start(_) => Err(StepFailure::Provider(format!(
+                        "provider {provider_name:?} is not configured"
+                    ))),
                     Call::Remove | Call::Stop => {
                         tracing::warn!(workspace = %id, provider = %provider_name, step = step.as_str(), "provider not configured: nothing to stop or remove");
                         Ok(())
@@ -433,7 +435,7 @@ impl WorkspaceActor {
                 "result" => if result.is_ok() { "ok" } else { "error" }
             )
             .increment(1);
-            Some(result.map_err(|e| e.to_string()))
+            Some(result.map_err(|e| StepFailure::Provider(e.to_string())))
         };
         let handle = ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(
             move |result, act, ctx| {
@@ -461,7 +463,7 @@ impl WorkspaceActor {
                         act.react(
                             Event::StepFinished {
                                 op,
-                                result: Err(reason.clone()),
+                                result: Err(StepFailure::Provider(reason.clone())),
                             },
                             ctx,
                         );
@@ -700,7 +702,7 @@ impl WorkspaceActor {
             last_error: self
                 .last_error
                 .clone()
-                .or_else(|| state.failure.as_ref().map(|f| f.reason.clone())),
+                .or_else(|| state.failure.as_ref().map(|f| f.reason.to_string())),
             transitions: self.machine.transitions().copied().collect(),
             restarts: self.restarts,
         }
@@ -718,11 +720,12 @@ impl WorkspaceActor {
         }
         let event = match &intent {
             Intent::Create { .. } => Event::Create,
-            Intent::Restart => Event::Restart(Cause::Manual),
+            Intent::Restart => Event::Restart,
             Intent::Start => Event::Start,
             Intent::Stop => Event::Stop,
             Intent::Delete => Event::Delete,
-            Intent::SetSecret { .. } | Intent::SetModel { .. } => Event::Restart(Cause::Config),
+            Intent::SetSecret { .. } => Event::ConfigChanged(ConfigChange::Secret),
+            Intent::SetModel { .. } => Event::ConfigChanged(ConfigChange::Model),
             Intent::SwitchProvider { to, to_ready } => Event::Switch {
                 from: self.spec.provider.clone(),
                 to: to.clone(),
@@ -732,7 +735,7 @@ impl WorkspaceActor {
                 if !self.secrets.contains_key(key) {
                     return Err(ActorError::SecretNotFound(key.clone()));
                 }
-                Event::Restart(Cause::Config)
+                Event::ConfigChanged(ConfigChange::Secret)
             }
         };
         let (outcome, effects) = match self.decide(event) {
@@ -1015,6 +1018,7 @@ impl Handler<LateCompletion> for WorkspaceActor {
     type Result = ();
 
     fn handle(&mut self, LateCompletion { op, result }: LateCompletion, ctx: &mut Self::Context) {
+        let result = result.map_err(StepFailure::Provider);
         self.react(Event::StepFinished { op, result }, ctx);
     }
 }

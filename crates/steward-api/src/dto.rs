@@ -213,7 +213,7 @@ impl From<WorkspaceView> for Workspace {
                 last_heartbeat_at: v.agent.last_heartbeat_at.map(rfc3339),
             },
             failure: v.failure.map(|f| FailureDto {
-                reason: f.reason,
+                reason: f.reason.to_string(),
                 generation: f.generation.0,
             }),
             switch: v.switch.map(Into::into),

@@ -20,9 +20,9 @@ pub use backoff::BackoffPolicy;
 pub use cause::{Cause, CauseSet};
 pub use ids::{Generation, OpId, WorkspaceId};
 pub use machine::{
-    Counters, Cycle, DropReason, Effect, Event, Failure, HealthReport, Machine, MachineState, Op,
-    Outcome, Record, RecordKind, Rejection, RestartContext, ScheduledRetry, Step, Switch,
-    SwitchStage, Timer, Transition,
+    ConfigChange, Counters, Cycle, DropReason, Effect, Event, Failure, FailureReason, HealthReport,
+    Machine, MachineState, Op, Outcome, ParkReason, Record, RecordKind, Rejection, RestartContext,
+    ScheduledRetry, StaleResult, Step, StepFailure, Switch, SwitchStage, Timer, Transition,
 };
 pub use phase::{Desired, Phase, ReadyWhen};
 pub use policy::Policy;

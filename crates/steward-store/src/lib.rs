@@ -13,6 +13,7 @@
 mod crypto;
 mod durable;
 mod error;
+mod failure;
 mod grouped;
 mod rows;
 #[cfg(test)]

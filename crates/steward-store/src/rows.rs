@@ -183,7 +183,11 @@ impl StateColumns {
             generation: generation_column(state.generation)?,
             observed_generation: generation_column(state.observed_generation)?,
             pending: join_causes(state.pending),
-            failure_reason: state.failure.as_ref().map(|f| f.reason.clone()),
+            failure_reason: state
+                .failure
+                .as_ref()
+                .map(|f| crate::failure::encode(&f.reason, f.consecutive))
+                .transpose()?,
             failure_generation: state
                 .failure
                 .as_ref()
@@ -258,10 +262,15 @@ impl StateColumns {
 
     fn parse(self) -> Result<MachineState, StoreError> {
         let failure = match (self.failure_reason, self.failure_generation) {
-            (Some(reason), Some(generation)) => Some(Failure {
-                reason,
-                generation: generation_value(generation)?,
-            }),
+            (Some(column), Some(generation)) => {
+                let parked = self.phase == Phase::Failed.as_str();
+                let (reason, consecutive) = crate::failure::decode(&column, parked)?;
+                Some(Failure {
+                    reason,
+                    generation: generation_value(generation)?,
+                    consecutive,
+                })
+            }
             (None, None) => None,
             _ => return Err(corrupt("failure_reason and failure_generation disagree")),
         };

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{
-    Cause, Cycle, Failure, Generation, MachineState, Phase, ReadyWhen, ScheduledRetry, Switch,
-    SwitchStage, Timestamp, WorkspaceId, WorkspaceSpec,
+    Cause, Cycle, Failure, FailureReason, Generation, MachineState, Phase, ReadyWhen,
+    ScheduledRetry, StepFailure, Switch, SwitchStage, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use tempfile::TempDir;
 
@@ -1328,8 +1328,9 @@ fn workspace() -> WorkspaceRecord {
     state.observed_generation = Generation(3);
     state.pending = [Cause::Manual, Cause::Config].into_iter().collect();
     state.failure = Some(Failure {
-        reason: "boot timed out".into(),
+        reason: FailureReason::Step(StepFailure::Provider("image missing".into())),
         generation: Generation(2),
+        consecutive: 2,
     });
     state.backoff_attempt = 1;
     state.recent_failures = vec![Timestamp(1_000), Timestamp(2_000)];

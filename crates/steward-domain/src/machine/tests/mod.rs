@@ -1,8 +1,10 @@
-//! The lifecycle semantics of DESIGN.md, as table tests and property tests.
+//! The lifecycle semantics, as example tests (here), a decision table of the race rules
+//! (`table.rs`) and property tests of the invariants (`properties.rs`).
 
 use super::*;
-use crate::BackoffPolicy;
+use crate::{BackoffPolicy, Cause, CauseSet, Desired, Generation, OpId, ReadyWhen, Timestamp};
 use proptest::prelude::*;
+use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -29,6 +31,14 @@ struct Harness {
     holding: std::collections::BTreeSet<String>,
     /// Restarts folded into a pending cycle that already served their cause.
     silent_coalesces: usize,
+}
+
+/// The event of a user's restart for `cause` (`manual` or `config`).
+fn intent(cause: Cause) -> Event {
+    match cause {
+        Cause::Config => Event::ConfigChanged(ConfigChange::Secret),
+        _ => Event::Restart,
+    }
 }
 
 fn policy() -> Policy {
@@ -124,7 +134,10 @@ impl Harness {
                 Step::Stop => {}
             }
         }
-        self.send(Event::StepFinished { op, result });
+        self.send(Event::StepFinished {
+            op,
+            result: result.map_err(StepFailure::Provider),
+        });
         step
     }
 
@@ -186,7 +199,7 @@ impl Harness {
 fn restart_when_idle_starts_a_cycle_with_the_next_generation() {
     let mut h = Harness::running();
     assert_eq!(
-        h.send(Event::Restart(Cause::Manual)),
+        h.send(Event::Restart),
         Outcome::Started(Generation(2))
     );
     assert_eq!(h.m.phase(), Phase::Provisioning);
@@ -197,10 +210,10 @@ fn restart_when_idle_starts_a_cycle_with_the_next_generation() {
 fn restarts_during_a_cycle_coalesce_into_exactly_one_more_cycle() {
     let mut h = Harness::running();
     let mark = h.count("provision_started");
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     for _ in 0..49 {
         assert_eq!(
-            h.send(Event::Restart(Cause::Manual)),
+            h.send(Event::Restart),
             Outcome::Coalesced(Generation(3))
         );
     }
@@ -215,9 +228,9 @@ fn restarts_during_a_cycle_coalesce_into_exactly_one_more_cycle() {
 #[test]
 fn the_pending_cycle_serves_every_cause_that_coalesced() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
-    h.send(Event::Restart(Cause::Config));
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
+    h.send(Event::Restart);
     h.finish(Ok(()));
     h.finish(Ok(()));
     let causes = h.m.cycle().expect("pending cycle started").causes;
@@ -230,7 +243,7 @@ fn config_change_while_stopped_waits_for_the_next_start() {
     h.send(Event::Stop);
     h.finish_all_ok();
     assert_eq!(h.m.phase(), Phase::Stopped);
-    assert_eq!(h.send(Event::Restart(Cause::Config)), Outcome::Deferred);
+    assert_eq!(h.send(Event::ConfigChanged(ConfigChange::Secret)), Outcome::Deferred);
     assert!(h.running.is_empty());
     assert_eq!(h.send(Event::Start), Outcome::Started(Generation(2)));
 }
@@ -240,8 +253,8 @@ fn config_change_while_stopped_waits_for_the_next_start() {
 #[test]
 fn stop_during_a_cycle_wins_after_the_current_step_and_cancels_pending() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::Restart);
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     assert_eq!(h.send(Event::Stop), Outcome::Accepted);
     assert_eq!(h.m.phase(), Phase::Stopping);
     assert!(h.m.state().pending.is_empty());
@@ -255,7 +268,7 @@ fn stop_during_a_cycle_wins_after_the_current_step_and_cancels_pending() {
 #[test]
 fn stop_after_the_start_step_stops_the_new_instance() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Ok(())); // remove old
     h.send(Event::Stop);
     assert_eq!(h.finish(Ok(())), Step::Start);
@@ -267,11 +280,11 @@ fn stop_after_the_start_step_stops_the_new_instance() {
 #[test]
 fn delete_during_a_cycle_removes_the_instance_and_purges() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.send(Event::Delete);
     assert_eq!(h.m.phase(), Phase::Deleting);
     assert_eq!(
-        h.send(Event::Restart(Cause::Manual)),
+        h.send(Event::Restart),
         Outcome::Rejected(Rejection::Deleting)
     );
     h.finish_all_ok();
@@ -284,7 +297,7 @@ fn restart_after_stop_brings_the_workspace_back() {
     let mut h = Harness::running();
     h.send(Event::Stop);
     assert!(matches!(
-        h.send(Event::Restart(Cause::Manual)),
+        h.send(Event::Restart),
         Outcome::Coalesced(_)
     ));
     h.finish_all_ok();
@@ -296,7 +309,7 @@ fn restart_after_stop_brings_the_workspace_back() {
 #[test]
 fn a_completion_of_an_abandoned_operation_is_ignored_and_counted() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     let (stale_op, _, _) = h.running[0];
     h.advance(10 * SEC); // stop_timeout passes: abandoned, retry scheduled
     assert!(h.running.is_empty());
@@ -306,7 +319,7 @@ fn a_completion_of_an_abandoned_operation_is_ignored_and_counted() {
     let before = h.m.state().clone();
     h.send(Event::StepFinished {
         op: stale_op,
-        result: Err("slow failure".into()),
+        result: Err(StepFailure::Provider("slow failure".into())),
     });
     assert_eq!(h.m.state(), &before);
     assert_eq!(h.m.phase(), Phase::Running);
@@ -319,7 +332,7 @@ fn a_completion_of_an_abandoned_operation_is_ignored_and_counted() {
 #[test]
 fn provision_timeout_fails_the_cycle_and_retries_with_backoff() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Ok(())); // remove old
     h.advance(30 * SEC);
     assert_eq!(h.count("provision_failed"), 1);
@@ -333,7 +346,7 @@ fn provision_timeout_fails_the_cycle_and_retries_with_backoff() {
 #[test]
 fn repeated_failures_back_off_longer_then_park_in_failed() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     let mut delays = vec![];
     while h.m.phase() != Phase::Failed {
         h.finish(Err("boom".into()));
@@ -344,14 +357,14 @@ fn repeated_failures_back_off_longer_then_park_in_failed() {
     }
     assert_eq!(delays, [1, 2, 4, 8, 16]);
     assert_eq!(
-        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
-        Some("provision_failed")
+        h.m.state().failure.as_ref().map(|f| &f.reason),
+        Some(&FailureReason::Parked(ParkReason::ProvisionFailed))
     );
     // Only a user intent revives it.
     h.advance(3600 * SEC);
     assert!(h.running.is_empty());
     assert!(matches!(
-        h.send(Event::Restart(Cause::Manual)),
+        h.send(Event::Restart),
         Outcome::Started(_)
     ));
     h.finish_all_ok();
@@ -362,8 +375,8 @@ fn repeated_failures_back_off_longer_then_park_in_failed() {
 #[test]
 fn a_user_intent_that_arrived_during_a_failing_cycle_runs_at_once() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::Restart);
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     h.finish(Err("boom".into()));
     assert!(
         h.m.cycle().is_some(),
@@ -432,7 +445,7 @@ fn dropped(h: &Harness, reason: DropReason) -> u32 {
 #[test]
 fn health_reports_are_dropped_in_flight_in_debounce_and_for_other_generations() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     h.dead();
     assert_eq!(dropped(&h, DropReason::CycleInFlight), 1);
     h.finish_all_ok();
@@ -482,12 +495,12 @@ fn a_health_restart_needs_the_threshold_of_consecutive_dead_reports() {
 fn manual_and_config_restarts_are_never_debounced() {
     let mut h = Harness::running();
     assert!(matches!(
-        h.send(Event::Restart(Cause::Manual)),
+        h.send(Event::Restart),
         Outcome::Started(_)
     ));
     h.finish_all_ok();
     assert!(matches!(
-        h.send(Event::Restart(Cause::Config)),
+        h.send(Event::ConfigChanged(ConfigChange::Secret)),
         Outcome::Started(_)
     ));
 }
@@ -509,8 +522,8 @@ fn an_instance_that_keeps_dying_ends_failed_with_crash_loop() {
     }
     assert_eq!(h.m.phase(), Phase::Failed);
     assert_eq!(
-        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
-        Some("crash_loop")
+        h.m.state().failure.as_ref().map(|f| &f.reason),
+        Some(&FailureReason::Parked(ParkReason::CrashLoop))
     );
 }
 
@@ -546,8 +559,8 @@ fn recovery_replaces_a_missing_or_out_of_date_instance() {
 #[test]
 fn recovery_honours_a_pending_intent_committed_before_the_crash() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
-    h.send(Event::Restart(Cause::Config)); // pending, committed
+    h.send(Event::Restart);
+    h.send(Event::ConfigChanged(ConfigChange::Secret)); // pending, committed
     let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
     m.handle(Event::Recover { live: None }, Tick::at(h.now));
     assert!(m.cycle().is_some_and(|c| c.causes.contains(Cause::Config)));
@@ -556,7 +569,7 @@ fn recovery_honours_a_pending_intent_committed_before_the_crash() {
 #[test]
 fn a_restored_machine_re_arms_the_persisted_retry_instead_of_backing_off_again() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     h.finish(Err("boom".into()));
     let retry = h.m.state().retry.expect("retry scheduled");
     assert!(retry.causes.contains(Cause::Config));
@@ -577,7 +590,7 @@ fn a_restored_machine_re_arms_the_persisted_retry_instead_of_backing_off_again()
 #[test]
 fn recovery_adopts_an_instance_whose_start_completed_but_was_never_recorded() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Ok(())); // remove old; the start of generation 2 is in flight when we "crash"
     let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
     let (_, fx) = m.handle(
@@ -597,7 +610,7 @@ fn recovery_adopts_an_instance_whose_start_completed_but_was_never_recorded() {
 #[test]
 fn a_start_that_overrules_a_stop_during_a_cycle_shows_provisioning() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.send(Event::Stop);
     assert_eq!(h.m.phase(), Phase::Stopping);
     h.send(Event::Start);
@@ -609,14 +622,14 @@ fn a_start_that_overrules_a_stop_during_a_cycle_shows_provisioning() {
 #[test]
 fn a_revived_failed_workspace_gets_a_fresh_failure_budget() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     while h.m.phase() != Phase::Failed {
         h.finish(Err("boom".into()));
         if let Some(at) = h.m.retry_at() {
             h.advance(at.since(h.now));
         }
     }
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Err("still broken".into()));
     assert_eq!(
         h.m.phase(),
@@ -652,7 +665,7 @@ fn reports_about_a_workspace_that_is_not_meant_to_run_are_counted_but_not_record
 #[test]
 fn a_cycle_cut_short_by_a_crash_is_closed_and_its_causes_served_again() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Config)); // acknowledged, then the daemon dies mid-cycle
+    h.send(Event::ConfigChanged(ConfigChange::Secret)); // acknowledged, then the daemon dies mid-cycle
     let mut m = Machine::restore(Arc::new(policy()), h.m.state().clone());
     let (_, fx) = m.handle(Event::Recover { live: None }, Tick::at(h.now));
     let kinds: Vec<&str> = fx
@@ -722,7 +735,7 @@ fn the_new_agent_gets_exactly_one_restart_context_after_it_proves_fresh() {
         "the first provision is not a restart"
     );
 
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     h.finish_all_ok();
     h.send(Event::AgentHeartbeat {
         generation: Generation(1),
@@ -776,7 +789,7 @@ fn a_context_owed_by_a_failed_cycle_carries_over_to_its_retry() {
     h.send(Event::AgentRegistered {
         generation: Generation(1),
     });
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Ok(())); // old instance removed
     h.finish(Err("boom".into()));
     h.advance(2 * SEC); // retry: generation 3
@@ -804,8 +817,8 @@ fn a_workspace_parked_after_boot_timeouts_stops_the_unregistered_instance() {
         }
     }
     assert_eq!(
-        h.m.state().failure.as_ref().map(|f| f.reason.as_str()),
-        Some("boot_timeout")
+        h.m.state().failure.as_ref().map(|f| &f.reason),
+        Some(&FailureReason::Parked(ParkReason::BootTimeout))
     );
     assert!(h.count("boot_timeout") >= 1);
     assert_eq!(
@@ -908,7 +921,7 @@ fn only_the_latest_generation_up_or_starting_may_speak_as_the_agent() {
     );
     h.finish(Ok(()));
     assert!(h.m.accepts_agent(Generation(1)), "while it is up");
-    h.send(Event::Restart(Cause::Config));
+    h.send(Event::ConfigChanged(ConfigChange::Secret));
     assert!(
         !h.m.accepts_agent(Generation(1)),
         "superseded once a new cycle starts"
@@ -941,11 +954,7 @@ enum Action {
 }
 
 fn action() -> impl Strategy<Value = Action> {
-    let cause = prop_oneof![
-        Just(Cause::Manual),
-        Just(Cause::Config),
-        Just(Cause::Recovery)
-    ];
+    let cause = prop_oneof![Just(Cause::Manual), Just(Cause::Config)];
     let report = prop_oneof![
         Just(HealthReport::Alive),
         Just(HealthReport::Pending),
@@ -969,7 +978,7 @@ fn action() -> impl Strategy<Value = Action> {
 impl Harness {
     fn apply(&mut self, a: &Action) -> Option<Outcome> {
         match a {
-            Action::Restart(c) => return Some(self.send(Event::Restart(*c))),
+            Action::Restart(c) => return Some(self.send(intent(*c))),
             Action::Start => return Some(self.send(Event::Start)),
             Action::Stop => return Some(self.send(Event::Stop)),
             Action::Delete => return Some(self.send(Event::Delete)),
@@ -987,7 +996,7 @@ impl Harness {
                 if !self.running.iter().any(|(op, _, _)| op.0 == *id) {
                     self.send(Event::StepFinished {
                         op: OpId(*id),
-                        result: Err("late".into()),
+                        result: Err(StepFailure::Provider("late".into())),
                     });
                 }
             }
@@ -1082,11 +1091,11 @@ proptest! {
         causes in prop::collection::vec(prop_oneof![Just(Cause::Manual), Just(Cause::Config)], 1..300),
     ) {
         let mut h = Harness::running();
-        h.send(Event::Restart(Cause::Manual));
+        h.send(Event::Restart);
         let mark = h.count("provision_started");
         let distinct: std::collections::BTreeSet<Cause> = causes.iter().copied().collect();
         for c in &causes {
-            prop_assert!(matches!(h.send(Event::Restart(*c)), Outcome::Coalesced(_)));
+            prop_assert!(matches!(h.send(intent(*c)), Outcome::Coalesced(_)));
         }
         // One event per cause of the pending cycle; the rest are only counted.
         prop_assert_eq!(h.count("restart_coalesced"), distinct.len());
@@ -1138,7 +1147,7 @@ proptest! {
         let phase = h.m.phase();
         let cycle = h.m.cycle().copied();
         let op = h.m.op().copied();
-        h.send(Event::StepFinished { op: OpId(stale), result: Err("late".into()) });
+        h.send(Event::StepFinished { op: OpId(stale), result: Err(StepFailure::Provider("late".into())) });
         prop_assert_eq!(h.m.state(), &state);
         prop_assert_eq!(h.m.phase(), phase);
         prop_assert_eq!(h.m.cycle().copied(), cycle);
@@ -1267,7 +1276,7 @@ fn a_switch_to_the_provider_in_use_is_refused() {
 #[test]
 fn a_switch_during_a_cycle_runs_after_it() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.finish(Ok(())); // the restart's start step is in flight on a
     assert_eq!(h.switch("b"), Outcome::Accepted);
     assert_eq!(h.running.len(), 1, "the cycle in flight is not disturbed");
@@ -1282,7 +1291,7 @@ fn a_switch_during_a_cycle_runs_after_it() {
 #[test]
 fn a_switch_claimed_before_the_remove_step_finishes_rides_on_that_cycle() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     h.switch("b");
     h.finish(Ok(())); // remove_old of the restart: the old provider is empty now
     assert_eq!(h.issued_on, ["b"]);
@@ -1440,7 +1449,7 @@ fn a_switch_interrupted_by_a_crash_is_finished_after_recovery() {
 #[test]
 fn a_switch_revives_a_parked_workspace_on_the_new_provider() {
     let mut h = Harness::running();
-    h.send(Event::Restart(Cause::Manual));
+    h.send(Event::Restart);
     for _ in 0..10 {
         if h.m.phase() == Phase::Failed {
             break;
@@ -1540,7 +1549,7 @@ fn an_intent_acknowledged_while_parked_survives_a_crash() {
     // Boot timeouts until parked; the stop of the unregistered instance is in flight.
     let mut h = Harness::parked_by_boot_timeouts();
     assert_eq!(h.running.len(), 1, "the leftover's stop is in flight");
-    h.send(Event::Restart(Cause::Manual)); // acknowledged: pending
+    h.send(Event::Restart); // acknowledged: pending
     let generation = h.m.state().generation;
     h.apply(&Action::Crash(true));
     assert!(
