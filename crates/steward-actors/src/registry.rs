@@ -1,10 +1,12 @@
-//! The registry: workspace id → the address of its one actor.
+//! The registry: the supervisor of every workspace actor, and the one way in for callers.
+//!
+//! It boots the actors from the store, routes each request to its workspace's actor (through
+//! the [`Directory`]), starts the probes, and drains what actors tell it ([`SupervisorNote`]:
+//! a provider changed, a workspace purged, an actor crashed) — actors never call into it.
 //!
 //! Guarantees:
 //! - exactly one live actor per workspace: actors are spawned only when a workspace is
 //!   created (fresh random id), loaded at boot, or respawned after its predecessor stopped;
-//! - lookups are a sharded concurrent map read, never a global lock, so the registry is not
-//!   a throughput bottleneck;
 //! - mailboxes are bounded: a message beyond `mailbox_capacity` waiting for one actor is
 //!   refused with [`ActorError::Overloaded`] instead of queueing without bound;
 //! - actors are spread over several arbiters (threads) by id, so actor processing is not
@@ -17,44 +19,22 @@ use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use steward_domain::{Generation, MachineState, Policy, WorkspaceId};
-use steward_provider::{InstanceDeath, Liveness, Provider, Providers};
-use steward_store::{AgentRecord, EventRecord, Store, WorkspaceRecord};
-use tokio::sync::{broadcast, watch, OnceCell};
+use steward_domain::{Generation, MachineState, WorkspaceId};
+use steward_provider::Provider;
+use steward_store::{AgentRecord, EventRecord, WorkspaceRecord};
+use tokio::sync::{broadcast, mpsc, watch, OnceCell};
 
-use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Probe, Shutdown, Submit};
-use crate::probes::Prober;
+use crate::directory::{Directory, Entry};
+use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Shutdown, Submit};
+use crate::probes::{follow_deaths, remove_orphan, Prober};
+use crate::supervisor::{Supervisor, SupervisorNote};
 use crate::workspace::{live_generation, Commit, Origin};
 use crate::{
-    ActorError, ActorView, AgentCall, Clock, EventBus, Intent, IntentReply, NewWorkspace,
-    WorkspaceActor, WorkspaceView,
+    ActorError, ActorView, AgentCall, Deps, Intent, IntentReply, NewWorkspace, WorkspaceActor,
+    WorkspaceView,
 };
-
-/// What every workspace actor shares.
-pub struct Deps {
-    /// Durable state.
-    pub store: Store,
-    /// Configured providers.
-    pub providers: Providers,
-    /// Lifecycle policy.
-    pub policy: Arc<Policy>,
-    /// Source of `now`.
-    pub clock: Clock,
-    /// Committed events for live subscribers.
-    pub bus: EventBus,
-    /// Most messages waiting for one actor.
-    pub mailbox_capacity: usize,
-    /// The URL agents call back (`STEWARD_CONTROL_URL`).
-    pub control_url: String,
-    /// HTTP client for calls to agents (restart contexts).
-    pub http: reqwest::Client,
-    /// How long a restart context delivery may take before `context_timeout`.
-    pub context_timeout: Duration,
-    /// How often agents heartbeat (`STEWARD_HEARTBEAT_INTERVAL`).
-    pub heartbeat_interval: Duration,
-}
 
 /// How the registry runs its actors.
 #[derive(Clone, Debug)]
@@ -69,23 +49,14 @@ const RESPAWN_WAIT: Duration = Duration::from_secs(5);
 /// How often it looks for the successor meanwhile.
 const RESPAWN_POLL: Duration = Duration::from_millis(10);
 
-#[derive(Clone)]
-struct Entry {
-    addr: Addr<WorkspaceActor>,
-    mailbox: Arc<AtomicUsize>,
-    /// The provider the workspace runs on (what its prober asks).
-    provider: Arc<str>,
-}
-
 /// The outcome of an idempotent create, shared by concurrent requests with the same key.
 type IdempotentCreate = Result<(WorkspaceId, String, Option<WorkspaceView>), ActorError>;
 
 struct Inner {
     deps: Arc<Deps>,
-    actors: DashMap<WorkspaceId, Entry>,
-    /// The configured providers' names, shared by every entry that names one (a hundred
-    /// thousand entries hold a pointer each, not a copy).
-    provider_names: HashMap<String, Arc<str>>,
+    actors: Arc<Directory>,
+    /// Given to every actor: its way to tell the registry what only the registry can do.
+    supervisor: Supervisor,
     arbiters: Vec<ArbiterHandle>,
     /// Creates in progress per idempotency key (removed once settled: the store has it).
     creating: DashMap<String, Arc<OnceCell<IdempotentCreate>>>,
@@ -109,22 +80,6 @@ impl Drop for Slot {
     }
 }
 
-/// Probe reports handed to the actors at a time (see [`Registry::probe`]).
-const PROBE_SLICE: usize = 32;
-
-/// The pause between two slices of a probe round's reports.
-const PROBE_SLICE_GAP: Duration = Duration::from_millis(2);
-
-/// How many reports of a round of `targets` go in one slice: [`PROBE_SLICE`], or more if
-/// the slices, [`PROBE_SLICE_GAP`] apart, would not fit in `spread`.
-fn probe_slice(targets: usize, spread: Duration) -> usize {
-    let fit = usize::try_from(spread.as_micros() / PROBE_SLICE_GAP.as_micros())
-        .unwrap_or(usize::MAX)
-        .max(1);
-    let slices = targets.div_ceil(PROBE_SLICE).clamp(1, fit);
-    targets.div_ceil(slices).max(1)
-}
-
 impl Registry {
     /// Loads every workspace from the store, asks each provider once for its instances,
     /// removes orphans (instances with no workspace), and starts one actor per workspace,
@@ -133,23 +88,20 @@ impl Registry {
         let arbiters = (0..options.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
-        let provider_names = deps
-            .providers
-            .names()
-            .into_iter()
-            .map(|name| (name.to_owned(), Arc::from(name)))
-            .collect();
+        let actors = Arc::new(Directory::new(deps.providers.names()));
+        let (supervisor, notes) = Supervisor::channel();
         let registry = Registry {
             inner: Arc::new(Inner {
                 deps: Arc::new(deps),
-                actors: DashMap::new(),
-                provider_names,
+                actors,
+                supervisor,
                 arbiters,
                 creating: DashMap::new(),
                 shutting_down: AtomicBool::new(false),
                 closing: watch::channel(false).0,
             }),
         };
+        actix::spawn(supervise(Arc::downgrade(&registry.inner), notes));
         let records = registry
             .inner
             .deps
@@ -200,7 +152,7 @@ impl Registry {
                     Some(name) if *name == provider.name() => {
                         live.insert(instance.workspace_id, live_generation(instance.liveness));
                     }
-                    _ => remove_orphan(Some(provider.clone()), instance.workspace_id),
+                    _ => remove_orphan(provider.clone(), instance.workspace_id),
                 }
             }
         }
@@ -209,13 +161,13 @@ impl Registry {
 
     fn spawn(&self, record: WorkspaceRecord, origin: Origin, restarts: u32) -> Entry {
         let id = record.id;
-        let provider = self.provider_name(&record.spec.provider);
+        let provider = self.inner.actors.provider_name(&record.spec.provider);
         let mailbox = Arc::new(AtomicUsize::new(0));
         let actor = WorkspaceActor::new(
             record,
             origin,
             self.inner.deps.clone(),
-            self.clone(),
+            self.inner.supervisor.clone(),
             mailbox.clone(),
             restarts,
         );
@@ -301,12 +253,7 @@ impl Registry {
     {
         let deadline = tokio::time::Instant::now() + RESPAWN_WAIT;
         loop {
-            let entry = self
-                .inner
-                .actors
-                .get(&id)
-                .map(|e| e.clone())
-                .ok_or(ActorError::NotFound(id))?;
+            let entry = self.inner.actors.get(id).ok_or(ActorError::NotFound(id))?;
             if entry.addr.connected() {
                 match self.ask_entry_held(&entry, msg.clone()).await {
                     Err(ActorError::Restarting) => {}
@@ -493,7 +440,7 @@ impl Registry {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, ActorError> {
-        if !self.inner.actors.contains_key(&id) {
+        if !self.inner.actors.contains(id) {
             return Err(ActorError::NotFound(id));
         }
         self.inner
@@ -511,7 +458,7 @@ impl Registry {
 
     /// Whether the workspace exists.
     pub fn contains(&self, id: WorkspaceId) -> bool {
-        self.inner.actors.contains_key(&id)
+        self.inner.actors.contains(id)
     }
 
     /// Names of the configured providers.
@@ -552,12 +499,7 @@ impl Registry {
     /// the next start from what was committed.
     pub async fn shutdown(&self, grace: Duration) {
         self.begin_shutdown();
-        let entries: Vec<Entry> = self
-            .inner
-            .actors
-            .iter()
-            .map(|e| e.value().clone())
-            .collect();
+        let entries = self.inner.actors.entries();
         let all = join_all(entries.iter().map(|e| e.addr.send(Shutdown)));
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(?grace, "shutdown grace elapsed with operations in flight; they will be recovered at the next start");
@@ -577,18 +519,19 @@ impl Registry {
     }
 
     /// Starts one probe actor per provider, probing every `interval`, and, for providers that
-    /// report deaths as they happen, a listener that turns each into a dead report at once.
+    /// report deaths as they happen, a follower that turns each into a dead report at once.
     pub fn start_probes(&self, interval: Duration) {
         for provider in self.inner.deps.providers.iter() {
             if let Some(deaths) = provider.deaths() {
-                actix::spawn(self.clone().follow_deaths(provider.name().into(), deaths));
+                let name = self.inner.actors.provider_name(provider.name());
+                actix::spawn(follow_deaths(self.inner.actors.clone(), name, deaths));
             }
-            let prober = Prober {
-                registry: self.clone(),
-                provider: provider.clone(),
+            let prober = Prober::new(
+                self.inner.actors.clone(),
+                provider.clone(),
                 interval,
-                busy: false,
-            };
+                self.closing(),
+            );
             match self.inner.arbiters.first() {
                 Some(arbiter) => {
                     Prober::start_in_arbiter(arbiter, move |_| prober);
@@ -600,125 +543,12 @@ impl Registry {
         }
     }
 
-    /// Forwards engine-reported deaths to the workspaces' actors (as dead probe reports: the
-    /// machine still decides, with the same threshold and windows).
-    async fn follow_deaths(
-        self,
-        provider: Arc<str>,
-        mut deaths: broadcast::Receiver<InstanceDeath>,
-    ) {
-        loop {
-            match deaths.recv().await {
-                Ok(death) => {
-                    if let Some(entry) = self.inner.actors.get(&death.workspace_id) {
-                        let _ = entry.addr.try_send(Probe {
-                            provider: provider.clone(),
-                            liveness: Liveness::Dead(death.generation),
-                        });
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "missed instance deaths; probes will catch up");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-
-    /// One probe round for `provider`: one `list` call, then a report to each of its
-    /// workspaces' actors, and removal of instances that belong to no workspace (orphans).
-    /// Reports are best effort: a full mailbox skips one.
-    ///
-    /// The reports are handed out [`PROBE_SLICE`] at a time, [`PROBE_SLICE_GAP`] apart, over
-    /// at most `spread` (larger slices if there are more workspaces): under a restart storm
-    /// every workspace in a cycle drops its report and records that, and a thousand commits
-    /// enqueued at once held the store's writer for 10-25 ms, every request behind them.
-    /// A report handed out later is no staler in kind than one handed out at once: the
-    /// machine judges it by generation, cycle, debounce and settle windows.
-    pub(crate) async fn probe(&self, provider: &dyn Provider, spread: Duration) {
-        if self.inner.shutting_down.load(Ordering::Acquire) {
-            return;
-        }
-        let instances = match provider.list().await {
-            Ok(instances) => instances,
-            Err(e) => {
-                metrics::counter!("steward_probe_errors_total", "provider" => provider.name().to_owned())
-                    .increment(1);
-                tracing::warn!(provider = provider.name(), error = %e, "probe round failed");
-                return;
-            }
-        };
-        let seen: HashMap<WorkspaceId, Liveness> = instances
-            .into_iter()
-            .map(|i| (i.workspace_id, i.liveness))
-            .collect();
-        for orphan in seen.keys().filter(|id| !self.inner.actors.contains_key(id)) {
-            remove_orphan(
-                self.inner.deps.providers.get(provider.name()).cloned(),
-                *orphan,
-            );
-        }
-        let name: Arc<str> = provider.name().into();
-        // Taken out of the map first: no shard of it stays locked across the pauses.
-        let targets: Vec<(WorkspaceId, Addr<WorkspaceActor>)> = self
-            .inner
-            .actors
-            .iter()
-            .filter(|entry| entry.provider == name)
-            .map(|entry| (*entry.key(), entry.addr.clone()))
-            .collect();
-        for (n, part) in targets
-            .chunks(probe_slice(targets.len(), spread))
-            .enumerate()
-        {
-            if n > 0 {
-                tokio::time::sleep(PROBE_SLICE_GAP).await;
-                // A shutdown begun meanwhile ends the round: no health decision during the drain.
-                if self.inner.shutting_down.load(Ordering::Acquire) {
-                    return;
-                }
-            }
-            for (id, addr) in part {
-                let liveness = seen.get(id).copied().unwrap_or(Liveness::Absent);
-                let probe = Probe {
-                    provider: name.clone(),
-                    liveness,
-                };
-                if addr.try_send(probe).is_err() {
-                    metrics::counter!("steward_probe_reports_skipped_total").increment(1);
-                }
-            }
-        }
-    }
-
     fn ids(&self) -> Vec<WorkspaceId> {
-        self.inner.actors.iter().map(|e| *e.key()).collect()
-    }
-
-    /// The workspace's actor recorded it on another provider: probes of that provider now
-    /// report on it.
-    pub(crate) fn provider_changed(&self, id: WorkspaceId, provider: &str) {
-        if let Some(mut entry) = self.inner.actors.get_mut(&id) {
-            entry.provider = self.provider_name(provider);
-        }
-    }
-
-    /// `name`, shared if it is a configured provider's.
-    fn provider_name(&self, name: &str) -> Arc<str> {
-        self.inner
-            .provider_names
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.into())
-    }
-
-    /// Drops the registry entry of a purged workspace (if `addr` is still its actor).
-    pub(crate) fn forget(&self, id: WorkspaceId, addr: &Addr<WorkspaceActor>) {
-        self.inner.actors.remove_if(&id, |_, e| e.addr == *addr);
+        self.inner.actors.ids()
     }
 
     /// Starts a fresh actor for `id` from the store, after its predecessor stopped.
-    pub(crate) async fn respawn(&self, id: WorkspaceId, restarts: u32) {
+    async fn respawn(&self, id: WorkspaceId, restarts: u32) {
         let mut delay = Duration::from_millis(100);
         while !self.inner.shutting_down.load(Ordering::Acquire) {
             match self.inner.deps.store.load(id).await {
@@ -735,7 +565,7 @@ impl Registry {
                     return;
                 }
                 Ok(None) => {
-                    self.inner.actors.remove(&id);
+                    self.inner.actors.remove(id);
                     return;
                 }
                 Err(e) => {
@@ -753,14 +583,30 @@ fn assumed_live(state: &MachineState) -> Option<Generation> {
     (state.observed_generation.0 > 0).then_some(state.observed_generation)
 }
 
-fn remove_orphan(provider: Option<Arc<dyn Provider>>, id: WorkspaceId) {
-    let Some(provider) = provider else { return };
-    tracing::info!(provider = provider.name(), workspace = %id, "removing orphan instance");
-    actix::spawn(async move {
-        if let Err(e) = provider.remove(id).await {
-            tracing::warn!(workspace = %id, error = %e, "cannot remove orphan instance");
+/// Carries out what actors tell their supervisor, until the registry is gone.
+async fn supervise(registry: Weak<Inner>, mut notes: mpsc::UnboundedReceiver<SupervisorNote>) {
+    while let Some(note) = notes.recv().await {
+        let Some(inner) = registry.upgrade() else {
+            return;
+        };
+        match note {
+            SupervisorNote::ProviderChanged { id, provider } => {
+                inner.actors.set_provider(id, &provider);
+            }
+            SupervisorNote::Purged { id, addr } => inner.actors.forget(id, &addr),
+            SupervisorNote::Crashed {
+                id,
+                restarts,
+                settled,
+            } => {
+                let registry = Registry { inner };
+                actix::spawn(async move {
+                    let _ = settled.await;
+                    registry.respawn(id, restarts).await;
+                });
+            }
         }
-    });
+    }
 }
 
 /// An actor's answer to an intent, once the commit it rests on is durable.
@@ -772,23 +618,4 @@ async fn durable(
         commit.await.map_err(ActorError::Store)?;
     }
     Ok(reply)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_probe_round_is_handed_out_in_slices_that_fit_its_spread() {
-        let second = Duration::from_secs(1);
-        // A few workspaces: all at once.
-        assert_eq!(probe_slice(10, second), 10);
-        assert_eq!(probe_slice(0, second), 1);
-        // A thousand: slices of 32, 64 ms in all.
-        assert_eq!(probe_slice(1_000, second), 32);
-        // A hundred thousand: 500 slices of 200 still end within the second.
-        assert_eq!(probe_slice(100_000, second), 200);
-        // No room to spread: all at once.
-        assert_eq!(probe_slice(1_000, Duration::ZERO), 1_000);
-    }
 }
