@@ -13,7 +13,8 @@ pub struct BackoffPolicy {
     pub jitter: f64,
     /// After this long `running`, the attempt counter resets.
     pub reset_after: Duration,
-    /// More failures than this inside `failure_window` park the workspace in `failed`.
+    /// More failures than this inside `failure_window`, or in a row without the workspace
+    /// running in between, park it in `failed`.
     pub max_failures: u32,
     /// The window over which failures are counted.
     pub failure_window: Duration,

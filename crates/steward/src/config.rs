@@ -155,7 +155,7 @@ pub struct BackoffConfig {
     /// Healthy time that resets the attempt counter.
     #[serde(with = "humantime_serde")]
     pub reset_after: Duration,
-    /// Failures tolerated inside the window.
+    /// Failures tolerated inside the window, or in a row.
     pub max_failures: u32,
     /// Breaker window.
     #[serde(with = "humantime_serde")]
