@@ -1,4 +1,5 @@
-//! Prometheus metrics derived from what the machines record (names from DESIGN.md).
+//! Prometheus metrics derived from what the machines record. Their names and labels are part
+//! of the daemon's contract: dashboards read them at `GET /metrics`.
 
 use std::sync::OnceLock;
 use steward_domain::{Cause, Phase, Record, RecordKind, Timestamp};
