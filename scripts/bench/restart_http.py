@@ -36,8 +36,8 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 CONFIG = """
 default_provider = "sim"
 [providers.sim]
-start_delay_ms = {start}
-stop_delay_ms = {stop}
+start_delay = "{start}ms"
+stop_delay = "{stop}ms"
 """
 
 # (name, sim start ms, sim stop ms)

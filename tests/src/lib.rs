@@ -44,9 +44,9 @@ pub fn sim_config(start_delay_ms: u64) -> String {
         r#"default_provider = "sim"
 
 [providers.sim]
-start_delay_ms = {start_delay_ms}
-stop_delay_ms = 10
-boot_pending_ms = 0
+start_delay = "{start_delay_ms}ms"
+stop_delay = "10ms"
+boot_pending = "0s"
 fail_rate = 0.0
 
 [restart]

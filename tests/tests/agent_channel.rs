@@ -13,7 +13,7 @@ fn config(boot_timeout: &str, max_failures: u32) -> String {
     format!(
         r#"default_provider = "process"
 [providers.process]
-stop_grace_ms = 2000
+stop_grace = "2s"
 [restart]
 boot_timeout = "{boot_timeout}"
 context_timeout = "10s"

@@ -51,8 +51,8 @@ impl Backend {
 enabled = true
 owner = "{owner}"
 name_prefix = "{owner}-"
-stop_timeout_secs = 2
-call_timeout_secs = 10
+stop_timeout = "2s"
+call_timeout = "10s"
 "#,
                 owner = owner.0
             ),
@@ -60,10 +60,10 @@ call_timeout_secs = 10
         format!(
             r#"default_provider = "{provider}"
 [providers.sim]
-start_delay_ms = 50
-stop_delay_ms = 10
+start_delay = "50ms"
+stop_delay = "10ms"
 [providers.process]
-stop_grace_ms = 2000
+stop_grace = "2s"
 # A graceful stop of the set-up daemon leaves the instances to the next one.
 leave_running = true
 {docker}

@@ -21,8 +21,8 @@ enabled = true
 socket = "{socket}"
 owner = "{owner}"
 name_prefix = "{owner}-"
-stop_timeout_secs = 2
-call_timeout_secs = 10
+stop_timeout = "2s"
+call_timeout = "10s"
 [restart]
 debounce_window = "{debounce}"
 settle_window = "0s"

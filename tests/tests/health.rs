@@ -17,10 +17,10 @@ fn config(k: &Knobs) -> String {
     format!(
         r#"default_provider = "sim"
 [providers.sim]
-start_delay_ms = {start}
-stop_delay_ms = 10
-boot_pending_ms = {boot}
-crash_after_ms = {crash}
+start_delay = "{start}ms"
+stop_delay = "10ms"
+boot_pending = "{boot}ms"
+crash_after = "{crash}ms"
 [restart]
 debounce_window = "{debounce}"
 settle_window = "0s"
@@ -311,8 +311,8 @@ async fn a_probe_round_in_slices_reports_on_every_workspace() {
     let daemon = Daemon::start(
         r#"default_provider = "sim"
 [providers.sim]
-start_delay_ms = 10
-stop_delay_ms = 10
+start_delay = "10ms"
+stop_delay = "10ms"
 [restart]
 debounce_window = "5s"
 [health]

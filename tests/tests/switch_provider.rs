@@ -17,10 +17,10 @@ const WAIT: Duration = Duration::from_secs(30);
 fn config() -> &'static str {
     r#"default_provider = "sim"
 [providers.sim]
-start_delay_ms = 300
-stop_delay_ms = 200
+start_delay = "300ms"
+stop_delay = "200ms"
 [providers.process]
-stop_grace_ms = 2000
+stop_grace = "2s"
 [restart]
 settle_window = "0s"
 boot_timeout = "20s"

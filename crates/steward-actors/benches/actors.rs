@@ -177,7 +177,7 @@ async fn bench_restart() {
     );
     let dir = tempfile::tempdir().unwrap();
     let sim = SimConfig {
-        start_delay_ms: 60_000,
+        start_delay: Duration::from_secs(60),
         ..SimConfig::default()
     };
     let (registry, _store) = registry(dir.path(), sim).await;
@@ -262,7 +262,7 @@ async fn bench_one_slow_cycle() {
     let requests = env("BENCH_REQUESTS", 1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let sim = SimConfig {
-        start_delay_ms: 3_600_000,
+        start_delay: Duration::from_secs(3600),
         ..SimConfig::default()
     };
     let (registry, store) = registry(dir.path(), sim).await;
@@ -348,8 +348,8 @@ async fn bench_idle_memory() {
     let n = env("BENCH_IDLE", 100_000) as usize;
     let dir = tempfile::tempdir().unwrap();
     let sim = SimConfig {
-        start_delay_ms: 0,
-        stop_delay_ms: 0,
+        start_delay: Duration::ZERO,
+        stop_delay: Duration::ZERO,
         ..SimConfig::default()
     };
     let (registry, _store) = registry(dir.path(), sim).await;

@@ -146,8 +146,8 @@ where
 
 fn sim(start_delay_ms: u64) -> SimConfig {
     SimConfig {
-        start_delay_ms,
-        stop_delay_ms: 5,
+        start_delay: Duration::from_millis(start_delay_ms),
+        stop_delay: Duration::from_millis(5),
         ..SimConfig::default()
     }
 }

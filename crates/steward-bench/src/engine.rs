@@ -98,7 +98,7 @@ pub struct Spec {
     pub image: String,
     /// `[providers.docker] network_mode`.
     pub network_mode: String,
-    /// `[providers.docker] stop_timeout_secs` (the container's `StopTimeout` and the stop's `t`).
+    /// `[providers.docker] stop_timeout`, in seconds (the container's `StopTimeout` and the stop's `t`).
     pub stop_timeout_secs: u32,
     /// `STEWARD_CONTROL_URL` of the baseline agents (a closed port).
     pub control_url: String,

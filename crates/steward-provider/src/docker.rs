@@ -76,8 +76,10 @@ pub struct DockerConfig {
     pub name_prefix: String,
     /// Network mode of every container. The operator's choice; workspaces have none.
     pub network_mode: String,
-    /// Seconds between SIGTERM and SIGKILL on stop (the container's `StopTimeout` too).
-    pub stop_timeout_secs: u32,
+    /// Time between SIGTERM and SIGKILL on stop (the container's `StopTimeout` too), in
+    /// whole seconds: the engine counts in seconds.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
     /// Engine calls in flight at once; more queue. A restart storm then waits its turn
     /// instead of overloading a small engine.
     pub max_concurrent_ops: usize,
@@ -88,8 +90,9 @@ pub struct DockerConfig {
     /// Process limit of each container.
     pub pids_limit: Option<i64>,
     /// Deadline of one engine call, so that a wedged engine cannot hang an operation (a stop
-    /// gets `stop_timeout_secs` on top).
-    pub call_timeout_secs: u64,
+    /// gets `stop_timeout` on top).
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
 }
 
 impl Default for DockerConfig {
@@ -100,12 +103,12 @@ impl Default for DockerConfig {
             owner: "steward".to_owned(),
             name_prefix: "steward-".to_owned(),
             network_mode: "host".to_owned(),
-            stop_timeout_secs: 10,
+            stop_timeout: Duration::from_secs(10),
             max_concurrent_ops: 4,
             memory_bytes: None,
             nano_cpus: None,
             pids_limit: None,
-            call_timeout_secs: 30,
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -139,13 +142,25 @@ impl DockerConfig {
         if self.max_concurrent_ops == 0 {
             return Err(invalid("max_concurrent_ops must be at least 1".to_owned()));
         }
-        if self.call_timeout_secs == 0 {
-            return Err(invalid("call_timeout_secs must be at least 1".to_owned()));
+        if self.call_timeout.is_zero() {
+            return Err(invalid("call_timeout must be greater than zero".to_owned()));
         }
-        if i32::try_from(self.stop_timeout_secs).is_err() {
-            return Err(invalid("stop_timeout_secs is too large".to_owned()));
+        if self.stop_timeout.subsec_nanos() != 0 {
+            return Err(invalid(format!(
+                "stop_timeout ({:?}) must be whole seconds: the engine counts in seconds",
+                self.stop_timeout
+            )));
+        }
+        if i32::try_from(self.stop_timeout.as_secs()).is_err() {
+            return Err(invalid("stop_timeout is too large".to_owned()));
         }
         Ok(())
+    }
+
+    /// `stop_timeout` in the engine's unit (whole seconds; [`DockerConfig::validate`] checks
+    /// that it fits).
+    pub(crate) fn stop_timeout_secs(&self) -> i32 {
+        i32::try_from(self.stop_timeout.as_secs()).unwrap_or(i32::MAX)
     }
 }
 
@@ -225,12 +240,11 @@ impl DockerProvider {
         config: DockerConfig,
     ) -> Result<Self, ProviderError> {
         config.validate()?;
-        let stop_timeout = Duration::from_secs(u64::from(config.stop_timeout_secs));
         let engine = Arc::new(Engine::new(
             config.socket.clone(),
             config.max_concurrent_ops,
-            Duration::from_secs(config.call_timeout_secs),
-            stop_timeout,
+            config.call_timeout,
+            config.stop_timeout,
         ));
         let (deaths, _) = broadcast::channel(DEATHS_CAPACITY);
         let (follower, stop) = oneshot::channel();
@@ -276,7 +290,7 @@ impl DockerProvider {
     }
 
     fn stop_timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.config.stop_timeout_secs))
+        self.config.stop_timeout
     }
 
     /// Every container (stopped ones too) matching `filters`, in one list call; `what` names
@@ -561,7 +575,7 @@ impl Provider for DockerProvider {
         Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after `stop_timeout_secs`. The container is kept (exited).
+    /// SIGTERM, then SIGKILL after `stop_timeout`. The container is kept (exited).
     async fn stop(&self, id: WorkspaceId) -> Result<(), ProviderError> {
         let name = self.container_name(id);
         let Some((container, generation)) = self.ours(id, "stop").await? else {
@@ -570,7 +584,7 @@ impl Provider for DockerProvider {
         self.quiet.expect(&container);
         let options = StopContainerOptions {
             signal: None,
-            t: i32::try_from(self.config.stop_timeout_secs).ok(),
+            t: Some(self.config.stop_timeout_secs()),
         };
         let target = container.clone();
         let stopped = self
@@ -774,9 +788,9 @@ mod tests {
         assert_eq!(config.owner, "steward");
         assert_eq!(config.name_prefix, "steward-");
         assert_eq!(config.network_mode, "host");
-        assert_eq!(config.stop_timeout_secs, 10);
+        assert_eq!(config.stop_timeout, Duration::from_secs(10));
         assert_eq!(config.max_concurrent_ops, 4);
-        assert_eq!(config.call_timeout_secs, 30);
+        assert_eq!(config.call_timeout, Duration::from_secs(30));
         assert_eq!(
             (config.memory_bytes, config.nano_cpus, config.pids_limit),
             (None, None, None)
@@ -813,11 +827,15 @@ mod tests {
                 ..DockerConfig::default()
             },
             DockerConfig {
-                call_timeout_secs: 0,
+                call_timeout: Duration::ZERO,
                 ..DockerConfig::default()
             },
             DockerConfig {
-                stop_timeout_secs: u32::MAX,
+                stop_timeout: Duration::from_secs(u64::from(u32::MAX)),
+                ..DockerConfig::default()
+            },
+            DockerConfig {
+                stop_timeout: Duration::from_millis(1500),
                 ..DockerConfig::default()
             },
         ];

@@ -160,8 +160,9 @@ const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 pub struct ProcessConfig {
     /// Whether the provider is offered at all.
     pub enabled: bool,
-    /// How long a stopped instance gets between SIGTERM and SIGKILL, in milliseconds.
-    pub stop_grace_ms: u64,
+    /// How long a stopped instance gets between SIGTERM and SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
     /// Directory of the per-workspace log files (empty: the daemon uses `<data_dir>/logs`).
     pub log_dir: PathBuf,
     /// Directory of the records of live children, from which the next run adopts them after
@@ -179,7 +180,7 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            stop_grace_ms: 5000,
+            stop_grace: Duration::from_secs(5),
             log_dir: PathBuf::new(),
             state_dir: PathBuf::new(),
             leave_running: false,
@@ -360,7 +361,7 @@ impl ProcessProvider {
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_millis(self.config.stop_grace_ms)
+        self.config.stop_grace
     }
 
     /// The program and arguments to run for `spec`.
@@ -1680,7 +1681,7 @@ mod tests {
     fn config_defaults_apply_to_missing_keys_and_unknown_keys_are_refused() {
         let config: ProcessConfig = toml::from_str("").expect("empty config");
         assert_eq!(config, ProcessConfig::default());
-        assert_eq!(config.stop_grace_ms, 5000);
+        assert_eq!(config.stop_grace, Duration::from_secs(5));
         assert!(
             config.log_dir.as_os_str().is_empty(),
             "empty: the daemon puts logs under its data dir"
@@ -1692,9 +1693,9 @@ mod tests {
         assert!(config.enabled && !config.leave_running && config.default_command.is_empty());
 
         let config: ProcessConfig =
-            toml::from_str("stop_grace_ms = 300\ndefault_command = [\"agent\", \"--serve\"]")
+            toml::from_str("stop_grace = \"300ms\"\ndefault_command = [\"agent\", \"--serve\"]")
                 .expect("partial config");
-        assert_eq!(config.stop_grace_ms, 300);
+        assert_eq!(config.stop_grace, Duration::from_millis(300));
         assert_eq!(config.default_command, ["agent", "--serve"]);
         assert!(toml::from_str::<ProcessConfig>("grace = 1").is_err());
     }

@@ -28,29 +28,33 @@ pub struct SimConfig {
     /// Whether the provider is offered at all.
     pub enabled: bool,
     /// How long a start takes.
-    pub start_delay_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub start_delay: Duration,
     /// How long a stop or remove of an existing instance takes.
-    pub stop_delay_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub stop_delay: Duration,
     /// How long a started instance looks booting to liveness checks.
-    pub boot_pending_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub boot_pending: Duration,
     /// Probability in `[0, 1]` that a start fails.
     pub fail_rate: f64,
     /// Probability in `[0, 1]` that a start panics (fault drill for the actor supervisor).
     pub panic_rate: f64,
-    /// An instance dies this long after it started (0: never) — a crash-looping workload.
-    pub crash_after_ms: u64,
+    /// An instance dies this long after it started (zero: never) — a crash-looping workload.
+    #[serde(with = "humantime_serde")]
+    pub crash_after: Duration,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            start_delay_ms: 200,
-            stop_delay_ms: 50,
-            boot_pending_ms: 0,
+            start_delay: Duration::from_millis(200),
+            stop_delay: Duration::from_millis(50),
+            boot_pending: Duration::ZERO,
             fail_rate: 0.0,
             panic_rate: 0.0,
-            crash_after_ms: 0,
+            crash_after: Duration::ZERO,
         }
     }
 }
@@ -202,11 +206,10 @@ impl SimProvider {
     fn liveness_of(&self, instance: &Instance) -> Liveness {
         let config = self.config();
         let age = instance.started_at.elapsed();
-        let crashed =
-            config.crash_after_ms > 0 && age >= Duration::from_millis(config.crash_after_ms);
+        let crashed = !config.crash_after.is_zero() && age >= config.crash_after;
         if instance.dead || crashed {
             Liveness::Dead(instance.generation)
-        } else if age < Duration::from_millis(config.boot_pending_ms) {
+        } else if age < config.boot_pending {
             Liveness::Booting(instance.generation)
         } else {
             Liveness::Alive(instance.generation)
@@ -215,7 +218,7 @@ impl SimProvider {
 
     async fn take_instance(&self, id: WorkspaceId) {
         if self.instances.contains_key(&id) {
-            tokio::time::sleep(Duration::from_millis(self.config().stop_delay_ms)).await;
+            tokio::time::sleep(self.config().stop_delay).await;
             self.instances.remove(&id);
         }
     }
@@ -242,7 +245,7 @@ impl Provider for SimProvider {
                 rng.gen_bool(config.panic_rate.clamp(0.0, 1.0)),
             )
         };
-        tokio::time::sleep(Duration::from_millis(config.start_delay_ms)).await;
+        tokio::time::sleep(config.start_delay).await;
         if panic {
             panic!(
                 "sim provider: injected panic while starting {}",
@@ -350,7 +353,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_started_instance_boots_then_runs_and_dies_when_killed() {
         let p = sim(SimConfig {
-            boot_pending_ms: 1000,
+            boot_pending: Duration::from_millis(1000),
             ..SimConfig::default()
         });
         let id = WorkspaceId::from(uuid::Uuid::new_v4());
@@ -376,7 +379,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_crash_after_an_instance_dies_on_its_own() {
         let p = sim(SimConfig {
-            crash_after_ms: 500,
+            crash_after: Duration::from_millis(500),
             ..SimConfig::default()
         });
         let id = WorkspaceId::from(uuid::Uuid::new_v4());

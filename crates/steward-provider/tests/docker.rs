@@ -145,7 +145,7 @@ impl Fixture {
             owner: owner.clone(),
             name_prefix: format!("stt-{}-", &run[..8]),
             network_mode,
-            stop_timeout_secs: 3,
+            stop_timeout: Duration::from_secs(3),
             ..config
         };
         let provider = DockerProvider::connect("docker", config)

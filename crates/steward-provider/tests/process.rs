@@ -163,7 +163,7 @@ impl Fixture {
 
     fn grace_ms(stop_grace_ms: u64) -> Self {
         Self::with(ProcessConfig {
-            stop_grace_ms,
+            stop_grace: Duration::from_millis(stop_grace_ms),
             ..ProcessConfig::default()
         })
     }

@@ -330,9 +330,67 @@ mod tests {
             assert_eq!(config.listen, "127.0.0.1:7878");
             assert_eq!(config.data_dir, PathBuf::from("./data"));
             assert_eq!(config.restart.debounce_window, Duration::from_secs(60));
-            assert!(config.providers.sim.is_some() && config.providers.process.is_some());
+            let sim = config.providers.sim.as_ref().expect("[providers.sim]");
+            assert_eq!(sim.start_delay, Duration::from_millis(200));
+            assert_eq!(sim.crash_after, Duration::ZERO);
+            let process = config.providers.process.as_ref().expect("[providers.process]");
+            assert_eq!(process.stop_grace, Duration::from_secs(5));
+            let docker = config.providers.docker.as_ref().expect("[providers.docker]");
+            assert!(!docker.enabled, "docker is off by default");
+            assert_eq!(docker.stop_timeout, Duration::from_secs(10));
+            assert_eq!(docker.call_timeout, Duration::from_secs(30));
             Ok(())
         });
+    }
+
+    /// The house style of `config/default.toml`: every key has a comment right above it, and
+    /// every duration is a string with its unit (`"250ms"`, `"60s"`), never a number in a
+    /// unit named by the key.
+    #[test]
+    fn every_default_key_is_commented_and_every_duration_carries_its_unit() {
+        let mut previous = "";
+        for (n, line) in DEFAULT_TOML.lines().enumerate() {
+            let line = line.trim();
+            let is_key = !line.is_empty() && !line.starts_with('#') && !line.starts_with('[');
+            if is_key {
+                assert!(
+                    previous.starts_with('#'),
+                    "config/default.toml:{}: `{line}` has no comment above it",
+                    n + 1
+                );
+            }
+            previous = line;
+        }
+
+        fn walk(path: &str, value: &toml::Value) {
+            let toml::Value::Table(table) = value else {
+                return;
+            };
+            for (key, value) in table {
+                let path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                assert!(
+                    !["_ms", "_secs", "_seconds", "_millis"]
+                        .iter()
+                        .any(|unit| key.ends_with(unit)),
+                    "{path}: durations are strings with a unit, not numbers in a unit named by the key"
+                );
+                let timely = ["timeout", "delay", "interval", "grace", "window", "after", "pending"];
+                if timely.iter().any(|word| key.contains(word)) {
+                    let text = value.as_str().unwrap_or_else(|| {
+                        panic!("{path} = {value}: a duration must be a string such as \"60s\"")
+                    });
+                    humantime_serde::re::humantime::parse_duration(text)
+                        .unwrap_or_else(|e| panic!("{path} = {text:?}: {e}"));
+                }
+                walk(&path, value);
+            }
+        }
+        let parsed: toml::Value = toml::from_str(DEFAULT_TOML).expect("valid TOML");
+        walk("", &parsed);
     }
 
     #[test]

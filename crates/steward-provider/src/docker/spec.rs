@@ -67,7 +67,7 @@ pub(super) fn container(
         cmd,
         env: Some(env),
         labels: Some(labels),
-        stop_timeout: Some(i64::from(config.stop_timeout_secs)),
+        stop_timeout: Some(i64::from(config.stop_timeout_secs())),
         host_config: Some(host_config(config)),
         ..ContainerCreateBody::default()
     }
