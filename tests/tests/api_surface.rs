@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use steward_tests::{
     eventually, generation_of, id_of, metric, of_type, seq_of, sim_config, summarize, Daemon,
-    Method,
+    Method, StreamEvent,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,44 +58,6 @@ async fn idempotency_key_returns_the_same_workspace() {
     assert_eq!(named.len(), 2, "exactly two workspaces: {named:?}");
 }
 
-/// One parsed server-sent event.
-#[derive(Debug)]
-struct Sse {
-    id: Option<String>,
-    event: Option<String>,
-    data: Value,
-}
-
-/// Splits complete `\n\n`-terminated frames off `buffer`.
-fn take_frames(buffer: &mut String) -> Vec<Sse> {
-    let mut frames = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let frame: String = buffer.drain(..end + 2).collect();
-        let mut sse = Sse {
-            id: None,
-            event: None,
-            data: Value::Null,
-        };
-        let mut data = String::new();
-        for line in frame.lines() {
-            if let Some(v) = line.strip_prefix("id:") {
-                sse.id = Some(v.trim().to_owned());
-            } else if let Some(v) = line.strip_prefix("event:") {
-                sse.event = Some(v.trim().to_owned());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
-        if data.is_empty() {
-            continue; // keep-alive comment or empty frame
-        }
-        sse.data = serde_json::from_str(&data)
-            .unwrap_or_else(|err| panic!("SSE data is not JSON ({err}): {data}"));
-        frames.push(sse);
-    }
-    frames
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_listed_paged_and_streamed_live() {
     let daemon = Daemon::start(&sim_config(50)).await;
@@ -121,68 +82,50 @@ async fn events_are_listed_paged_and_streamed_live() {
     assert_eq!(page.len(), 1);
     assert!(seq_of(&page[0]) > 1);
 
-    let response = api
-        .request(Method::GET, &format!("/v1/workspaces/{id}/events"))
-        .header("Accept", "text/event-stream")
-        .send()
-        .await
-        .expect("open the event stream");
-    assert_eq!(response.status().as_u16(), 200);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "content-type {content_type}"
-    );
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut received: Vec<Sse> = Vec::new();
-    let mut restarted = false;
+    // The stream: the history first, in order, then a restart triggered once all of it
+    // arrived, live.
+    let mut stream = api.follow(&id, 0).await.expect("open the event stream");
+    let mut received: Vec<StreamEvent> = Vec::new();
     let old_generation = generation_of(&doc);
-
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            // History first: once all of it arrived, trigger a restart and expect it live.
-            if !restarted && received.len() >= history.len() {
-                api.restart(&id).await;
-                restarted = true;
-            }
-            if received.iter().any(|e| {
-                e.data["type"] == "provision_started" && generation_of(&e.data) > old_generation
-            }) {
-                return;
-            }
-            let chunk = body
-                .next()
-                .await
-                .expect("event stream ended early")
-                .expect("read the event stream");
-            buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-            received.extend(take_frames(&mut buffer));
-        }
-    })
-    .await;
-    let seen: Vec<Value> = received.iter().map(|e| e.data.clone()).collect();
+    while received.len() < history.len() {
+        let next = stream.next(Duration::from_secs(20)).await;
+        received.push(next.unwrap_or_else(|| {
+            panic!(
+                "the history did not arrive: {}",
+                summarize(&datas(&received))
+            )
+        }));
+    }
+    api.restart(&id).await;
+    let live = stream
+        .next_matching(Duration::from_secs(20), |e| {
+            received.push(e.clone());
+            e.kind() == "provision_started" && e.generation() > old_generation
+        })
+        .await;
     assert!(
-        read.is_ok(),
+        live.is_some(),
         "no live provision_started within 20 s; received: {}",
-        summarize(&seen)
+        summarize(&datas(&received))
     );
     for (i, old) in history.iter().enumerate() {
-        assert_eq!(seen[i]["seq"], old["seq"], "history first, in order");
-        assert_eq!(seen[i]["type"], old["type"]);
+        assert_eq!(
+            received[i].data["seq"], old["seq"],
+            "history first, in order"
+        );
+        assert_eq!(received[i].data["type"], old["type"]);
     }
     for event in &received {
         assert_eq!(
             event.id.as_deref(),
             Some(seq_of(&event.data).to_string().as_str())
         );
-        assert_eq!(event.event.as_deref(), event.data["type"].as_str());
+        assert_eq!(event.event.as_deref(), Some(event.kind()));
     }
+}
+
+fn datas(events: &[StreamEvent]) -> Vec<Value> {
+    events.iter().map(|e| e.data.clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ async fn acknowledged_intents_survive_sigkill_and_every_workspace_converges() {
     }))
     .await;
 
-    daemon.kill_hard();
+    daemon.kill_hard().await;
     let mut daemon = Daemon::start_in(daemon.dir(), &config).await;
     let api = daemon.client();
 

@@ -16,11 +16,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use steward_tests::docker::{docker_ok, engine_ready, Owner, IMAGE};
-use steward_tests::{eventually, id_of, instance_processes, of_type, summarize, Api, Daemon};
-use tempfile::TempDir;
+use steward_tests::{
+    eventually, id_of, instance_processes, of_type, summarize, Api, Daemon, Launch, Workdir,
+};
+use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -296,7 +298,7 @@ async fn instances(backend: &Backend, id: &str, expected: usize) {
 /// Starts the set-up daemon, creates the cast, lets it settle, and stops the daemon
 /// gracefully (the instances stay: `leave_running`, containers). Returns the data dir and
 /// the port the next daemons must use.
-async fn set_up(backend: &Backend, point: &str) -> (Arc<TempDir>, SocketAddr, Cast) {
+async fn set_up(backend: &Backend, point: &str) -> (Workdir, SocketAddr, Cast) {
     let config = backend.config();
     let mut daemon = Daemon::start(&config).await;
     let api = daemon.client();
@@ -351,8 +353,12 @@ async fn killed_at(backend: Backend, point: &str) {
     let _leftovers = Leftovers(everyone.clone());
     let config = backend.config();
     let armed = format!("{point}=return");
-    let mut doomed_daemon =
-        Daemon::start_with(dir.clone(), &config, Some(addr), &[("FAILPOINTS", &armed)]).await;
+    let mut doomed_daemon = Launch::new(&config)
+        .dir(dir.clone())
+        .listen(Some(addr))
+        .env("FAILPOINTS", &armed)
+        .start()
+        .await;
     let api = doomed_daemon.client();
     // The instances of the previous run were adopted: nothing was replaced.
     for id in [&cast.main, &cast.doomed, &cast.mover] {
@@ -414,7 +420,11 @@ async fn killed_at(backend: Backend, point: &str) {
 
     let orphan = backend.plant_orphan(&dir.path().join("data"));
     let _orphan = Leftovers(vec![orphan.clone()]);
-    let daemon = Daemon::start_with(dir.clone(), &config, Some(addr), &[]).await;
+    let daemon = Launch::new(&config)
+        .dir(dir.clone())
+        .listen(Some(addr))
+        .start()
+        .await;
     let api = daemon.client();
     // The boot survey removed the orphan: one reconcile pass.
     instances(&backend, &orphan, 0).await;
@@ -559,7 +569,7 @@ kill_points!(
 struct Moments(u64);
 
 impl Moments {
-    fn next_ms(&mut self, range: std::ops::Range<u64>) -> u64 {
+    fn next(&mut self, range: std::ops::Range<u64>) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -568,7 +578,8 @@ impl Moments {
 }
 
 /// Restart storms (restarts and secret writes on every workspace at once), each cut short by
-/// a SIGKILL at a pseudo-random moment; after each restart of the daemon every workspace
+/// a SIGKILL at a pseudo-random moment — after a seeded number of answered requests, so the
+/// moment is the same on every run whatever the machine's speed; after each restart of the daemon every workspace
 /// converges with exactly one live instance whose environment holds the last acknowledged
 /// secret value (or a later one: a write may commit and lose its answer to the kill).
 async fn storms(backend: Backend) {
@@ -591,6 +602,14 @@ async fn storms(backend: Backend) {
     let mut moments = Moments(0x5eed_cafe);
     for round in 1..=3u64 {
         let api = daemon.client();
+        let kill_after = moments.next(20..400);
+        let answered = AtomicU64::new(0);
+        let kill_moment = Notify::new();
+        let count_answer = || {
+            if answered.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
+                kill_moment.notify_one();
+            }
+        };
         let storm = join_all(ids.iter().map(|id| {
             let api = api.clone();
             let id = id.clone();
@@ -611,6 +630,7 @@ async fn storms(backend: Backend) {
                         Ok(r) if r.status().as_u16() == 202 => last = Some(value),
                         _ => break,
                     }
+                    count_answer();
                     let restarted = api
                         .request(
                             reqwest::Method::POST,
@@ -621,14 +641,18 @@ async fn storms(backend: Backend) {
                     if restarted.is_err() {
                         break;
                     }
+                    count_answer();
                 }
                 (id, last)
             }
         }));
-        let kill_after = Duration::from_millis(moments.next_ms(200..1500));
         let killer = async {
-            tokio::time::sleep(kill_after).await;
-            daemon.kill_hard();
+            let reached = tokio::time::timeout(WAIT, kill_moment.notified()).await;
+            assert!(
+                reached.is_ok(),
+                "round {round}: the storm never got {kill_after} answers"
+            );
+            daemon.kill_hard().await;
         };
         let (results, ()) = tokio::join!(storm, killer);
         for (id, last) in results {
@@ -636,7 +660,11 @@ async fn storms(backend: Backend) {
                 acknowledged.insert(id, value);
             }
         }
-        daemon = Daemon::start_with(dir.clone(), &config, Some(addr), &[]).await;
+        daemon = Launch::new(&config)
+            .dir(dir.clone())
+            .listen(Some(addr))
+            .start()
+            .await;
         let api = daemon.client();
         for id in &ids {
             running(&api, id).await;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use steward_tests::docker::{docker, docker_ok, engine_ready, Owner, IMAGE};
+use steward_tests::docker::{docker, docker_ok, engine_ready, ContainerWatch, Owner, IMAGE};
 use steward_tests::{eventually, generation_of, of_type, summarize, Api, Daemon};
 use tokio::task::JoinHandle;
 
@@ -145,6 +145,7 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
         return;
     }
     let owner = Owner::new();
+    let watch = ContainerWatch::start(&owner);
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     let api = daemon.client();
     let id = api
@@ -156,18 +157,6 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
     registered(&api, &id, 1).await;
     let before = api.events(&id).await.len();
 
-    // Watch the engine during the storm: never more than one live container of the workspace.
-    let watcher_owner = owner.0.clone();
-    let watch: JoinHandle<usize> = tokio::task::spawn_blocking(move || {
-        let filter = format!("label=io.steward.owner={watcher_owner}");
-        let mut most = 0;
-        for _ in 0..60 {
-            let live = docker(&["ps", "-q", "--filter", &filter]).lines().count();
-            most = most.max(live);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        most
-    });
     let path = format!("/v1/workspaces/{id}/restart");
     let restarts = join_all((0..30).map(|_| api.post_empty(&path)));
     let secret_path = format!("/v1/workspaces/{id}/secrets/LATEST");
@@ -180,11 +169,9 @@ async fn thirty_concurrent_restarts_give_at_most_two_cycles_and_one_live_contain
     );
     secret.expect(202);
     let final_generation = api.wait_settled(&id).await;
-    let most_live = watch.await.expect("watcher");
-    assert!(
-        most_live <= 1,
-        "{most_live} live containers of one workspace at once"
-    );
+    // Every container start and death the engine saw, from the create to now: never two
+    // containers of the workspace running at once.
+    watch.assert_never_two_running(&id).await;
 
     let events = api.events(&id).await;
     let storm = &events[before..];
@@ -213,6 +200,7 @@ async fn create_immediately_followed_by_restart_ends_running_with_the_latest_tok
         return;
     }
     let owner = Owner::new();
+    let watch = ContainerWatch::start(&owner);
     let daemon = Daemon::start(&config(&owner, &engine_socket(), "60s", 5)).await;
     let api = daemon.client();
     let id = api.create(&json!({ "name": "race", "image": IMAGE })).await["id"]
@@ -233,6 +221,7 @@ async fn create_immediately_followed_by_restart_ends_running_with_the_latest_tok
         "{}",
         summarize(&events)
     );
+    watch.assert_never_two_running(&id).await;
     assert_eq!(owner.running(), 1);
 }
 

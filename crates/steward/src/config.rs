@@ -333,9 +333,17 @@ mod tests {
             let sim = config.providers.sim.as_ref().expect("[providers.sim]");
             assert_eq!(sim.start_delay, Duration::from_millis(200));
             assert_eq!(sim.crash_after, Duration::ZERO);
-            let process = config.providers.process.as_ref().expect("[providers.process]");
+            let process = config
+                .providers
+                .process
+                .as_ref()
+                .expect("[providers.process]");
             assert_eq!(process.stop_grace, Duration::from_secs(5));
-            let docker = config.providers.docker.as_ref().expect("[providers.docker]");
+            let docker = config
+                .providers
+                .docker
+                .as_ref()
+                .expect("[providers.docker]");
             assert!(!docker.enabled, "docker is off by default");
             assert_eq!(docker.stop_timeout, Duration::from_secs(10));
             assert_eq!(docker.call_timeout, Duration::from_secs(30));
@@ -378,7 +386,9 @@ mod tests {
                         .any(|unit| key.ends_with(unit)),
                     "{path}: durations are strings with a unit, not numbers in a unit named by the key"
                 );
-                let timely = ["timeout", "delay", "interval", "grace", "window", "after", "pending"];
+                let timely = [
+                    "timeout", "delay", "interval", "grace", "window", "after", "pending",
+                ];
                 if timely.iter().any(|word| key.contains(word)) {
                     let text = value.as_str().unwrap_or_else(|| {
                         panic!("{path} = {value}: a duration must be a string such as \"60s\"")
