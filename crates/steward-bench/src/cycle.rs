@@ -19,7 +19,7 @@
 //! kind with their latencies, and the idle gaps between consecutive calls (time spent in the
 //! daemon between two engine calls of a cycle, e.g. the step change from remove to start).
 
-use crate::daemon::{self, wait_event, Daemon};
+use crate::daemon::{self, wait_event, BenchApi};
 use crate::engine::{self, Baseline, Variant};
 use crate::proxy::Call;
 use crate::report::{self, at_most, ms, num, ratio, times, Report, Summary};
@@ -79,11 +79,11 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
     let dir = session.subdir("cycle")?;
     let (daemon_proxy, baseline_proxy) = session.proxies(&dir, args.via_proxy)?;
     let config = session.daemon_config(daemon_proxy.as_ref());
-    let mut daemon = Daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
+    let mut daemon = daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
     let api = daemon.wait_up(Duration::from_secs(30)).await?;
-    eprintln!("docker-cycle: daemon up at {:?}", daemon.addr);
+    eprintln!("docker-cycle: daemon up at {}", daemon.addr());
 
-    let id = api.create("bench-cycle", &session.image).await?;
+    let id = api.create_docker("bench-cycle", &session.image).await?;
     let mut events = api.follow(&id, 0).await?;
     wait_event(
         &mut events,
@@ -130,7 +130,7 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
             if side == 0 {
                 let sent = SystemTime::now();
                 let t0 = Instant::now();
-                let (outcome, generation) = api.restart(&id).await?;
+                let (outcome, generation) = api.try_restart(&id).await?;
                 let accepted = t0.elapsed();
                 let done = wait_event(
                     &mut events,
@@ -156,7 +156,7 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
                 {
                     missing_registrations += 1;
                 }
-                let doc = api.get(&id).await?;
+                let doc = api.document(&id).await?;
                 if doc["phase"] != "running"
                     || doc["generation"] != generation
                     || doc["observed_generation"] != generation
@@ -190,7 +190,7 @@ pub async fn run(session: &Session, args: &CycleArgs) -> Result<()> {
     let measured_until = Instant::now();
 
     // Where the daemon's time goes, from its log.
-    let log = daemon::read_log(&daemon.log())?;
+    let log = daemon::read_log(&daemon.log_path())?;
     let phases = steward_phases(&steward, &log, &id);
     let metrics = api.metrics().await.unwrap_or_default();
     let (status, shutdown) = daemon.terminate(Duration::from_secs(30)).await?;

@@ -18,7 +18,7 @@
 //!    calls made during the boot, per kind, and how long the survey's list call took inside
 //!    the daemon. The target is zero per-container calls.
 
-use crate::daemon::{read_log, wall_ms, Api, Daemon, DaemonConfig};
+use crate::daemon::{self, read_log, wall_ms, Api, BenchApi, DaemonConfig};
 use crate::engine::{self, list_owned, running, workspace_of};
 use crate::proxy::{count_by_kind, Proxy};
 use crate::report::{at_most, ms, num, ratio, round3, times, Report, Summary};
@@ -89,9 +89,9 @@ pub async fn run(session: &Session, args: &ReconcileArgs) -> Result<()> {
         max_concurrent_ops: session.cap,
         heartbeat: args.heartbeat.clone(),
     };
-    let mut daemon = Daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
+    let mut daemon = daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
     let api = daemon.wait_up(Duration::from_secs(30)).await?;
-    let addr = daemon.addr.context("daemon address")?;
+    let addr = daemon.addr();
 
     // 1. Populate.
     let created = populate(&api, session, args).await?;
@@ -283,7 +283,10 @@ async fn populate(api: &Api, session: &Session, args: &ReconcileArgs) -> Result<
             .map(|i| {
                 let api = api.clone();
                 let image = session.image.clone();
-                async move { api.create(&format!("bench-reconcile-{i}"), &image).await }
+                async move {
+                    api.create_docker(&format!("bench-reconcile-{i}"), &image)
+                        .await
+                }
             })
             .buffer_unordered(args.concurrency.max(1))
             .collect()
@@ -387,14 +390,14 @@ async fn timed_boot(
     containers_before: &HashMap<String, String>,
     args: &ReconcileArgs,
 ) -> Result<Boot> {
-    let mut daemon = Daemon::spawn(&session.steward, dir, config, Some(addr))?;
-    let spawned = daemon.spawned;
-    let spawned_wall = daemon.spawned_wall;
+    let mut daemon = daemon::spawn(&session.steward, dir, config, Some(addr))?;
+    let spawned = daemon.spawned();
+    let spawned_wall = daemon.spawned_wall();
     daemon
         .wait_listening(Duration::from_millis(1), Duration::from_secs(120))
         .await?;
     let listening = spawned.elapsed();
-    let api = daemon.api()?;
+    let api = daemon.client();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut polls = 0usize;
     let (reconciled, last_poll, replaced) = loop {
@@ -439,7 +442,7 @@ async fn timed_boot(
     let pid = daemon.pid();
     daemon.terminate(Duration::from_secs(60)).await?;
     let mut log = BTreeMap::new();
-    for line in read_log(&daemon.log())? {
+    for line in read_log(&daemon.log_path())? {
         if line.at < spawned_wall {
             continue;
         }

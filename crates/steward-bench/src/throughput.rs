@@ -19,7 +19,7 @@
 //! counting proxy of its own).
 
 use crate::cpu;
-use crate::daemon::{wait_event, Api, Daemon, StreamEvent};
+use crate::daemon::{self, wait_event, Api, BenchApi};
 use crate::engine::{self, BaseContainer, Baseline, Variant};
 use crate::proxy::{self, Proxy};
 use crate::report::{at_least, ms, num, ratio, round3, Report, Summary};
@@ -29,7 +29,7 @@ use futures::future::try_join_all;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
+use steward_testkit::EventStream;
 
 /// `docker-throughput` options.
 #[derive(Clone, Debug, clap::Args)]
@@ -157,7 +157,7 @@ pub async fn run(session: &Session, args: &ThroughputArgs) -> Result<()> {
     let dir = session.subdir("throughput")?;
     let (daemon_proxy, baseline_proxy) = session.proxies(&dir, args.via_proxy)?;
     let config = session.daemon_config(daemon_proxy.as_ref());
-    let mut daemon = Daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
+    let mut daemon = daemon::spawn(&session.steward, &dir, &config.toml(), None)?;
     let api = daemon.wait_up(Duration::from_secs(30)).await?;
     let pid = daemon.pid();
     eprintln!(
@@ -167,7 +167,10 @@ pub async fn run(session: &Session, args: &ThroughputArgs) -> Result<()> {
     let ids = try_join_all((0..args.workspaces).map(|i| {
         let api = api.clone();
         let image = session.image.clone();
-        async move { api.create(&format!("bench-throughput-{i}"), &image).await }
+        async move {
+            api.create_docker(&format!("bench-throughput-{i}"), &image)
+                .await
+        }
     }))
     .await?;
     let mut streams = Vec::new();
@@ -202,8 +205,7 @@ pub async fn run(session: &Session, args: &ThroughputArgs) -> Result<()> {
 
     let mut steward = Tally::default();
     let mut base: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut streams: Vec<Option<UnboundedReceiver<StreamEvent>>> =
-        streams.into_iter().map(Some).collect();
+    let mut streams: Vec<Option<EventStream>> = streams.into_iter().map(Some).collect();
     for round in 0..args.rounds.max(1) {
         let mut order: Vec<Option<Variant>> = std::iter::once(None)
             .chain(args.baselines.iter().copied().map(Some))
@@ -339,7 +341,7 @@ fn count(per_workspace: &[Vec<(Instant, Instant)>], window: &Window) -> usize {
 async fn steward_side(
     api: &Api,
     ids: &[String],
-    streams: &mut [Option<UnboundedReceiver<StreamEvent>>],
+    streams: &mut [Option<EventStream>],
     window: &Window,
     errors: &mut usize,
 ) -> Vec<Vec<(Instant, Instant)>> {
@@ -354,7 +356,7 @@ async fn steward_side(
             if let Some(stream) = events.as_mut() {
                 while Instant::now() < until {
                     let t0 = Instant::now();
-                    let generation = match api.restart(&id).await {
+                    let generation = match api.try_restart(&id).await {
                         Ok((_, generation)) => generation,
                         Err(e) => {
                             errors += 1;
