@@ -1,62 +1,14 @@
-//! The rest of the public surface: idempotent creates, live event streams, actor inspection,
-//! metrics, the OpenAPI document, stop/start/delete and the kill drill.
+//! The rest of the public surface through the real binary: live event streams, actor
+//! inspection, metrics, the open routes, stop/start/delete and the kill drill. Error mapping,
+//! validation and idempotency keys are checked in-process (`crates/steward-api/tests`).
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use steward_tests::{
-    eventually, generation_of, id_of, metric, of_type, seq_of, sim_config, summarize, Daemon,
-    Method, StreamEvent,
+    eventually, generation_of, id_of, metric, of_type, seq_of, sim_config, summarize, CreateBody,
+    Daemon, StreamEvent,
 };
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_returns_the_same_workspace() {
-    let daemon = Daemon::start(&sim_config(20)).await;
-    let api = daemon.client();
-    let body = json!({ "name": "idem", "model": "m1" });
-    let create = |key: &'static str, body: Value| {
-        let api = api.clone();
-        async move {
-            api.send(
-                api.request(Method::POST, "/v1/workspaces")
-                    .header("Idempotency-Key", key)
-                    .json(&body),
-            )
-            .await
-        }
-    };
-
-    let first = create("key-1", body.clone()).await.expect(201);
-    let again = create("key-1", body.clone()).await;
-    assert!(
-        again.status == 201 || again.status == 200,
-        "replay answer: HTTP {} {}",
-        again.status,
-        again.text
-    );
-    assert_eq!(
-        again.json["id"], first["id"],
-        "replay must return the same workspace"
-    );
-
-    create("key-1", json!({ "name": "idem", "model": "m2" }))
-        .await
-        .expect_error(422, "IDEMPOTENCY_KEY_REUSED");
-
-    let other = create("key-2", body.clone()).await.expect(201);
-    assert_ne!(
-        other["id"], first["id"],
-        "a new key creates a new workspace"
-    );
-
-    let named: Vec<Value> = api
-        .workspaces()
-        .await
-        .into_iter()
-        .filter(|w| w["name"] == "idem")
-        .collect();
-    assert_eq!(named.len(), 2, "exactly two workspaces: {named:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_listed_paged_and_streamed_live() {
@@ -210,16 +162,30 @@ async fn actor_inspection_shows_the_cycle_and_counters() {
         .expect_error(404, "NOT_FOUND");
 }
 
+/// The binary's wiring of what the in-process API tests check in detail
+/// (`crates/steward-api/tests/errors.rs`): the open operational routes, the admin token it
+/// wrote, the body limit from its configuration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openapi_and_probes() {
+async fn open_routes_the_admin_token_and_the_configured_body_limit() {
     let daemon = Daemon::start(&sim_config(20)).await;
-    let openapi = daemon.anonymous().get("/openapi.json").await.expect(200);
+    let anonymous = daemon.anonymous();
+    let openapi = anonymous.get("/openapi.json").await.expect(200);
     assert!(
         openapi["paths"].get("/v1/workspaces").is_some(),
         "/openapi.json lacks /v1/workspaces: {openapi}"
     );
-    assert_eq!(daemon.anonymous().get("/healthz").await.status, 200);
-    assert_eq!(daemon.anonymous().get("/readyz").await.status, 200);
+    assert_eq!(anonymous.get("/healthz").await.status, 200);
+    assert_eq!(anonymous.get("/readyz").await.status, 200);
+    anonymous
+        .get("/v1/workspaces")
+        .await
+        .expect_error(401, "UNAUTHORIZED");
+    // sim_config: http.max_body_bytes = 65536.
+    let api = daemon.client();
+    api.post("/v1/workspaces", &CreateBody::named(&"x".repeat(65_536)))
+        .await
+        .expect_error(413, "PAYLOAD_TOO_LARGE");
+    assert!(api.workspaces().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

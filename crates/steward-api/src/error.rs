@@ -149,3 +149,114 @@ impl From<ActorError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn answer(error: &ApiError) -> (u16, serde_json::Value, actix_web::http::header::HeaderMap) {
+        let response = error.error_response();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .try_into_bytes()
+            .unwrap_or_else(|_| panic!("a complete body"));
+        let body = serde_json::from_slice(&bytes).expect("a JSON body");
+        (status, body, headers)
+    }
+
+    /// The one status mapping, variant by variant: status, code, and a body that is exactly
+    /// `{"error", "message"}`.
+    #[test]
+    fn every_error_has_its_status_code_and_shape() {
+        let table = [
+            (ApiError::MalformedJson("m".into()), 400, "MALFORMED_JSON"),
+            (ApiError::InvalidId("x".into()), 400, "INVALID_ID"),
+            (ApiError::Unauthorized, 401, "UNAUTHORIZED"),
+            (ApiError::NotFound("n".into()), 404, "NOT_FOUND"),
+            (ApiError::MethodNotAllowed, 405, "METHOD_NOT_ALLOWED"),
+            (ApiError::Deleting, 409, "WORKSPACE_DELETING"),
+            (ApiError::AlreadySwitching, 409, "ALREADY_SWITCHING"),
+            (ApiError::SameProvider("s".into()), 409, "SAME_PROVIDER"),
+            (ApiError::PayloadTooLarge(10), 413, "PAYLOAD_TOO_LARGE"),
+            (ApiError::InvalidField("f".into()), 422, "INVALID_FIELD"),
+            (ApiError::IdempotencyConflict, 422, "IDEMPOTENCY_KEY_REUSED"),
+            (ApiError::Provider("p".into()), 502, "PROVIDER_ERROR"),
+            (ApiError::Overloaded("o".into()), 503, "OVERLOADED"),
+            (ApiError::Unavailable("u".into()), 503, "UNAVAILABLE"),
+        ];
+        for (error, status, code) in table {
+            let (got, body, headers) = answer(&error);
+            assert_eq!(
+                (got, body["error"].as_str()),
+                (status, Some(code)),
+                "{error:?}"
+            );
+            assert_eq!(body["message"], error.to_string(), "{error:?}");
+            assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
+            let retry = headers.get("Retry-After").map(|v| v.as_bytes().to_vec());
+            assert_eq!(
+                retry.is_some(),
+                status == 503,
+                "Retry-After iff 503: {error:?}"
+            );
+            let challenge = headers
+                .get("WWW-Authenticate")
+                .map(|v| v.as_bytes().to_vec());
+            assert_eq!(challenge.is_some(), status == 401, "{error:?}");
+        }
+    }
+
+    /// What the actors answer becomes the error a client can act on, and a store failure's
+    /// reason (internal) never reaches the client.
+    #[test]
+    fn actor_errors_map_to_what_a_client_can_act_on() {
+        let id = steward_domain::WorkspaceId::from(uuid::Uuid::nil());
+        let table = [
+            (ActorError::NotFound(id), 404, "NOT_FOUND"),
+            (ActorError::SecretNotFound("K".into()), 404, "NOT_FOUND"),
+            (ActorError::Deleting, 409, "WORKSPACE_DELETING"),
+            (ActorError::AlreadySwitching, 409, "ALREADY_SWITCHING"),
+            (ActorError::SameProvider("sim".into()), 409, "SAME_PROVIDER"),
+            (ActorError::Unauthorized, 401, "UNAUTHORIZED"),
+            (
+                ActorError::UnknownProvider("x".into()),
+                422,
+                "INVALID_FIELD",
+            ),
+            (
+                ActorError::IdempotencyConflict,
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+            ),
+            (ActorError::Overloaded, 503, "OVERLOADED"),
+            (ActorError::Restarting, 503, "OVERLOADED"),
+            (ActorError::ShuttingDown, 503, "UNAVAILABLE"),
+            (
+                ActorError::Store("disk I/O error at /secret/path".into()),
+                503,
+                "UNAVAILABLE",
+            ),
+            (
+                ActorError::Provider("engine down".into()),
+                502,
+                "PROVIDER_ERROR",
+            ),
+        ];
+        for (error, status, code) in table {
+            let shown = format!("{error:?}");
+            let (got, body, _) = answer(&ApiError::from(error));
+            assert_eq!(
+                (got, body["error"].as_str()),
+                (status, Some(code)),
+                "{shown}"
+            );
+            assert!(!body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/secret/path"));
+        }
+    }
+}

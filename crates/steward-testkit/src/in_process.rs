@@ -22,7 +22,7 @@ pub struct InProcess {
     pub registry: Registry,
     /// Their store.
     pub store: Store,
-    /// The one provider, `sim` (its knobs can be changed while it runs).
+    /// The provider `sim`, the default (its knobs can be changed while it runs).
     pub sim: Arc<SimProvider>,
     dir: TempDir,
 }
@@ -31,6 +31,7 @@ pub struct InProcess {
 #[derive(Clone, Debug)]
 pub struct InProcessBuilder {
     sim: SimConfig,
+    others: Vec<(String, SimConfig)>,
     policy: Policy,
     mailbox_capacity: usize,
     arbiters: usize,
@@ -46,6 +47,7 @@ impl InProcess {
                 stop_delay: Duration::ZERO,
                 ..SimConfig::default()
             },
+            others: Vec::new(),
             policy: Policy::default(),
             mailbox_capacity: 1024,
             arbiters: 0,
@@ -89,6 +91,12 @@ impl InProcessBuilder {
         InProcessBuilder { sim, ..self }
     }
 
+    /// Another sim provider, named `name` (to switch workspaces to).
+    pub fn other_sim(mut self, name: &str, sim: SimConfig) -> InProcessBuilder {
+        self.others.push((name.to_owned(), sim));
+        self
+    }
+
     /// The lifecycle policy.
     pub fn policy(self, policy: Policy) -> InProcessBuilder {
         InProcessBuilder { policy, ..self }
@@ -130,6 +138,9 @@ impl InProcessBuilder {
         let sim = Arc::new(SimProvider::new("sim", self.sim));
         let mut providers = Providers::default();
         providers.insert(sim.clone());
+        for (name, config) in self.others {
+            providers.insert(Arc::new(SimProvider::new(name, config)));
+        }
         let deps = Deps {
             store: store.clone(),
             providers,
