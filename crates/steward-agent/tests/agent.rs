@@ -8,11 +8,14 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fake_control::{agent_env, eventually, FakeControl, HEARTBEAT, REGISTER, TOKEN};
+use fake_control::{agent_env, FakeControl, HEARTBEAT, REGISTER, TOKEN};
 use serde_json::{json, Value};
 use steward_agent::{run, Agent, Config, Exit};
+use steward_testkit::eventually;
 
 const RUN_LIMIT: Duration = Duration::from_secs(10);
+/// Longest wait on a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn config(control_url: &str, extra: &[(&str, &str)]) -> Config {
     let mut env = agent_env(control_url);
@@ -43,7 +46,7 @@ async fn registration_is_retried_until_the_control_plane_answers_then_heartbeats
         let _ = stopped.await;
     }));
 
-    let health = eventually("the agent's /health", || {
+    let health = eventually(WAIT, "the agent's /health", || {
         get_json(format!("{agent_url}/health"))
     })
     .await;
@@ -55,7 +58,7 @@ async fn registration_is_retried_until_the_control_plane_answers_then_heartbeats
         REGISTER if n < 2 => 503,
         _ => 200,
     });
-    eventually("two heartbeats", || async {
+    eventually(WAIT, "two heartbeats", || async {
         (control.calls_to(HEARTBEAT).len() >= 2).then_some(())
     })
     .await;
@@ -116,7 +119,7 @@ async fn first_heartbeat_is_sent_right_after_registration() {
     let control = FakeControl::start(|_, _| 200);
     let config = config(&control.url(), &[("STEWARD_HEARTBEAT_INTERVAL", "1h")]);
     let running = tokio::spawn(run(config, pending()));
-    eventually("the first heartbeat", || async {
+    eventually(WAIT, "the first heartbeat", || async {
         (control.calls_to(HEARTBEAT).len() == 1).then_some(())
     })
     .await;
@@ -170,7 +173,7 @@ async fn registration_answers_decide_the_outcome() {
                 assert_eq!(control.calls_to(HEARTBEAT).len(), 0, "{answers:?}");
             }
             None => {
-                eventually("a heartbeat", || async {
+                eventually(WAIT, "a heartbeat", || async {
                     (!control.calls_to(HEARTBEAT).is_empty()).then_some(())
                 })
                 .await;
@@ -203,7 +206,7 @@ async fn binary_exits_0_promptly_on_sigterm_and_never_logs_the_token() {
         .envs(agent_env(&control.url()))
         .spawn()
         .expect("spawn steward-agent");
-    eventually("the binary's heartbeats", || async {
+    eventually(WAIT, "the binary's heartbeats", || async {
         (control.calls_to(HEARTBEAT).len() >= 2).then_some(())
     })
     .await;
@@ -214,7 +217,7 @@ async fn binary_exits_0_promptly_on_sigterm_and_never_logs_the_token() {
         .status()
         .expect("run kill");
     assert!(kill.success());
-    let status = eventually("the binary to exit", || {
+    let status = eventually(WAIT, "the binary to exit", || {
         let exited = child.try_wait().expect("try_wait");
         async move { exited }
     })
@@ -243,7 +246,7 @@ async fn binary_exits_3_when_superseded() {
         .envs(agent_env(&control.url()))
         .spawn()
         .expect("spawn steward-agent");
-    let status = eventually("the binary to exit", || {
+    let status = eventually(WAIT, "the binary to exit", || {
         let exited = child.try_wait().expect("try_wait");
         async move { exited }
     })
