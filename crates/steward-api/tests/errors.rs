@@ -115,6 +115,24 @@ where
     (doc, events)
 }
 
+/// How many workspaces `GET /v1/workspaces` lists.
+async fn workspace_count<S, B>(app: &S) -> usize
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let list = send(
+        app,
+        admin(test::TestRequest::get().uri("/v1/workspaces")).to_request(),
+    )
+    .await
+    .ok(200);
+    list["workspaces"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_else(|| panic!("no list of workspaces: {list}"))
+}
+
 /// Waits until the workspace is running and idle with its log caught up; its snapshot.
 async fn settled<S, B>(app: &S, id: &str) -> (Value, Value)
 where
@@ -364,14 +382,7 @@ async fn malformed_invalid_oversized_and_unauthorized_requests_change_nothing() 
     }
 
     // Nothing changed: no workspace, event, secret or generation was added.
-    let list = send(&app, admin(get().uri("/v1/workspaces")).to_request())
-        .await
-        .ok(200);
-    assert_eq!(
-        list["workspaces"].as_array().map(Vec::len),
-        Some(1),
-        "{list}"
-    );
+    assert_eq!(workspace_count(&app).await, 1);
     assert_eq!(snapshot(&app, &id).await, before);
     let keys = send(
         &app,
@@ -488,15 +499,5 @@ async fn an_idempotency_key_replays_its_create_and_refuses_another_body() {
         .to_request();
     let other = send(&app, other).await.ok(201);
     assert_ne!(other["id"], first["id"]);
-    let list = send(
-        &app,
-        admin(test::TestRequest::get().uri("/v1/workspaces")).to_request(),
-    )
-    .await
-    .ok(200);
-    assert_eq!(
-        list["workspaces"].as_array().map(Vec::len),
-        Some(2),
-        "{list}"
-    );
+    assert_eq!(workspace_count(&app).await, 2);
 }
