@@ -162,6 +162,9 @@ pub struct WorkspaceView {
     pub switch: Option<Switch>,
     /// Secret keys (never values).
     pub secret_keys: Vec<String>,
+    /// `seq` of its latest event (events are numbered 1, 2, … per workspace), so that a
+    /// reader can page through its history newest first.
+    pub last_event_seq: i64,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last change.

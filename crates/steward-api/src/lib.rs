@@ -11,7 +11,7 @@ mod body;
 pub mod dto;
 mod error;
 mod routes;
-mod validate;
+pub mod validate;
 
 pub use auth::token_hash;
 pub use error::{ApiError, ErrorBody};

@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "backoff",
     "health",
     "providers",
+    "console",
 ];
 
 /// The daemon's configuration.
@@ -71,6 +72,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Providers.
     pub providers: ProvidersConfig,
+    /// The web console at `/ui`.
+    pub console: steward_console::ConsoleConfig,
 }
 
 /// Log line format.
@@ -277,6 +280,7 @@ impl Config {
                 bail!("providers.sim.fail_rate and panic_rate must be within [0, 1]");
             }
         }
+        self.console.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -347,6 +351,13 @@ mod tests {
             assert!(!docker.enabled, "docker is off by default");
             assert_eq!(docker.stop_timeout, Duration::from_secs(10));
             assert_eq!(docker.call_timeout, Duration::from_secs(30));
+            let console = &config.console;
+            assert!(console.enabled, "the console is on by default");
+            assert_eq!(console.session_ttl, Duration::from_secs(12 * 3600));
+            assert_eq!(
+                (console.page_size, console.login_attempts_per_minute),
+                (50, 10)
+            );
             Ok(())
         });
     }

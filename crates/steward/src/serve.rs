@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use steward_actors::{Clock, Deps, EventBus, Registry, RegistryOptions};
 use steward_api::ApiState;
+use steward_console::Console;
 use steward_provider::docker::DockerProvider;
 use steward_provider::process::ProcessProvider;
 use steward_provider::sim::SimProvider;
@@ -190,9 +191,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot load workspaces")?;
     registry.start_probes(config.health.interval);
 
+    let admin_token_hash = steward_api::token_hash(&admin_token);
+    let console = config.console.enabled.then(|| {
+        let render = metrics.clone();
+        web::Data::new(Console::new(
+            registry.clone(),
+            admin_token_hash,
+            config.console.clone(),
+            Some(Arc::new(move || render.render())),
+        ))
+    });
+    if let Some(console) = &console {
+        console
+            .start_sampling()
+            .context("cannot start the console's sampler")?;
+    }
     let state = web::Data::new(ApiState {
         registry: registry.clone(),
-        admin_token_hash: steward_api::token_hash(&admin_token),
+        admin_token_hash,
         metrics: Some(metrics),
         max_body_bytes: config.http.max_body_bytes,
         default_provider: config.default_provider.clone(),
@@ -203,9 +219,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.http.workers
     };
     let server = HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(steward_api::observe))
-            .configure(steward_api::configure(state.clone()))
+        let app = App::new().wrap(from_fn(steward_api::observe));
+        // The console's scope first: the API's routes end with its JSON 404 for the rest.
+        let app = match &console {
+            Some(console) => app.configure(steward_console::configure(console.clone())),
+            None => app,
+        };
+        app.configure(steward_api::configure(state.clone()))
     })
     .workers(workers)
     .disable_signals()
@@ -222,6 +242,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward listening");
     println!("steward listening on http://{addr}");
     println!("admin token: {token_source}");
+    if config.console.enabled {
+        println!("console: http://{addr}/ui (log in with the admin token)");
+    }
 
     let server = server.run();
     let handle = server.handle();

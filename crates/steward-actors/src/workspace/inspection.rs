@@ -38,6 +38,7 @@ impl WorkspaceActor {
             failure: state.failure.clone(),
             switch: state.switch.as_deref().cloned(),
             secret_keys: self.secrets.keys().cloned().collect(),
+            last_event_seq: self.last_event_seq,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
