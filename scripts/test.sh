@@ -21,4 +21,13 @@ fi
 # run does not rebuild the binary without them.
 FEATURES=(--features steward/failpoints)
 cargo build --workspace --bins "${FEATURES[@]}"
-exec scripts/with-postgres.sh cargo test --workspace --no-fail-fast "${FEATURES[@]}"
+
+# The web console in a real browser (installs chromium and selenium if missing; under CI a
+# missing browser fails). Its outcome is reported after the cargo tests, which run anyway.
+browser=0
+scripts/console-test.sh || browser=$?
+scripts/with-postgres.sh cargo test --workspace --no-fail-fast "${FEATURES[@]}"
+if [ "$browser" != 0 ]; then
+    echo "error: the console's browser test failed (scripts/console-test.sh; screenshots in target/console-test)" >&2
+fi
+exit "$browser"

@@ -176,7 +176,7 @@ pub fn row(operator: &Operator, w: &Workspace) -> Markup {
         tr id=(row_id(&w.id)) data-phase=(w.phase) {
             td.name {
                 a href=(base) { (w.name) }
-                span.id.mono { (w.id) }
+                span.id.mono title=(w.id) { (w.id.get(..8).unwrap_or(&w.id)) "…" }
             }
             td { (w.provider) }
             td.phase-cell {
