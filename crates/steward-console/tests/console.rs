@@ -37,6 +37,25 @@ fn console(core: &InProcess, config: ConsoleConfig) -> web::Data<Console> {
     ))
 }
 
+/// The console's routes, in-process.
+async fn serve(
+    console: web::Data<Console>,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(App::new().configure(steward_console::configure(console))).await
+}
+
+/// Waits until the workspace runs.
+async fn running(core: &InProcess, id: &str) {
+    eventually(WAIT, "the workspace to run", || async {
+        phase(core, id).await == "running"
+    })
+    .await;
+}
+
 /// One answer, read completely.
 struct Page {
     status: u16,
@@ -150,8 +169,7 @@ async fn phase(core: &InProcess, id: &str) -> &'static str {
 async fn a_wrong_token_is_refused_on_the_page_and_the_right_one_opens_a_session() {
     let core = InProcess::start().await;
     let console = console(&core, ConsoleConfig::default());
-    let app =
-        test::init_service(App::new().configure(steward_console::configure(console.clone()))).await;
+    let app = serve(console.clone()).await;
 
     let wrong = send(
         &app,
@@ -192,10 +210,7 @@ async fn login_attempts_are_limited_per_address_and_the_limit_is_shown() {
         login_attempts_per_minute: 3,
         ..ConsoleConfig::default()
     };
-    let app = test::init_service(
-        App::new().configure(steward_console::configure(console(&core, config))),
-    )
-    .await;
+    let app = serve(console(&core, config)).await;
     for _ in 0..3 {
         let answer = send(&app, login_request("guess", "10.0.0.1:1").to_request()).await;
         assert_eq!(answer.status, 401);
@@ -218,11 +233,7 @@ async fn login_attempts_are_limited_per_address_and_the_limit_is_shown() {
 async fn pages_need_a_session_and_every_answer_carries_a_strict_csp() {
     let core = InProcess::start().await;
     let id = core.create(spec("alpha"), &[]).await;
-    let app = test::init_service(App::new().configure(steward_console::configure(console(
-        &core,
-        ConsoleConfig::default(),
-    ))))
-    .await;
+    let app = serve(console(&core, ConsoleConfig::default())).await;
 
     let anonymous = send(
         &app,
@@ -302,16 +313,9 @@ async fn pages_need_a_session_and_every_answer_carries_a_strict_csp() {
 async fn forms_without_the_session_token_or_from_another_origin_change_nothing() {
     let core = InProcess::start().await;
     let id = core.create(spec("alpha"), &[]).await;
-    let app = test::init_service(App::new().configure(steward_console::configure(console(
-        &core,
-        ConsoleConfig::default(),
-    ))))
-    .await;
+    let app = serve(console(&core, ConsoleConfig::default())).await;
     let session = login(&app).await;
-    eventually(WAIT, "alpha to run", || async {
-        phase(&core, &id).await == "running"
-    })
-    .await;
+    running(&core, &id).await;
     let before = generation(&core, &id).await;
     let restart = format!("/ui/workspaces/{id}/restart");
 
@@ -354,16 +358,9 @@ async fn forms_without_the_session_token_or_from_another_origin_change_nothing()
 async fn actions_redirect_back_with_a_message_and_answer_json_to_the_script() {
     let core = InProcess::start().await;
     let id = core.create(spec("alpha"), &[]).await;
-    let app = test::init_service(App::new().configure(steward_console::configure(console(
-        &core,
-        ConsoleConfig::default(),
-    ))))
-    .await;
+    let app = serve(console(&core, ConsoleConfig::default())).await;
     let session = login(&app).await;
-    eventually(WAIT, "alpha to run", || async {
-        phase(&core, &id).await == "running"
-    })
-    .await;
+    running(&core, &id).await;
 
     // Without the script: a redirect to the page the form was on, and the message there.
     let back = format!("{ORIGIN}/ui/workspaces?phase=running");
@@ -448,11 +445,7 @@ async fn the_workspace_page_shows_keys_never_values_and_escapes_what_users_typed
     let id = core
         .create(hostile, &[("API_KEY", "secret-value-9c1d")])
         .await;
-    let app = test::init_service(App::new().configure(steward_console::configure(console(
-        &core,
-        ConsoleConfig::default(),
-    ))))
-    .await;
+    let app = serve(console(&core, ConsoleConfig::default())).await;
     let session = login(&app).await;
     let set = session.post(
         &format!("/ui/workspaces/{id}/secrets"),
@@ -500,10 +493,7 @@ async fn the_list_is_paged_and_filtered_on_the_server() {
         page_size: 3,
         ..ConsoleConfig::default()
     };
-    let app = test::init_service(
-        App::new().configure(steward_console::configure(console(&core, config))),
-    )
-    .await;
+    let app = serve(console(&core, config)).await;
     let session = login(&app).await;
     let rows = |page: &Page| page.body.matches("<tr id=\"row-").count();
 
@@ -559,28 +549,18 @@ async fn the_list_is_paged_and_filtered_on_the_server() {
 async fn the_timeline_pages_back_newest_first_and_filters() {
     let core = InProcess::start().await;
     let id = core.create(spec("busy"), &[]).await;
-    let app = test::init_service(App::new().configure(steward_console::configure(console(
-        &core,
-        ConsoleConfig::default(),
-    ))))
-    .await;
+    let app = serve(console(&core, ConsoleConfig::default())).await;
     let session = login(&app).await;
     let wid: WorkspaceId = id.parse().expect("an id");
     // Enough restarts for more than one page of events.
     for _ in 0..20 {
-        eventually(WAIT, "busy to run", || async {
-            phase(&core, &id).await == "running"
-        })
-        .await;
+        running(&core, &id).await;
         core.registry
             .submit(wid, Intent::Restart)
             .await
             .expect("restart");
     }
-    eventually(WAIT, "busy to run", || async {
-        phase(&core, &id).await == "running"
-    })
-    .await;
+    running(&core, &id).await;
     let last = core.registry.get(wid).await.expect("exists").last_event_seq;
     assert!(last > 50, "{last} events");
 
@@ -633,13 +613,12 @@ async fn the_timeline_pages_back_newest_first_and_filters() {
 async fn read_stream<B>(body: &mut Pin<Box<B>>, text: &mut String, done: impl Fn(&str) -> bool)
 where
     B: MessageBody,
-    B::Error: std::fmt::Debug,
 {
     let read = async {
         while !done(text) {
             match futures::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
                 Some(Ok(bytes)) => text.push_str(&String::from_utf8_lossy(&bytes)),
-                Some(Err(e)) => panic!("stream failed: {e:?}"),
+                Some(Err(e)) => panic!("stream failed: {}", e.into()),
                 None => break,
             }
         }
@@ -658,13 +637,9 @@ async fn one_stream_carries_rows_and_the_workspace_page_and_ends_at_logout() {
     let beta = core.create(spec("beta"), &[]).await;
     let console = console(&core, ConsoleConfig::default());
     console.samples().take();
-    let app =
-        test::init_service(App::new().configure(steward_console::configure(console.clone()))).await;
+    let app = serve(console.clone()).await;
     let session = login(&app).await;
-    eventually(WAIT, "alpha to run", || async {
-        phase(&core, &alpha).await == "running"
-    })
-    .await;
+    running(&core, &alpha).await;
     let after = core
         .registry
         .get(alpha.parse().expect("id"))
