@@ -29,20 +29,23 @@ if ! have_browser; then
             --no-install-recommends chromium chromium-driver >&2 || true
     fi
 fi
-if ! have_browser; then
+# A part that cannot be had: under CI a failure, otherwise the test is skipped, loudly.
+missing() {
     if [ "${CI:-}" = "true" ]; then
-        echo "error: chromium and chromium-driver are missing and could not be installed; the console's browser test needs them (CI=true)" >&2
+        echo "error: $1; the console's browser test needs it (CI=true)" >&2
         exit 1
     fi
-    echo "warning: no chromium/chromium-driver: the console's browser test is SKIPPED" >&2
+    echo "warning: $1: the console's browser test is SKIPPED" >&2
     exit 0
-fi
+}
+
+have_browser || missing "chromium and chromium-driver are missing and could not be installed"
 
 VENV=target/console-venv
 if ! "$VENV/bin/python" -c 'import selenium' 2>/dev/null; then
     echo "console-test: installing selenium into $VENV" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q 'selenium>=4.20,<5' >&2
+    python3 -m venv "$VENV" >&2 || missing "python3 cannot create a virtualenv (python3-venv)"
+    "$VENV/bin/pip" install -q 'selenium>=4.20,<5' >&2 || missing "selenium could not be installed from PyPI"
 fi
 
 BIN=${STEWARD_BIN:-target/debug/steward}

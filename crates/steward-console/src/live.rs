@@ -279,7 +279,11 @@ impl Live {
             }
             tokio::select! {
                 _ = tx.closed() => return,
-                _ = closing.changed() => {}
+                changed = closing.changed() => {
+                    if changed.is_err() {
+                        return; // the registry is gone
+                    }
+                }
                 received = bus.recv() => match received {
                     Ok(event) => self.note(event),
                     Err(RecvError::Lagged(_)) => self.lagged(),
