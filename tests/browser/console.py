@@ -360,14 +360,14 @@ def screenshots(daemon, out):
     daemon.call("POST", f"/v1/workspaces/{ids['sandbox-7']}/stop")
     wait("legacy-tool to be parked", lambda: daemon.phase(ids["legacy-tool"]) == "failed",
          timeout=30)
-    for n in ("support-bot-eu", "nightly-evals"):
-        daemon.call("POST", f"/v1/workspaces/{ids[n]}/restart")
 
     d = browser(javascript=True, height=800)
     try:
         log_in(d, daemon)
         wait("the list", lambda: d.current_url.endswith("/ui/workspaces")
              and text(d, "live") == "live")
+        for n in ("support-bot-eu", "nightly-evals"):
+            daemon.call("POST", f"/v1/workspaces/{ids[n]}/restart")
         wait("a restart in flight", lambda: attribute(
             d, f"#row-{ids['support-bot-eu']}", "data-phase") == "provisioning")
         d.save_screenshot(str(out / "console-list.png"))
