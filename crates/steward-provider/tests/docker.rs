@@ -364,10 +364,10 @@ async fn stop_and_remove_are_idempotent_and_a_stopped_instance_is_replaced_on_st
     f.provider.stop(id).await.expect("stop after remove");
 }
 
-/// `remove` starts removing the container it created at once, beside its look-up of the
-/// workspace's containers; what it remembers is a hint, never the whole truth.
+/// `remove` takes every container of ours labelled with the workspace, whatever its name, and
+/// never one that is not ours, whatever its name.
 #[tokio::test]
-async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() {
+async fn remove_takes_every_container_of_ours_and_nothing_else() {
     let Some(f) = Fixture::new().await else {
         return;
     };
@@ -385,12 +385,12 @@ async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() 
     assert!(inspect(&started).is_none(), "the started container is gone");
     assert!(inspect(&leftover).is_none(), "and so is the leftover");
 
-    // The container it remembers was removed behind its back, and another of ours holds
-    // the name: that one is removed all the same.
+    // The container it started was removed behind its back, and another of ours holds the
+    // name: that one is removed all the same.
     let next = Spec(spec.0.clone()).generation(2);
     f.provider.start(&next.0).await.expect("start again");
-    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
-    docker_ok(&["rm", "-f", &remembered]);
+    let started = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    docker_ok(&["rm", "-f", &started]);
     let replacement = f.by_hand(id, &ours, true);
     f.provider
         .remove(id)
@@ -402,36 +402,23 @@ async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() 
     );
     assert_eq!(f.liveness(id).await, Liveness::Absent);
 
-    // The container it remembers is removed by hand, and a container that is not ours is
-    // then named after its id (the engine reads an id it no longer knows as a name): the
-    // provider forgot the id when the engine reported the removal, and never touches it.
+    // The container it started is removed by hand, and a container that is not ours is then
+    // named after its id (the engine reads an id it no longer knows as a name): never touched.
     let third = Spec(spec.0.clone()).generation(3);
     f.provider
         .start(&third.0)
         .await
         .expect("start a third time");
-    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
-    assert_eq!(
-        f.provider.remembered(id).as_deref(),
-        Some(remembered.as_str())
-    );
-    docker_ok(&["rm", "-f", &remembered]);
-    let deadline = Instant::now() + BOUND;
-    while f.provider.remembered(id).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the removal by hand is never forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let impostor = f.by_hand_named(&remembered, &[], true);
+    let started = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    docker_ok(&["rm", "-f", &started]);
+    let impostor = f.by_hand_named(&started, &[], true);
     f.provider
         .remove(id)
         .await
         .expect("remove: nothing of ours");
     assert!(
         inspect(&impostor).is_some(),
-        "a container named after a forgotten id is not ours to remove"
+        "a container named after the id of a removed one is not ours to remove"
     );
     docker_ok(&["rm", "-f", &impostor]);
 
@@ -441,8 +428,8 @@ async fn remove_takes_every_container_of_ours_whatever_the_provider_remembers() 
         .start(&fourth.0)
         .await
         .expect("start a fourth time");
-    let remembered = f.inspect(id)["Id"].as_str().expect("id").to_owned();
-    docker_ok(&["rm", "-f", &remembered]);
+    let started = f.inspect(id)["Id"].as_str().expect("id").to_owned();
+    docker_ok(&["rm", "-f", &started]);
     let foreign = f.by_hand(id, &[(WORKSPACE, workspace.as_str())], true);
     f.provider
         .remove(id)

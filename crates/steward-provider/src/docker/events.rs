@@ -1,9 +1,8 @@
 //! Following the engine's event stream for deaths of our containers.
 //!
-//! One background task per provider subscribes to `die` and `destroy` events of containers
-//! carrying our owner label. It publishes each `die` as an [`InstanceDeath`], and on a
-//! `destroy` forgets the container if it is the one the provider remembers for its workspace
-//! ([`Known`]). When the stream breaks (the engine restarts, the socket goes away) it
+//! One background task per engine (see `host.rs`) subscribes to `die` events of containers
+//! carrying our owner label, and publishes each as an [`InstanceDeath`], unless the provider
+//! caused it itself ([`Quiet`]). When the stream breaks (the engine restarts, the socket goes away) it
 //! reconnects with backoff, asking the engine to replay what happened since the last event it
 //! saw, so a short break loses nothing the engine still remembers. The first subscription
 //! replays from the moment the provider was created: a death between `connect` and the stream
@@ -18,10 +17,10 @@ use crate::InstanceDeath;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use steward_domain::{Generation, WorkspaceId};
+use steward_domain::WorkspaceId;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
@@ -43,8 +42,6 @@ pub(super) struct Follower {
     pub(super) stop: oneshot::Receiver<()>,
     /// Deaths the provider causes itself.
     pub(super) quiet: Arc<Quiet>,
-    /// The containers the provider remembers, forgotten here when destroyed.
-    pub(super) known: Arc<Known>,
 }
 
 /// Containers this provider is stopping or removing itself: their deaths are its own doing,
@@ -67,50 +64,6 @@ impl Quiet {
         self.0
             .remove(id)
             .is_some_and(|(_, at)| at.elapsed() < Self::FOR)
-    }
-}
-
-/// The container of ours each workspace was last seen with (started by the provider, or
-/// listed), by id, with its generation: the hint that lets `remove` start removing it at once.
-///
-/// Held only while the container exists, as far as the provider can tell: taken by `remove`,
-/// forgotten when the engine reports the container destroyed (by whomever), and cut back to
-/// what each full list of our containers shows. An id the engine no longer knows would be
-/// read by the engine as a container *name*, so a hint must not outlive its container.
-#[derive(Debug, Default)]
-pub(super) struct Known(dashmap::DashMap<WorkspaceId, (String, Generation)>);
-
-impl Known {
-    /// Remembers `container` as the workspace's.
-    pub(super) fn remember(
-        &self,
-        workspace: WorkspaceId,
-        container: String,
-        generation: Generation,
-    ) {
-        self.0.insert(workspace, (container, generation));
-    }
-
-    /// Takes what is remembered of the workspace.
-    pub(super) fn take(&self, workspace: WorkspaceId) -> Option<(String, Generation)> {
-        self.0.remove(&workspace).map(|(_, known)| known)
-    }
-
-    /// The container remembered for the workspace.
-    pub(super) fn get(&self, workspace: WorkspaceId) -> Option<String> {
-        self.0.get(&workspace).map(|known| known.0.clone())
-    }
-
-    /// Forgets `container` if it is the one remembered for the workspace.
-    fn forget(&self, workspace: WorkspaceId, container: &str) {
-        self.0
-            .remove_if(&workspace, |_, (known, _)| known == container);
-    }
-
-    /// Forgets every container not in `listed` (the ids of a full list of our containers).
-    pub(super) fn keep_only(&self, listed: &HashSet<String>) {
-        self.0
-            .retain(|_, (container, _)| listed.contains(container));
     }
 }
 
@@ -166,11 +119,10 @@ impl Follower {
             deaths,
             stop,
             quiet,
-            known,
         } = self;
         tokio::select! {
             _ = stop => {}
-            () = follow(&engine, &owner, &deaths, &quiet, &known) => {}
+            () = follow(&engine, &owner, &deaths, &quiet) => {}
         }
         tracing::debug!(owner, "docker event follower stopped");
     }
@@ -182,17 +134,13 @@ async fn follow(
     owner: &str,
     deaths: &broadcast::Sender<InstanceDeath>,
     quiet: &Quiet,
-    known: &Known,
 ) {
     let mut cursor = Cursor::starting_now();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
     let filters = HashMap::from([
         ("type".to_owned(), vec!["container".to_owned()]),
-        (
-            "event".to_owned(),
-            vec!["die".to_owned(), "destroy".to_owned()],
-        ),
+        ("event".to_owned(), vec!["die".to_owned()]),
         (
             "label".to_owned(),
             vec![format!("{}={owner}", labels::OWNER)],
@@ -218,7 +166,7 @@ async fn follow(
                                 failures = 0;
                                 backoff = BACKOFF_MIN;
                             }
-                            publish(event, owner, &mut cursor, deaths, quiet, known);
+                            publish(event, owner, &mut cursor, deaths, quiet);
                         }
                         Some(Err(error)) => {
                             break engine
@@ -247,38 +195,22 @@ async fn follow(
     }
 }
 
-/// Publishes a `die` event of one of our containers as a death, once; on a `destroy` of one
-/// of ours, forgets the container if the provider remembers it (a replayed `destroy` only
-/// forgets again, so it needs no cursor).
+/// Publishes a `die` event of one of our containers as a death, once.
 fn publish(
     event: EventMessage,
     owner: &str,
     cursor: &mut Cursor,
     deaths: &broadcast::Sender<InstanceDeath>,
     quiet: &Quiet,
-    known: &Known,
 ) {
-    if event.typ != Some(EventMessageTypeEnum::CONTAINER) {
+    if event.typ != Some(EventMessageTypeEnum::CONTAINER) || event.action.as_deref() != Some("die")
+    {
         return;
     }
-    let destroyed = match event.action.as_deref() {
-        Some("die") => false,
-        Some("destroy") => true,
-        _ => return,
-    };
     let actor = event.actor.unwrap_or_default();
     let id = actor.id.unwrap_or_default();
     let attributes = actor.attributes.unwrap_or_default();
     if attributes.get(labels::OWNER).map(String::as_str) != Some(owner) {
-        return;
-    }
-    let workspace = attributes
-        .get(labels::WORKSPACE)
-        .and_then(|w| w.parse::<WorkspaceId>().ok());
-    if destroyed {
-        if let Some(workspace) = workspace {
-            known.forget(workspace, &id);
-        }
         return;
     }
     let at_nanos = event
@@ -289,7 +221,10 @@ fn publish(
         return;
     }
     let name = attributes.get("name").map(String::as_str).unwrap_or("");
-    let Some(workspace_id) = workspace else {
+    let Some(workspace_id) = attributes
+        .get(labels::WORKSPACE)
+        .and_then(|w| w.parse::<WorkspaceId>().ok())
+    else {
         tracing::warn!(
             container = name,
             "a container of ours died without a valid workspace label"
@@ -310,6 +245,7 @@ fn publish(
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+    use steward_domain::Generation;
 
     fn die(owner: &str, workspace: &str, generation: &str, at: i64, id: &str) -> EventMessage {
         event("die", owner, workspace, generation, at, id)
@@ -350,7 +286,6 @@ mod tests {
             &mut cursor,
             &tx,
             &Quiet::default(),
-            &Known::default(),
         );
         // A replay repeats it; another owner's and a malformed one are ignored.
         publish(
@@ -359,7 +294,6 @@ mod tests {
             &mut cursor,
             &tx,
             &Quiet::default(),
-            &Known::default(),
         );
         publish(
             die("other", &ws.to_string(), "4", 11, "b"),
@@ -367,7 +301,6 @@ mod tests {
             &mut cursor,
             &tx,
             &Quiet::default(),
-            &Known::default(),
         );
         publish(
             die("me", "not-a-uuid", "4", 12, "c"),
@@ -375,7 +308,6 @@ mod tests {
             &mut cursor,
             &tx,
             &Quiet::default(),
-            &Known::default(),
         );
         // Same instant, another container: new.
         publish(
@@ -384,7 +316,6 @@ mod tests {
             &mut cursor,
             &tx,
             &Quiet::default(),
-            &Known::default(),
         );
         let got: Vec<InstanceDeath> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         let workspace_id = WorkspaceId::from(ws);
@@ -401,54 +332,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn a_destroy_of_ours_forgets_the_container_remembered_and_no_other() {
-        let (tx, mut rx) = broadcast::channel(8);
-        let mut cursor = Cursor::default();
-        let quiet = Quiet::default();
-        let known = Known::default();
-        let (ws, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        let (ws_id, other_id) = (WorkspaceId::from(ws), WorkspaceId::from(other));
-        known.remember(ws_id, "a".to_owned(), Generation(3));
-        known.remember(other_id, "b".to_owned(), Generation(1));
-        let destroy = |owner: &str, workspace: &uuid::Uuid, at: i64, id: &str| {
-            event("destroy", owner, &workspace.to_string(), "3", at, id)
-        };
-        // Another container of the workspace (a leftover), another owner's container with
-        // the same id: the remembered one stays.
-        for e in [destroy("me", &ws, 10, "x"), destroy("other", &ws, 11, "a")] {
-            publish(e, "me", &mut cursor, &tx, &quiet, &known);
-        }
-        assert_eq!(known.take(ws_id), Some(("a".to_owned(), Generation(3))));
-        known.remember(ws_id, "a".to_owned(), Generation(3));
-        // Its own destroy forgets it, and is no death.
-        publish(
-            destroy("me", &ws, 12, "a"),
-            "me",
-            &mut cursor,
-            &tx,
-            &quiet,
-            &known,
-        );
-        assert_eq!(known.take(ws_id), None);
-        assert!(rx.try_recv().is_err(), "a destroy is not a death");
-        assert_eq!(known.take(other_id), Some(("b".to_owned(), Generation(1))));
-    }
-
-    #[test]
-    fn a_full_list_keeps_only_the_containers_it_shows() {
-        let known = Known::default();
-        let (ws, other) = (
-            WorkspaceId::from(uuid::Uuid::new_v4()),
-            WorkspaceId::from(uuid::Uuid::new_v4()),
-        );
-        known.remember(ws, "a".to_owned(), Generation(1));
-        known.remember(other, "b".to_owned(), Generation(2));
-        known.keep_only(&HashSet::from(["b".to_owned(), "c".to_owned()]));
-        assert_eq!(known.take(ws), None);
-        assert_eq!(known.take(other), Some(("b".to_owned(), Generation(2))));
     }
 
     #[test]

@@ -20,149 +20,46 @@
 //!
 //! ## Engine access
 //!
-//! See `docker/engine.rs`: the engine is reached lazily (an engine that is down does not keep
-//! the daemon from starting; operations fail with `Engine` errors until it is back), the API
-//! version is negotiated down to the engine's, at most `max_concurrent_ops` calls are in
-//! flight, and each has a deadline.
+//! See `docker/host.rs` and `docker/engine.rs`: every engine call goes through the host the
+//! provider drives (one engine, at the configured socket), which holds the connection and
+//! follows the engine's event stream. The engine is reached lazily (an engine that is down
+//! does not keep the daemon from starting; operations fail with `Engine` errors until it is
+//! back), the API version is negotiated down to the engine's, at most `max_concurrent_ops`
+//! calls are in flight, and each has a deadline.
 //!
 //! ## What it does not do
 //!
-//! It keeps no state of its own: the engine is the record, so a restarted daemon sees the
-//! same containers. (It remembers the id of each workspace's container it started or listed,
-//! while that container exists, only as a hint to save a look-up: see
-//! [`DockerProvider::remove`].) It does not pull, build or remove images, collect logs, or stop
-//! containers when the daemon exits (they survive it; adoption is the daemon's business).
-//! Reading containers goes through the container list, never `inspect`: bollard logs every
-//! answer body at `debug`, and an inspect answer holds the container's environment, secrets
-//! included. (The create request itself is logged by bollard at `trace`: a daemon must keep
-//! `bollard` below `debug` in its log filter.)
+//! It keeps no state of its own, not even the id of a container it started: the engine is the
+//! record, so a restarted daemon sees the same containers, and every operation finds the
+//! containers it acts on by a list call (by name or by labels) made for it. It does not pull,
+//! build or remove images, collect logs, or stop containers when the daemon exits (they
+//! survive it; adoption is the daemon's business). Reading containers goes through the
+//! container list, never `inspect`: bollard logs every answer body at `debug`, and an inspect
+//! answer holds the container's environment, secrets included. (The create request itself is
+//! logged by bollard at `trace`: a daemon must keep `bollard` below `debug` in its log filter.)
 
+mod config;
 mod engine;
 mod events;
+mod host;
 mod spec;
+
+pub use config::DockerConfig;
 
 use crate::{InstanceDeath, InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, KillContainerOptions, StartContainerOptions, StopContainerOptions,
 };
-use engine::Engine;
-use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use host::{Found, Host};
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{Generation, ReadyWhen, WorkspaceId};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 /// Deaths buffered per subscriber before a slow one starts missing some (probes cover it).
 const DEATHS_CAPACITY: usize = 256;
-
-/// `[providers.docker]` configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DockerConfig {
-    /// Whether the provider is offered at all.
-    pub enabled: bool,
-    /// Unix socket of the engine.
-    pub socket: PathBuf,
-    /// Value of the `io.steward.owner` label: which containers are this daemon's. Two
-    /// daemons (or test runs) with different owners never touch each other's containers.
-    pub owner: String,
-    /// Container name = prefix + workspace id.
-    pub name_prefix: String,
-    /// Network mode of every container. The operator's choice; workspaces have none.
-    pub network_mode: String,
-    /// Time between SIGTERM and SIGKILL on stop (the container's `StopTimeout` too), in
-    /// whole seconds: the engine counts in seconds.
-    #[serde(with = "humantime_serde")]
-    pub stop_timeout: Duration,
-    /// Engine calls in flight at once; more queue. A restart storm then waits its turn
-    /// instead of overloading a small engine.
-    pub max_concurrent_ops: usize,
-    /// Memory limit of each container, in bytes.
-    pub memory_bytes: Option<i64>,
-    /// CPU limit of each container, in billionths of a CPU.
-    pub nano_cpus: Option<i64>,
-    /// Process limit of each container.
-    pub pids_limit: Option<i64>,
-    /// Deadline of one engine call, so that a wedged engine cannot hang an operation (a stop
-    /// gets `stop_timeout` on top).
-    #[serde(with = "humantime_serde")]
-    pub call_timeout: Duration,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            socket: PathBuf::from("/var/run/docker.sock"),
-            owner: "steward".to_owned(),
-            name_prefix: "steward-".to_owned(),
-            network_mode: "host".to_owned(),
-            stop_timeout: Duration::from_secs(10),
-            max_concurrent_ops: 4,
-            memory_bytes: None,
-            nano_cpus: None,
-            pids_limit: None,
-            call_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl DockerConfig {
-    /// Refuses settings the engine would reject on every call, or that would make the
-    /// provider unsafe (an empty owner would make no container ours, or all of them).
-    fn validate(&self) -> Result<(), ProviderError> {
-        let invalid = |m: String| ProviderError::InvalidSpec(format!("[providers.docker] {m}"));
-        if self.owner.trim().is_empty() {
-            return Err(invalid("owner must not be empty".to_owned()));
-        }
-        let prefix_ok = self
-            .name_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            && self
-                .name_prefix
-                .chars()
-                .next()
-                .is_none_or(|c| c.is_ascii_alphanumeric());
-        if !prefix_ok {
-            return Err(invalid(format!(
-                "name_prefix {:?} is not a valid container name start ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
-                self.name_prefix
-            )));
-        }
-        if self.network_mode.trim().is_empty() {
-            return Err(invalid("network_mode must not be empty".to_owned()));
-        }
-        if self.max_concurrent_ops == 0 {
-            return Err(invalid("max_concurrent_ops must be at least 1".to_owned()));
-        }
-        if self.call_timeout.is_zero() {
-            return Err(invalid("call_timeout must be greater than zero".to_owned()));
-        }
-        if self.stop_timeout.subsec_nanos() != 0 {
-            return Err(invalid(format!(
-                "stop_timeout ({:?}) must be whole seconds: the engine counts in seconds",
-                self.stop_timeout
-            )));
-        }
-        if i32::try_from(self.stop_timeout.as_secs()).is_err() {
-            return Err(invalid("stop_timeout is too large".to_owned()));
-        }
-        Ok(())
-    }
-
-    /// `stop_timeout` in the engine's unit (whole seconds; [`DockerConfig::validate`] checks
-    /// that it fits).
-    pub(crate) fn stop_timeout_secs(&self) -> i32 {
-        i32::try_from(self.stop_timeout.as_secs()).unwrap_or(i32::MAX)
-    }
-}
 
 /// Label keys, and reading them back.
 mod labels {
@@ -193,16 +90,9 @@ mod labels {
 pub struct DockerProvider {
     name: String,
     config: DockerConfig,
-    engine: Arc<Engine>,
+    /// The engine its containers run on.
+    host: Host,
     deaths: broadcast::Sender<InstanceDeath>,
-    /// Containers it is stopping or removing itself (their deaths are not crashes).
-    quiet: Arc<events::Quiet>,
-    /// The container of ours each workspace was last seen with: a hint that lets `remove`
-    /// start removing it at once, beside the look-up of others rather than after it. Never
-    /// trusted alone (see `remove`).
-    known: Arc<events::Known>,
-    /// Dropped with the provider, which ends the event follower.
-    _follower: oneshot::Sender<()>,
 }
 
 impl fmt::Debug for DockerProvider {
@@ -210,23 +100,9 @@ impl fmt::Debug for DockerProvider {
         f.debug_struct("DockerProvider")
             .field("name", &self.name)
             .field("config", &self.config)
-            .field("engine", &self.engine)
+            .field("host", &self.host)
             .finish()
     }
-}
-
-/// A container with our workspace's name, as the engine lists it.
-enum Found {
-    /// No container has the name.
-    Nothing,
-    /// Ours (owner label matches).
-    Ours {
-        id: String,
-        generation: Generation,
-        state: Option<ContainerSummaryStateEnum>,
-    },
-    /// Someone else's: never touched.
-    Foreign { id: String },
 }
 
 impl DockerProvider {
@@ -240,48 +116,19 @@ impl DockerProvider {
         config: DockerConfig,
     ) -> Result<Self, ProviderError> {
         config.validate()?;
-        let engine = Arc::new(Engine::new(
-            config.socket.clone(),
-            config.max_concurrent_ops,
-            config.call_timeout,
-            config.stop_timeout,
-        ));
         let (deaths, _) = broadcast::channel(DEATHS_CAPACITY);
-        let (follower, stop) = oneshot::channel();
-        let quiet = Arc::new(events::Quiet::default());
-        let known = Arc::new(events::Known::default());
-        tokio::spawn(
-            events::Follower {
-                engine: Arc::clone(&engine),
-                owner: config.owner.clone(),
-                deaths: deaths.clone(),
-                stop,
-                quiet: Arc::clone(&quiet),
-                known: Arc::clone(&known),
-            }
-            .run(),
-        );
+        let host = Host::start(&config, deaths.clone());
         Ok(Self {
             name: name.into(),
             config,
-            engine,
+            host,
             deaths,
-            quiet,
-            known,
-            _follower: follower,
         })
     }
 
     /// Its configuration.
     pub fn config(&self) -> &DockerConfig {
         &self.config
-    }
-
-    /// The id of the workspace's container that `remove` would start removing at once, if
-    /// the provider remembers one (for tests and inspection).
-    #[doc(hidden)]
-    pub fn remembered(&self, id: WorkspaceId) -> Option<String> {
-        self.known.get(id)
     }
 
     /// Name of the workspace's container.
@@ -293,62 +140,6 @@ impl DockerProvider {
         self.config.stop_timeout
     }
 
-    /// Every container (stopped ones too) matching `filters`, in one list call; `what` names
-    /// the lookup in errors.
-    async fn containers(
-        &self,
-        filters: HashMap<String, Vec<String>>,
-        what: &str,
-    ) -> Result<Vec<ContainerSummary>, ProviderError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..ListContainersOptions::default()
-        };
-        self.engine
-            .call(Duration::ZERO, |d| async move {
-                d.list_containers(Some(options)).await
-            })
-            .await
-            .map_err(|f| self.engine.error(f, what))
-    }
-
-    /// The label filter that selects our containers, narrowed by `more` labels.
-    fn ours_filter(&self, more: &[String]) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{}={}", labels::OWNER, self.config.owner)];
-        labels.extend_from_slice(more);
-        HashMap::from([("label".to_owned(), labels)])
-    }
-
-    /// The container that has the workspace's name, if any. One list call filtered by name
-    /// (see the module doc for why not `inspect`).
-    async fn find(&self, name: &str) -> Result<Found, ProviderError> {
-        // The engine matches the name filter as a regular expression against "/<name>".
-        let pattern = format!("^/{}$", name.replace('.', "\\."));
-        let filters = HashMap::from([("name".to_owned(), vec![pattern])]);
-        let containers = self
-            .containers(filters, &format!("looking up container {name}"))
-            .await?;
-        let wanted = format!("/{name}");
-        let Some(container) = containers.into_iter().find(|c| {
-            c.names
-                .as_deref()
-                .is_some_and(|names| names.contains(&wanted))
-        }) else {
-            return Ok(Found::Nothing);
-        };
-        let id = container.id.unwrap_or_else(|| name.to_owned());
-        let labels = container.labels.unwrap_or_default();
-        if labels.get(labels::OWNER) != Some(&self.config.owner) {
-            return Ok(Found::Foreign { id });
-        }
-        Ok(Found::Ours {
-            id,
-            generation: labels::generation(&labels),
-            state: container.state,
-        })
-    }
-
     /// Our container of the workspace, or `None` when there is none of ours (a foreign one
     /// with the name is logged and left alone).
     async fn ours(
@@ -357,7 +148,7 @@ impl DockerProvider {
         operation: &'static str,
     ) -> Result<Option<(String, Generation)>, ProviderError> {
         let name = self.container_name(id);
-        match self.find(&name).await? {
+        match self.host.find(&name).await? {
             Found::Nothing => Ok(None),
             Found::Ours {
                 id: container,
@@ -391,6 +182,7 @@ impl DockerProvider {
             // Holds secret values; moved into the call and dropped with it.
             let body = spec::container(&self.config, spec, image);
             let created = self
+                .host
                 .engine
                 .call(Duration::ZERO, |d| async move {
                     d.create_container(Some(options), body).await
@@ -417,13 +209,14 @@ impl DockerProvider {
                 }
                 _ => {
                     return Err(self
+                        .host
                         .engine
                         .error(failure, format_args!("creating container {name}")))
                 }
             }
             // The name is taken: by a leftover of ours (a crash between create and remove,
             // a daemon restart), or by someone else's container.
-            match self.find(&name).await? {
+            match self.host.find(&name).await? {
                 Found::Ours {
                     id: leftover,
                     generation,
@@ -436,7 +229,7 @@ impl DockerProvider {
                         leftover_generation = %generation,
                         "replacing a leftover container of ours"
                     );
-                    self.remove_container(&leftover, &name).await?;
+                    self.host.remove_container(&leftover, &name).await?;
                     replaced = true;
                 }
                 Found::Foreign { id: foreign } => {
@@ -451,35 +244,6 @@ impl DockerProvider {
                 // Gone meanwhile: try again.
                 Found::Nothing => replaced = true,
             }
-        }
-    }
-
-    /// Force-removes a container of ours by id (with its anonymous volumes). Gone or being
-    /// removed already counts as removed; returns whether this call removed it.
-    async fn remove_container(&self, container: &str, name: &str) -> Result<bool, ProviderError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            link: false,
-        };
-        let target = container.to_owned();
-        let removed = self
-            .engine
-            .call(Duration::ZERO, |d| async move {
-                d.remove_container(&target, Some(options)).await
-            })
-            .await;
-        match removed {
-            Ok(()) => Ok(true),
-            Err(failure) if failure.status() == Some(404) => Ok(false),
-            Err(failure)
-                if failure.status() == Some(409) && failure.message().contains("in progress") =>
-            {
-                Ok(false)
-            }
-            Err(failure) => Err(self
-                .engine
-                .error(failure, format_args!("removing container {name}"))),
         }
     }
 }
@@ -534,6 +298,7 @@ impl Provider for DockerProvider {
         let container = self.create(spec, image).await?;
         let target = container.clone();
         let started = self
+            .host
             .engine
             .call(Duration::ZERO, |d| async move {
                 d.start_container(&target, None::<StartContainerOptions>)
@@ -547,6 +312,7 @@ impl Provider for DockerProvider {
                     failure.message()
                 )),
                 _ => self
+                    .host
                     .engine
                     .error(failure, format_args!("starting container {name}")),
             };
@@ -557,7 +323,7 @@ impl Provider for DockerProvider {
                 %error,
                 "container did not start; removing it"
             );
-            if let Err(cleanup) = self.remove_container(&container, &name).await {
+            if let Err(cleanup) = self.host.remove_container(&container, &name).await {
                 tracing::warn!(workspace = %spec.workspace_id, container = %name, error = %cleanup, "could not remove a container that did not start");
             }
             return Err(error);
@@ -570,8 +336,6 @@ impl Provider for DockerProvider {
             image,
             "instance container started"
         );
-        self.known
-            .remember(spec.workspace_id, container, spec.generation);
         Ok(())
     }
 
@@ -581,13 +345,14 @@ impl Provider for DockerProvider {
         let Some((container, generation)) = self.ours(id, "stop").await? else {
             return Ok(());
         };
-        self.quiet.expect(&container);
+        self.host.expect_death(&container);
         let options = StopContainerOptions {
             signal: None,
             t: Some(self.config.stop_timeout_secs()),
         };
         let target = container.clone();
         let stopped = self
+            .host
             .engine
             .call(self.stop_timeout(), |d| async move {
                 d.stop_container(&target, Some(options)).await
@@ -599,6 +364,7 @@ impl Provider for DockerProvider {
             Err(failure) if failure.status() == Some(404) => {}
             Err(failure) => {
                 return Err(self
+                    .host
                     .engine
                     .error(failure, format_args!("stopping container {name}")))
             }
@@ -607,52 +373,29 @@ impl Provider for DockerProvider {
         Ok(())
     }
 
-    /// Force removal: the engine kills the container if it runs, then removes it and its
-    /// anonymous volumes.
-    /// Removes the workspace's container and any other container of ours labelled with the
-    /// workspace (a leftover under another name, e.g. made by hand or by an older daemon).
+    /// Removes every container of ours labelled with the workspace: its container, and any
+    /// other (a leftover under another name, made by hand or by an older daemon). Force
+    /// removal: the engine kills a container that runs, then removes it and its anonymous
+    /// volumes.
     ///
-    /// One list call finds them all: every container of ours carries the workspace label, and
-    /// one that merely has the workspace's name without being labelled ours is never touched.
-    /// When the provider knows the id of the workspace's container (it started or listed it),
-    /// that removal starts at once, beside the list call instead of after it: a restart cycle
-    /// then waits for the removal alone, as a bare `docker rm -f` would. The id is only a
-    /// hint: one already gone counts as removed, and the list call still finds every other
-    /// container of the workspace, whatever the hint said. A container id names one container
-    /// for good, but the engine reads an id it no longer knows as a container *name*: the hint
-    /// is therefore forgotten as soon as the engine reports the container destroyed (by
-    /// anyone), and whenever a full list (every probe round) no longer shows it.
+    /// One list call by the owner and workspace labels finds them all; each is then removed
+    /// by the id that call gave (normally one). A container that merely has the workspace's
+    /// name without being labelled ours is never touched. Nothing is removed by an id
+    /// remembered from earlier: the engine reads an id it no longer knows as a container
+    /// *name*, which need not be ours.
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
-        let filters = self.ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
-        let what = format!("listing containers of workspace {id}");
+        let filters = self
+            .host
+            .ours_filter(&[format!("{}={id}", labels::WORKSPACE)]);
+        let containers = self
+            .host
+            .containers(filters, &format!("listing containers of workspace {id}"))
+            .await?;
         let name = format!("/{}", self.container_name(id));
-        let shown = &name[1..];
-        let known = self.known.take(id);
-        let containers = match &known {
-            Some((container, generation)) => {
-                self.quiet.expect(container);
-                let (removed, listed) = tokio::join!(
-                    self.remove_container(container, shown),
-                    self.containers(filters, &what)
-                );
-                if removed? {
-                    tracing::info!(workspace = %id, %generation, container = %shown, "instance container removed");
-                }
-                listed?
-            }
-            None => self.containers(filters, &what).await?,
-        };
         for container in containers {
             let Some(container_id) = container.id else {
                 continue;
             };
-            if known
-                .as_ref()
-                .is_some_and(|(known, _)| *known == container_id)
-            {
-                // Listed while its removal was under way.
-                continue;
-            }
             let generation = labels::generation(&container.labels.unwrap_or_default());
             let named = container
                 .names
@@ -660,9 +403,9 @@ impl Provider for DockerProvider {
                 .into_iter()
                 .next()
                 .unwrap_or_else(|| container_id.clone());
-            let shown = named.trim_start_matches('/').to_owned();
-            self.quiet.expect(&container_id);
-            if !self.remove_container(&container_id, &shown).await? {
+            let shown = named.trim_start_matches('/');
+            self.host.expect_death(&container_id);
+            if !self.host.remove_container(&container_id, shown).await? {
                 continue;
             }
             if named == name {
@@ -678,7 +421,7 @@ impl Provider for DockerProvider {
     /// has no instance of the workspace (a start would say why it cannot make one).
     async fn liveness(&self, id: WorkspaceId) -> Result<Liveness, ProviderError> {
         let name = self.container_name(id);
-        match self.find(&name).await? {
+        match self.host.find(&name).await? {
             Found::Nothing | Found::Foreign { .. } => Ok(Liveness::Absent),
             Found::Ours {
                 generation, state, ..
@@ -700,6 +443,7 @@ impl Provider for DockerProvider {
             signal: "SIGKILL".to_owned(),
         };
         let killed = self
+            .host
             .engine
             .call(Duration::ZERO, |d| async move {
                 d.kill_container(&container, Some(options)).await
@@ -710,6 +454,7 @@ impl Provider for DockerProvider {
             // Gone, or not running: nothing to kill.
             Err(failure) if matches!(failure.status(), Some(404 | 409)) => Ok(()),
             Err(failure) => Err(self
+                .host
                 .engine
                 .error(failure, format_args!("killing container {name}"))),
         }
@@ -719,10 +464,9 @@ impl Provider for DockerProvider {
     /// or with an unknown state are left out (and logged).
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError> {
         let containers = self
-            .containers(self.ours_filter(&[]), "listing containers")
+            .host
+            .containers(self.host.ours_filter(&[]), "listing containers")
             .await?;
-        let listed: HashSet<String> = containers.iter().filter_map(|c| c.id.clone()).collect();
-        self.known.keep_only(&listed);
         Ok(containers
             .into_iter()
             .filter_map(|c| self.summary(c))
@@ -738,11 +482,10 @@ impl Provider for DockerProvider {
 }
 
 impl DockerProvider {
-    /// What `list` reports of one container; remembers the id of a workspace's container
-    /// (the hint `remove` uses).
+    /// What `list` reports of one container.
     fn summary(&self, container: ContainerSummary) -> Option<InstanceSummary> {
         let labels = container.labels.unwrap_or_default();
-        if labels.get(labels::OWNER) != Some(&self.config.owner) {
+        if !self.host.owns(&labels) {
             return None;
         }
         let name = container
@@ -763,11 +506,6 @@ impl DockerProvider {
             tracing::warn!(workspace = %workspace_id, container = %name, "a container of ours has no known state; left out");
             return None;
         };
-        if let Some(id) = container.id {
-            if name == self.container_name(workspace_id) {
-                self.known.remember(workspace_id, id, generation);
-            }
-        }
         Some(InstanceSummary {
             workspace_id,
             liveness,
@@ -778,78 +516,7 @@ impl DockerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_defaults_apply_to_missing_keys_and_unknown_keys_are_refused() {
-        let config: DockerConfig = toml::from_str("").expect("empty config");
-        assert_eq!(config, DockerConfig::default());
-        assert!(config.enabled);
-        assert_eq!(config.socket, PathBuf::from("/var/run/docker.sock"));
-        assert_eq!(config.owner, "steward");
-        assert_eq!(config.name_prefix, "steward-");
-        assert_eq!(config.network_mode, "host");
-        assert_eq!(config.stop_timeout, Duration::from_secs(10));
-        assert_eq!(config.max_concurrent_ops, 4);
-        assert_eq!(config.call_timeout, Duration::from_secs(30));
-        assert_eq!(
-            (config.memory_bytes, config.nano_cpus, config.pids_limit),
-            (None, None, None)
-        );
-
-        let config: DockerConfig = toml::from_str(
-            "owner = \"ci-42\"\nnetwork_mode = \"bridge\"\nmemory_bytes = 268435456\nmax_concurrent_ops = 1",
-        )
-        .expect("partial config");
-        assert_eq!(config.owner, "ci-42");
-        assert_eq!(config.network_mode, "bridge");
-        assert_eq!(config.memory_bytes, Some(268_435_456));
-        assert_eq!(config.max_concurrent_ops, 1);
-        assert!(toml::from_str::<DockerConfig>("privileged = true").is_err());
-    }
-
-    #[test]
-    fn configs_that_cannot_work_are_refused() {
-        let bad = [
-            DockerConfig {
-                owner: " ".to_owned(),
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                name_prefix: "-x".to_owned(),
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                name_prefix: "a/b".to_owned(),
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                max_concurrent_ops: 0,
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                call_timeout: Duration::ZERO,
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                stop_timeout: Duration::from_secs(u64::from(u32::MAX)),
-                ..DockerConfig::default()
-            },
-            DockerConfig {
-                stop_timeout: Duration::from_millis(1500),
-                ..DockerConfig::default()
-            },
-        ];
-        for config in bad {
-            assert!(config.validate().is_err(), "{config:?}");
-        }
-        assert!(DockerConfig::default().validate().is_ok());
-        assert!(DockerConfig {
-            name_prefix: String::new(),
-            ..DockerConfig::default()
-        }
-        .validate()
-        .is_ok());
-    }
+    use std::collections::HashMap;
 
     #[test]
     fn container_states_map_to_liveness() {
