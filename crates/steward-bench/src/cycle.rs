@@ -328,8 +328,8 @@ fn steward_phases(cycles: &[StewardCycle], log: &[daemon::LogLine], id: &str) ->
         "accepted_to_removed": median(&mut remove),
         "removed_to_started": median(&mut start),
         "started_to_observed": median(&mut observe),
-        "note": "accept = POST → 202 (commit durable); accepted_to_removed = force-remove \
-                 beside a list by labels (+ actor scheduling); removed_to_started = commit of \
+        "note": "accept = POST → 202 (commit durable); accepted_to_removed = a list by \
+                 labels, then the force-remove (+ actor scheduling); removed_to_started = commit of \
                  the start step + create + start; started_to_observed = completion → commit → \
                  SSE → bench",
     })

@@ -5,9 +5,9 @@
 //! What the docker provider does in one restart cycle (`crates/steward-provider/src/docker.rs`,
 //! `docker/spec.rs`; the cycle is `remove` then `start`, there is no separate stop):
 //!
-//! 1. `remove`: force-remove (`force`, `v`) the container it started last, by the id it
-//!    remembers, and beside it one list call by the owner + workspace labels (leftovers under
-//!    other names; normally only the container being removed, which is skipped);
+//! 1. `remove`: one list call by the owner + workspace labels (the workspace's container and
+//!    any leftover under another name), then a force-remove (`force`, `v`) of each container
+//!    it lists, by id (normally one);
 //! 2. `start`: create (named, labelled, allow-listed host config), start. No image inspect:
 //!    the create reports a missing image itself.
 //!
@@ -115,8 +115,6 @@ pub struct BaseContainer {
     pub workspace: Uuid,
     /// Generation of the container that runs.
     pub generation: u64,
-    /// Id of the container that runs (once provisioned).
-    pub id: Option<String>,
 }
 
 /// One measured cycle: its total and each call.
@@ -154,7 +152,6 @@ impl Baseline {
             name: format!("{}-{workspace}", self.spec.owner),
             workspace,
             generation: 0,
-            id: None,
         }
     }
 
@@ -217,7 +214,6 @@ impl Baseline {
     /// Create and start (generation + 1), as the provider's `start` step does.
     async fn create_start(&self, c: &mut BaseContainer, cycle: &mut Cycle) -> Result<()> {
         c.generation += 1;
-        c.id = None;
         let options = CreateContainerOptions {
             name: Some(c.name.clone()),
             ..CreateContainerOptions::default()
@@ -236,7 +232,6 @@ impl Baseline {
                 .start_container(&created.id, None::<StartContainerOptions>),
         )
         .await?;
-        c.id = Some(created.id);
         Ok(())
     }
 
@@ -310,30 +305,10 @@ impl Baseline {
                         format!("{WORKSPACE}={}", c.workspace),
                     ],
                 )]);
-                // As the provider: the container it remembers (taken, so a failed cycle
-                // leaves none) is removed beside the list call; without one, the list first.
-                let (known, listed) = match c.id.take() {
-                    Some(known) => {
-                        let mut listing = Cycle::default();
-                        let (removed, listed) = tokio::join!(
-                            self.remove(&known, &mut cycle),
-                            self.list("list_by_labels", by_labels, &mut listing)
-                        );
-                        cycle.calls.append(&mut listing.calls);
-                        removed?;
-                        (Some(known), listed?)
-                    }
-                    None => (
-                        None,
-                        self.list("list_by_labels", by_labels, &mut cycle).await?,
-                    ),
-                };
-                for leftover in listed {
-                    match leftover.id {
-                        Some(id) if Some(&id) != known.as_ref() => {
-                            self.remove(&id, &mut cycle).await?
-                        }
-                        _ => {}
+                // As the provider: the list call first, then each container it lists.
+                for listed in self.list("list_by_labels", by_labels, &mut cycle).await? {
+                    if let Some(id) = listed.id {
+                        self.remove(&id, &mut cycle).await?;
                     }
                 }
                 self.create_start(c, &mut cycle).await?;
