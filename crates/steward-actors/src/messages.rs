@@ -108,6 +108,9 @@ pub enum AgentCall {
     },
     /// The agent is alive.
     Heartbeat,
+    /// Only checks the token (current generation, right secret) and changes nothing: the
+    /// HTTP facade asks this before it reads an agent request's body.
+    Authenticate,
 }
 
 /// Sends an agent call; answered with the token's generation once accepted.

@@ -1,6 +1,10 @@
-//! Reading JSON request bodies with an explicit size limit and the API's error mapping:
+//! Reading JSON request bodies within a size and a time limit, with the API's error mapping:
 //! syntax errors are 400 `MALFORMED_JSON`, unknown fields and wrong types are 422
-//! `INVALID_FIELD`, oversized bodies are 413 `PAYLOAD_TOO_LARGE`.
+//! `INVALID_FIELD`, oversized bodies are 413 `PAYLOAD_TOO_LARGE`, bodies that do not arrive
+//! in time are 408 `REQUEST_TIMEOUT` (a client sending one byte now and then cannot hold a
+//! connection and a handler).
+
+use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut, Payload};
 use futures::StreamExt;
@@ -8,8 +12,23 @@ use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
-/// Reads at most `limit` bytes of body, refusing more without buffering it.
-pub async fn read(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// How much body a request may send, and how long it may take.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Largest accepted body, in bytes.
+    pub max_bytes: usize,
+    /// The whole body must have arrived this long after the handler starts reading it.
+    pub timeout: Duration,
+}
+
+/// Reads the body within `limits`, refusing more than `max_bytes` without buffering it.
+pub async fn read(payload: Payload, limits: &BodyLimits) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(limits.timeout, read_all(payload, limits.max_bytes))
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout(limits.timeout)))
+}
+
+async fn read_all(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("cannot read body: {e}")))?;
@@ -39,9 +58,9 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Reads and parses a JSON body; also returns the raw bytes.
 pub async fn json<T: DeserializeOwned>(
     payload: Payload,
-    limit: usize,
+    limits: &BodyLimits,
 ) -> Result<(T, Bytes), ApiError> {
-    let body = read(payload, limit).await?;
+    let body = read(payload, limits).await?;
     Ok((parse(&body)?, body))
 }
 

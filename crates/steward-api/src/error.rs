@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The body is larger than allowed.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// A path id is not a UUID.
     #[error("{0:?} is not a valid workspace id")]
     InvalidId(String),
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "MALFORMED_JSON",
             ApiError::InvalidField(_) => "INVALID_FIELD",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
             ApiError::InvalidId(_) => "INVALID_ID",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
@@ -91,6 +95,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -109,6 +114,13 @@ impl ResponseError for ApiError {
         }
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout(_)
+        ) {
+            // The rest of the body is never read: the connection ends with this answer.
+            response.force_close();
         }
         response.json(ErrorBody {
             error: self.code(),
@@ -180,6 +192,11 @@ mod tests {
             (ApiError::Deleting, 409, "WORKSPACE_DELETING"),
             (ApiError::AlreadySwitching, 409, "ALREADY_SWITCHING"),
             (ApiError::SameProvider("s".into()), 409, "SAME_PROVIDER"),
+            (
+                ApiError::RequestTimeout(std::time::Duration::from_secs(1)),
+                408,
+                "REQUEST_TIMEOUT",
+            ),
             (ApiError::PayloadTooLarge(10), 413, "PAYLOAD_TOO_LARGE"),
             (ApiError::InvalidField("f".into()), 422, "INVALID_FIELD"),
             (ApiError::IdempotencyConflict, 422, "IDEMPOTENCY_KEY_REUSED"),

@@ -14,10 +14,12 @@ mod routes;
 pub mod validate;
 
 pub use auth::token_hash;
+pub use body::BodyLimits;
 pub use error::{ApiError, ErrorBody};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -35,8 +37,8 @@ pub struct ApiState {
     pub admin_token_hash: [u8; 32],
     /// Renders `/metrics` (absent in tests that install no recorder).
     pub metrics: Option<PrometheusHandle>,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
+    /// Size and time limits of request bodies.
+    pub body: BodyLimits,
     /// Provider of workspaces created without one.
     pub default_provider: String,
 }
@@ -87,58 +89,126 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
             .service(
                 web::scope("/v1/workspaces")
                     .wrap(from_fn(auth::require_admin))
-                    .service(
-                        resource("")
-                            .route(web::post().to(workspaces::create))
-                            .route(web::get().to(workspaces::list)),
-                    )
-                    .service(
-                        resource("/{id}")
-                            .route(web::get().to(workspaces::get))
-                            .route(web::delete().to(workspaces::delete)),
-                    )
-                    .service(resource("/{id}/restart").route(web::post().to(workspaces::restart)))
-                    .service(resource("/{id}/stop").route(web::post().to(workspaces::stop)))
-                    .service(resource("/{id}/start").route(web::post().to(workspaces::start)))
-                    .service(
-                        resource("/{id}/secrets").route(web::get().to(workspaces::secret_keys)),
-                    )
-                    .service(
-                        resource("/{id}/secrets/{key}")
-                            .route(web::put().to(workspaces::set_secret))
-                            .route(web::delete().to(workspaces::remove_secret)),
-                    )
-                    .service(resource("/{id}/model").route(web::put().to(workspaces::set_model)))
-                    .service(
-                        resource("/{id}/switch-provider")
-                            .route(web::post().to(workspaces::switch_provider)),
-                    )
-                    .service(resource("/{id}/events").route(web::get().to(events::events))),
+                    .service(resource(
+                        "",
+                        [
+                            (Method::POST, web::to(workspaces::create)),
+                            (Method::GET, web::to(workspaces::list)),
+                        ],
+                    ))
+                    .service(resource(
+                        "/{id}",
+                        [
+                            (Method::GET, web::to(workspaces::get)),
+                            (Method::DELETE, web::to(workspaces::delete)),
+                        ],
+                    ))
+                    .service(resource(
+                        "/{id}/restart",
+                        [(Method::POST, web::to(workspaces::restart))],
+                    ))
+                    .service(resource(
+                        "/{id}/stop",
+                        [(Method::POST, web::to(workspaces::stop))],
+                    ))
+                    .service(resource(
+                        "/{id}/start",
+                        [(Method::POST, web::to(workspaces::start))],
+                    ))
+                    .service(resource(
+                        "/{id}/secrets",
+                        [(Method::GET, web::to(workspaces::secret_keys))],
+                    ))
+                    .service(resource(
+                        "/{id}/secrets/{key}",
+                        [
+                            (Method::PUT, web::to(workspaces::set_secret)),
+                            (Method::DELETE, web::to(workspaces::remove_secret)),
+                        ],
+                    ))
+                    .service(resource(
+                        "/{id}/model",
+                        [(Method::PUT, web::to(workspaces::set_model))],
+                    ))
+                    .service(resource(
+                        "/{id}/switch-provider",
+                        [(Method::POST, web::to(workspaces::switch_provider))],
+                    ))
+                    .service(resource(
+                        "/{id}/events",
+                        [(Method::GET, web::to(events::events))],
+                    )),
             )
             .service(
                 web::scope("/v1/admin")
                     .wrap(from_fn(auth::require_admin))
-                    .service(resource("/actors").route(web::get().to(admin::actors)))
-                    .service(resource("/actors/{id}").route(web::get().to(admin::actor)))
-                    .service(resource("/workspaces/{id}/kill").route(web::post().to(admin::kill))),
+                    .service(resource("/actors", [(Method::GET, web::to(admin::actors))]))
+                    .service(resource(
+                        "/actors/{id}",
+                        [(Method::GET, web::to(admin::actor))],
+                    ))
+                    .service(resource(
+                        "/workspaces/{id}/kill",
+                        [(Method::POST, web::to(admin::kill))],
+                    )),
             )
-            .service(resource("/v1/agent/register").route(web::post().to(agent::register)))
-            .service(resource("/v1/agent/heartbeat").route(web::post().to(agent::heartbeat)))
-            .service(resource("/healthz").route(web::get().to(system::healthz)))
-            .service(resource("/readyz").route(web::get().to(system::readyz)))
-            .service(resource("/metrics").route(web::get().to(system::metrics)))
-            .service(resource("/openapi.json").route(web::get().to(system::openapi)))
+            .service(
+                web::scope("/v1/agent")
+                    .wrap(from_fn(auth::require_agent))
+                    .service(resource(
+                        "/register",
+                        [(Method::POST, web::to(agent::register))],
+                    ))
+                    .service(resource(
+                        "/heartbeat",
+                        [(Method::POST, web::to(agent::heartbeat))],
+                    )),
+            )
+            .service(resource(
+                "/healthz",
+                [(Method::GET, web::to(system::healthz))],
+            ))
+            .service(resource(
+                "/readyz",
+                [(Method::GET, web::to(system::readyz))],
+            ))
+            .service(resource(
+                "/metrics",
+                [(Method::GET, web::to(system::metrics))],
+            ))
+            .service(resource(
+                "/openapi.json",
+                [(Method::GET, web::to(system::openapi))],
+            ))
             .default_service(web::to(not_found));
     }
 }
 
-/// A route whose other methods answer 405 in the API's JSON error shape.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> actix_web::HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+/// A route answering each of `routes`' methods with its handler; any other method gets 405
+/// in the API's JSON error shape, with `Allow` listing the methods that exist.
+fn resource<const N: usize>(
+    path: &str,
+    routes: [(Method, actix_web::Route); N],
+) -> actix_web::Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let resource = routes
+        .into_iter()
+        .fold(web::resource(path), |resource, (method, route)| {
+            resource.route(route.method(method))
+        });
+    resource.default_service(web::to(move || {
+        let mut response = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+        std::future::ready(response)
+    }))
 }
 
 async fn not_found() -> actix_web::HttpResponse {

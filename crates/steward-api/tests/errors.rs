@@ -3,158 +3,17 @@
 //! no port. Every rejected request answers `{"error": CODE, "message": text}` with the
 //! documented status, and changes nothing.
 
+mod common;
+
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{test, web, App};
+use actix_web::{test, App};
+use common::*;
 use serde_json::{json, Value};
-use steward_api::ApiState;
 use steward_provider::sim::SimConfig;
 use steward_testkit::in_process::InProcess;
-use steward_testkit::{eventually, is_settled, CreateBody};
-
-const TOKEN: &str = "the-admin-token";
-/// The body limit of these tests.
-const LIMIT: usize = 4096;
-
-/// One answer, read completely.
-struct Answer {
-    status: u16,
-    json: Value,
-    text: String,
-    headers: header::HeaderMap,
-}
-
-impl Answer {
-    /// Asserts an error answer: status, code, a string message and nothing else.
-    #[track_caller]
-    fn error(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.json["error"].as_str()),
-            (status, Some(code)),
-            "{}",
-            self.text
-        );
-        let fields: Vec<&String> = self.json.as_object().expect("an object").keys().collect();
-        assert_eq!(fields, ["error", "message"], "{}", self.text);
-        assert!(self.json["message"].is_string(), "{}", self.text);
-    }
-
-    #[track_caller]
-    fn ok(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        self.json
-    }
-}
-
-fn state(core: &InProcess) -> web::Data<ApiState> {
-    web::Data::new(ApiState {
-        registry: core.registry.clone(),
-        admin_token_hash: steward_api::token_hash(TOKEN),
-        metrics: None,
-        max_body_bytes: LIMIT,
-        default_provider: "sim".to_owned(),
-    })
-}
-
-async fn send<S, R, B>(app: &S, req: R) -> Answer
-where
-    S: Service<R, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let response = test::call_service(app, req).await;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = test::read_body(response).await;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Answer {
-        status,
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-        headers,
-    }
-}
-
-/// A request with the admin token.
-fn admin(req: test::TestRequest) -> test::TestRequest {
-    req.insert_header((header::AUTHORIZATION, format!("Bearer {TOKEN}")))
-}
-
-/// `method path` with the admin token and `body` as raw JSON text.
-fn raw(req: test::TestRequest, body: &str) -> actix_http::Request {
-    admin(req)
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .set_payload(body.to_owned())
-        .to_request()
-}
-
-/// `method path` with the admin token and a JSON body.
-fn with_json(req: test::TestRequest, body: &Value) -> actix_http::Request {
-    raw(req, &body.to_string())
-}
-
-/// Everything a client can see of a workspace: its document (minus the agent's heartbeat)
-/// and its events.
-async fn snapshot<S, B>(app: &S, id: &str) -> (Value, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let path = format!("/v1/workspaces/{id}");
-    let doc = send(app, admin(test::TestRequest::get().uri(&path)).to_request())
-        .await
-        .ok(200);
-    let events = send(
-        app,
-        admin(test::TestRequest::get().uri(&format!("{path}/events"))).to_request(),
-    )
-    .await
-    .ok(200);
-    (doc, events)
-}
-
-/// How many workspaces `GET /v1/workspaces` lists.
-async fn workspace_count<S, B>(app: &S) -> usize
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let list = send(
-        app,
-        admin(test::TestRequest::get().uri("/v1/workspaces")).to_request(),
-    )
-    .await
-    .ok(200);
-    list["workspaces"]
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or_else(|| panic!("no list of workspaces: {list}"))
-}
-
-/// Waits until the workspace is running and idle with its log caught up; its snapshot.
-async fn settled<S, B>(app: &S, id: &str) -> (Value, Value)
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    eventually(
-        Duration::from_secs(10),
-        "the workspace to settle",
-        || async {
-            let (doc, events) = snapshot(app, id).await;
-            let last = events["events"].as_array().and_then(|e| e.last()).cloned();
-            let caught_up = last.is_some_and(|e| e["type"] == "provision_succeeded");
-            if is_settled(&doc) && caught_up {
-                Ok((doc, events))
-            } else {
-                Err(format!("{doc} / {events}"))
-            }
-        },
-    )
-    .await
-}
+use steward_testkit::CreateBody;
 
 #[actix_web::test]
 async fn malformed_invalid_oversized_and_unauthorized_requests_change_nothing() {

@@ -94,6 +94,18 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// A request's head (line and headers) must arrive within this long.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this long of the handler reading it.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// An idle kept-alive connection is closed after this long (0: no keep-alive).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection being closed is dropped after this long, whatever the client does.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_timeout: Duration,
 }
 
 /// `[actors]`.
@@ -244,6 +256,13 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
+        }
+        let http = &self.http;
+        if http.header_timeout.is_zero()
+            || http.body_timeout.is_zero()
+            || http.disconnect_timeout.is_zero()
+        {
+            bail!("http.header_timeout, body_timeout and disconnect_timeout must be greater than zero: without them a slow client holds its connection forever");
         }
         if !(0.0..=1.0).contains(&self.backoff.jitter) {
             bail!("backoff.jitter must be within [0, 1]");

@@ -210,7 +210,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         admin_token_hash,
         metrics: Some(metrics),
-        max_body_bytes: config.http.max_body_bytes,
+        body: steward_api::BodyLimits {
+            max_bytes: config.http.max_body_bytes,
+            timeout: config.http.body_timeout,
+        },
         default_provider: config.default_provider.clone(),
     });
     let workers = if config.http.workers == 0 {
@@ -228,6 +231,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         app.configure(steward_api::configure(state.clone()))
     })
     .workers(workers)
+    // Every connection is bounded in time: its request heads, its idle keep-alive, its close
+    // (bodies are bounded by the handlers that read them).
+    .client_request_timeout(config.http.header_timeout)
+    .keep_alive(config.http.idle_timeout) // "0s": no keep-alive
+    .client_disconnect_timeout(config.http.disconnect_timeout)
     .disable_signals()
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .listen(listener)

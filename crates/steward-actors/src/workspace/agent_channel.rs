@@ -128,10 +128,10 @@ impl Handler<FromAgent> for WorkspaceActor {
                 return Box::pin(async move { Err(e) });
             }
         };
-        let now = self.deps.clock.now();
-        self.agent.last_heartbeat_at = Some(now);
         let (event, extra) = match call {
+            AgentCall::Authenticate => return Box::pin(async move { Ok(generation) }),
             AgentCall::Register { url } => {
+                self.agent.last_heartbeat_at = Some(self.deps.clock.now());
                 self.agent.url = Some(url);
                 let save = Write::SaveAgent {
                     id: self.id,
@@ -139,7 +139,10 @@ impl Handler<FromAgent> for WorkspaceActor {
                 };
                 (Event::AgentRegistered { generation }, vec![save])
             }
-            AgentCall::Heartbeat => (Event::AgentHeartbeat { generation }, Vec::new()),
+            AgentCall::Heartbeat => {
+                self.agent.last_heartbeat_at = Some(self.deps.clock.now());
+                (Event::AgentHeartbeat { generation }, Vec::new())
+            }
         };
         let commit = match self.decide(event) {
             Ok((_, effects)) => self.execute(effects, extra, ctx),

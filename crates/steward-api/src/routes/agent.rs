@@ -1,8 +1,8 @@
 //! `/v1/agent`: the channel of the agent inside an instance. Authenticated by the agent
-//! token of the instance's generation (never the admin token); any mismatch is a 401 that
-//! reveals nothing about which part was wrong.
+//! token of the instance's generation (never the admin token), before any body is read
+//! (`auth::require_agent`); any mismatch is a 401 that reveals nothing about which part was
+//! wrong.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -21,18 +21,9 @@ pub struct Register {
     pub url: String,
 }
 
-/// The agent token of the request, checked for shape before anything else is read, so a
-/// request without a plausible token gets 401 whatever its body.
+/// The request's agent token (the middleware has verified it before any body was read).
 fn bearer(req: &HttpRequest) -> Result<SecretString, ApiError> {
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(ApiError::Unauthorized)?;
-    steward_actors::token_claims(token).ok_or(ApiError::Unauthorized)?;
+    let token = crate::auth::bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
     Ok(SecretString::from(token.to_owned()))
 }
 
@@ -63,7 +54,7 @@ pub async fn register(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = bearer(&req)?;
-    let (request, _) = body::json::<Register>(payload, state.max_body_bytes).await?;
+    let (request, _) = body::json::<Register>(payload, &state.body).await?;
     let valid = request.url.len() <= URL_MAX
         && (request.url.starts_with("http://") || request.url.starts_with("https://"))
         && !request.url.chars().any(char::is_whitespace);
@@ -87,7 +78,7 @@ pub async fn heartbeat(
 ) -> Result<HttpResponse, ApiError> {
     let token = bearer(&req)?;
     // The body is `{}` or empty; it is read (bounded) only so that nothing unexpected passes.
-    let raw = body::read(payload, state.max_body_bytes).await?;
+    let raw = body::read(payload, &state.body).await?;
     if !raw.iter().all(u8::is_ascii_whitespace) {
         body::parse::<serde_json::Map<String, serde_json::Value>>(&raw)?;
     }

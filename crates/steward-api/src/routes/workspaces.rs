@@ -83,7 +83,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req.headers())?;
-    let (request, raw) = body::json::<CreateWorkspace>(payload, state.max_body_bytes).await?;
+    let (request, raw) = body::json::<CreateWorkspace>(payload, &state.body).await?;
     let mut new = validated(&state, request)?;
     new.idempotency = key.map(|k| (k, body_hash(&raw)));
     let (view, created) = state.registry.create(new).await?;
@@ -185,7 +185,7 @@ pub async fn set_secret(
     let (id, key) = path.into_inner();
     let id = workspace_id(&id)?;
     validate::key("secrets", &key)?;
-    let (request, _) = body::json::<SetSecret>(payload, state.max_body_bytes).await?;
+    let (request, _) = body::json::<SetSecret>(payload, &state.body).await?;
     validate::value(
         "secret value",
         secrecy::ExposeSecret::expose_secret(&request.value),
@@ -222,7 +222,7 @@ pub async fn set_model(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
-    let (request, _) = body::json::<SetModel>(payload, state.max_body_bytes).await?;
+    let (request, _) = body::json::<SetModel>(payload, &state.body).await?;
     validate::non_empty("model", &request.model)?;
     intent(
         &state,
@@ -251,7 +251,7 @@ pub async fn switch_provider(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
-    let (request, _) = body::json::<SwitchProvider>(payload, state.max_body_bytes).await?;
+    let (request, _) = body::json::<SwitchProvider>(payload, &state.body).await?;
     validate::non_empty("provider", &request.provider)?;
     state
         .registry

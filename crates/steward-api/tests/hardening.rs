@@ -1,0 +1,203 @@
+//! What an outside attack run found, in-process (`actix_web::test`): requests are
+//! authenticated before their body is read, bodies have a deadline, the bearer scheme is
+//! case-insensitive everywhere, and a 405 says which methods exist.
+
+mod common;
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{test, App};
+use common::*;
+use futures::StreamExt;
+use serde_json::json;
+use steward_testkit::in_process::InProcess;
+
+/// A request body that sends `first` and then nothing, never ending: a slow client.
+fn trickle(first: &'static [u8]) -> actix_http::Payload {
+    let stream = futures::stream::once(async move { Ok(Bytes::from_static(first)) })
+        .chain(futures::stream::pending());
+    actix_http::Payload::from(Box::pin(stream) as actix_http::BoxedPayloadStream)
+}
+
+/// `req` with a body that never completes (it announces 64 bytes and sends one).
+fn slow(req: test::TestRequest) -> actix_http::Request {
+    let req = req
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::CONTENT_LENGTH, "64"))
+        .to_request();
+    req.replace_payload(trickle(b"{")).0
+}
+
+/// The answer to `req`, or a failed test if there is none within `within` (a handler
+/// waiting for a body that never comes).
+async fn answered<S, B>(app: &S, req: actix_http::Request, within: Duration) -> Answer
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    tokio::time::timeout(within, send(app, req))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {within:?}: the request waits for its body"))
+}
+
+#[track_caller]
+fn closes(answer: &Answer) {
+    assert!(
+        answer.closes,
+        "the connection must end with this answer: {}",
+        answer.text
+    );
+}
+
+/// The agent token of a workspace's current instance (the sim keeps the environment).
+async fn agent_token(core: &InProcess, id: &str) -> String {
+    let id: steward_domain::WorkspaceId = id.parse().expect("an id");
+    steward_testkit::eventually(
+        Duration::from_secs(10),
+        "the instance's agent token",
+        || async {
+            core.sim
+                .instance_env(id)
+                .and_then(|env| env.get("STEWARD_AGENT_TOKEN").cloned())
+                .ok_or("no instance yet")
+        },
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn bodies_are_read_only_after_authentication_and_within_a_deadline() {
+    let core = InProcess::start().await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let id = core
+        .create(steward_testkit::records::spec("agent"), &[])
+        .await;
+    settled(&app, &id).await;
+    let token = agent_token(&core, &id).await;
+    let post = test::TestRequest::post;
+    // Far above BODY_TIMEOUT: an answer only comes this late if the body is awaited.
+    let patience = Duration::from_secs(5);
+
+    // A token of the right shape that is not the workspace's: 401 at once, body unread, and
+    // the connection ends with the answer.
+    let (workspace, generation) = token.split_once('.').expect("<id>.<generation>.<secret>");
+    let generation = generation.split('.').next().expect("a generation");
+    let forged = format!("{workspace}.{generation}.{}", "ab".repeat(32));
+    for route in ["/v1/agent/register", "/v1/agent/heartbeat"] {
+        let req = post()
+            .uri(route)
+            .insert_header((header::AUTHORIZATION, format!("Bearer {forged}")));
+        let answer = answered(&app, slow(req), patience).await;
+        answer.error(401, "UNAUTHORIZED");
+        closes(&answer);
+    }
+    // The same on the admin routes, without a token or with another one.
+    for authorization in [None, Some("Bearer not-the-token")] {
+        let mut req = post().uri("/v1/workspaces");
+        if let Some(value) = authorization {
+            req = req.insert_header((header::AUTHORIZATION, value));
+        }
+        let answer = answered(&app, slow(req), patience).await;
+        answer.error(401, "UNAUTHORIZED");
+        closes(&answer);
+    }
+
+    // Authenticated, but the body never completes: 408 after the deadline, connection closed.
+    let slow_agent = post()
+        .uri("/v1/agent/register")
+        .insert_header((header::AUTHORIZATION, format!("Bearer {token}")));
+    let answer = answered(&app, slow(slow_agent), patience).await;
+    answer.error(408, "REQUEST_TIMEOUT");
+    closes(&answer);
+    for req in [
+        post().uri("/v1/workspaces"),
+        test::TestRequest::put().uri(&format!("/v1/workspaces/{id}/model")),
+    ] {
+        let answer = answered(&app, slow(admin(req)), patience).await;
+        answer.error(408, "REQUEST_TIMEOUT");
+        closes(&answer);
+    }
+    let doc = send(
+        &app,
+        admin(test::TestRequest::get().uri(&format!("/v1/workspaces/{id}"))).to_request(),
+    )
+    .await
+    .ok(200);
+    assert_eq!(doc["agent"]["url"], json!(null), "nothing was registered");
+    assert_eq!(doc["model"], json!(null), "nothing was changed");
+
+    // A body that arrives is served as ever.
+    let register = post()
+        .uri("/v1/agent/register")
+        .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+        .set_json(json!({ "url": "http://127.0.0.1:9" }))
+        .to_request();
+    send(&app, register).await.ok(200);
+}
+
+#[actix_web::test]
+async fn the_bearer_scheme_is_case_insensitive_on_every_route() {
+    let core = InProcess::start().await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let id = core
+        .create(steward_testkit::records::spec("schemes"), &[])
+        .await;
+    settled(&app, &id).await;
+    let token = agent_token(&core, &id).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let list = test::TestRequest::get()
+            .uri("/v1/workspaces")
+            .insert_header((header::AUTHORIZATION, format!("{scheme} {TOKEN}")))
+            .to_request();
+        send(&app, list).await.ok(200);
+        let heartbeat = test::TestRequest::post()
+            .uri("/v1/agent/heartbeat")
+            .insert_header((header::AUTHORIZATION, format!("{scheme} {token}")))
+            .to_request();
+        send(&app, heartbeat).await.ok(200);
+    }
+    // Still the same 401 for another scheme or a missing separator.
+    for authorization in [format!("Basic {TOKEN}"), format!("bearer{TOKEN}")] {
+        let list = test::TestRequest::get()
+            .uri("/v1/workspaces")
+            .insert_header((header::AUTHORIZATION, authorization))
+            .to_request();
+        send(&app, list).await.error(401, "UNAUTHORIZED");
+    }
+}
+
+#[actix_web::test]
+async fn a_method_not_allowed_lists_the_allowed_ones() {
+    let core = InProcess::start().await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let ws = format!("/v1/workspaces/{}", uuid::Uuid::new_v4());
+    for (method, path, allow) in [
+        ("PUT", "/v1/workspaces".to_owned(), "POST, GET"),
+        ("POST", ws.clone(), "GET, DELETE"),
+        ("GET", format!("{ws}/restart"), "POST"),
+        ("POST", format!("{ws}/events"), "GET"),
+        ("GET", format!("{ws}/secrets/KEY"), "PUT, DELETE"),
+        ("DELETE", "/healthz".to_owned(), "GET"),
+        ("TRACE", "/openapi.json".to_owned(), "GET"),
+    ] {
+        let req = admin(
+            test::TestRequest::default()
+                .method(method.parse().expect("a method"))
+                .uri(&path),
+        )
+        .to_request();
+        let answer = send(&app, req).await;
+        answer.error(405, "METHOD_NOT_ALLOWED");
+        assert_eq!(
+            answer.headers.get(header::ALLOW).map(|v| v.as_bytes()),
+            Some(allow.as_bytes()),
+            "{method} {path}"
+        );
+    }
+}
