@@ -26,6 +26,10 @@ pub enum ActorError {
     /// The provider named is not configured.
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),
+    /// The change would make the workspace's configuration too large to start; nothing
+    /// was done.
+    #[error("{0}")]
+    Limit(steward_domain::LimitError),
     /// The idempotency key was used with another body.
     #[error("idempotency key reused with a different request body")]
     IdempotencyConflict,

@@ -145,6 +145,7 @@ impl From<ActorError> for ApiError {
             ActorError::UnknownProvider(p) => {
                 ApiError::InvalidField(format!("unknown provider {p:?}"))
             }
+            ActorError::Limit(e) => ApiError::InvalidField(e.to_string()),
             ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
             ActorError::Overloaded => {
                 ApiError::Overloaded("workspace mailbox is full, retry later".into())
@@ -240,6 +241,11 @@ mod tests {
             (ActorError::Unauthorized, 401, "UNAUTHORIZED"),
             (
                 ActorError::UnknownProvider("x".into()),
+                422,
+                "INVALID_FIELD",
+            ),
+            (
+                ActorError::Limit(steward_domain::LimitError::TooManyEntries { field: "secrets" }),
                 422,
                 "INVALID_FIELD",
             ),

@@ -1,14 +1,11 @@
 //! Input rules of the API: names, keys and sizes a user can get wrong, each answered with
-//! a 422 that says which field and why.
+//! a 422 that says which field and why. The limits are the domain's
+//! ([`steward_domain::limits`]); counts and the total size of a workspace's environment are
+//! checked again by its actor on every change, against what it holds.
+
+use steward_domain::limits::{ENTRIES_MAX, KEY_MAX, NAME_MAX, VALUE_MAX};
 
 use crate::ApiError;
-
-/// Longest workspace name.
-const NAME_MAX: usize = 128;
-/// Longest env/secret value, model, image, or command argument.
-const VALUE_MAX: usize = 32 * 1024;
-/// Most env entries or secrets.
-const ENTRIES_MAX: usize = 256;
 
 fn invalid(message: String) -> ApiError {
     ApiError::InvalidField(message)
@@ -30,14 +27,14 @@ pub fn name(name: &str) -> Result<(), ApiError> {
 /// An env or secret key: a POSIX variable name, not in the reserved `STEWARD_` namespace.
 pub fn key(field: &str, key: &str) -> Result<(), ApiError> {
     let mut chars = key.chars();
-    let valid = key.len() <= NAME_MAX
+    let valid = key.len() <= KEY_MAX
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(invalid(format!(
-            "{field} key {key:?} must match [A-Za-z_][A-Za-z0-9_]* (max {NAME_MAX})"
+            "{field} key {key:?} must match [A-Za-z_][A-Za-z0-9_]* (max {KEY_MAX})"
         )));
     }
     if key.starts_with("STEWARD_") {

@@ -201,3 +201,88 @@ async fn a_method_not_allowed_lists_the_allowed_ones() {
         );
     }
 }
+
+#[actix_web::test]
+async fn secrets_and_the_environment_have_the_same_limits_on_every_path() {
+    use steward_domain::limits::{ENTRIES_MAX, VALUE_MAX};
+    let core = InProcess::start().await;
+    // Bodies large enough for the largest values: the limits under test are the workspace's.
+    let state = state_with_body_limit(&core, 1 << 20);
+    let app = test::init_service(App::new().configure(steward_api::configure(state))).await;
+    let put_secret = |id: &str, key: &str, value: &str| {
+        with_json(
+            test::TestRequest::put().uri(&format!("/v1/workspaces/{id}/secrets/{key}")),
+            &json!({ "value": value }),
+        )
+    };
+
+    // As many secrets as allowed, at create; one more is refused by PUT as it is by create.
+    let mut full = steward_testkit::CreateBody::named("full");
+    for i in 0..ENTRIES_MAX {
+        full = full.secret(&format!("K{i}"), "v");
+    }
+    let too_many = full.clone().secret("ONE_MORE", "v").json();
+    let create =
+        |body: &serde_json::Value| with_json(test::TestRequest::post().uri("/v1/workspaces"), body);
+    send(&app, create(&too_many))
+        .await
+        .error(422, "INVALID_FIELD");
+    let id = steward_testkit::id_of(&send(&app, create(&full.json())).await.ok(201)).to_owned();
+    let before = settled(&app, &id).await;
+    let refused = send(&app, put_secret(&id, "ONE_MORE", "v")).await;
+    refused.error(422, "INVALID_FIELD");
+    assert!(refused.text.contains("more than 256"), "{}", refused.text);
+    assert_eq!(
+        snapshot(&app, &id).await,
+        before,
+        "a refused secret changes nothing"
+    );
+    // Replacing one is no new entry; once one is removed, another fits.
+    send(&app, put_secret(&id, "K0", "w")).await.ok(202);
+    let remove = admin(test::TestRequest::delete().uri(&format!("/v1/workspaces/{id}/secrets/K1")));
+    send(&app, remove.to_request()).await.ok(202);
+    send(&app, put_secret(&id, "ONE_MORE", "v")).await.ok(202);
+
+    // The instance's total environment: secrets, env and the model count together.
+    let big = "x".repeat(VALUE_MAX);
+    let id = core
+        .create(steward_testkit::records::spec("big"), &[])
+        .await;
+    settled(&app, &id).await;
+    let mut accepted = 0;
+    let refusal = loop {
+        let answer = send(&app, put_secret(&id, &format!("BIG{accepted}"), &big)).await;
+        if answer.status != 202 || accepted > 16 {
+            break answer;
+        }
+        accepted += 1;
+    };
+    refusal.error(422, "INVALID_FIELD");
+    assert!(refusal.text.contains("environment"), "{}", refusal.text);
+    assert_eq!(
+        accepted, 7,
+        "seven values of {VALUE_MAX} bytes fit, the eighth does not"
+    );
+    let model = with_json(
+        test::TestRequest::put().uri(&format!("/v1/workspaces/{id}/model")),
+        &json!({ "model": big }),
+    );
+    send(&app, model).await.error(422, "INVALID_FIELD");
+    let oversized = steward_testkit::CreateBody::named("oversized")
+        .env("A", &big)
+        .env("B", &big)
+        .env("C", &big)
+        .env("D", &big)
+        .secret("E", &big)
+        .secret("F", &big)
+        .secret("G", &big)
+        .secret("H", &big)
+        .json();
+    send(&app, create(&oversized))
+        .await
+        .error(422, "INVALID_FIELD");
+    // The workspace still starts with what it holds.
+    let restart = admin(test::TestRequest::post().uri(&format!("/v1/workspaces/{id}/restart")));
+    send(&app, restart.to_request()).await.ok(202);
+    settled(&app, &id).await;
+}

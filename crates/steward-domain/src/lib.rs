@@ -26,5 +26,5 @@ pub use machine::{
 };
 pub use phase::{Desired, Phase, ReadyWhen};
 pub use policy::Policy;
-pub use spec::WorkspaceSpec;
+pub use spec::{limits, LimitError, WorkspaceSpec};
 pub use time::{Tick, Timestamp};

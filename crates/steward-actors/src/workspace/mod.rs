@@ -32,14 +32,14 @@ pub(crate) use handlers::live_generation;
 
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use steward_domain::{
-    CauseSet, ConfigChange, Effect, Event, Generation, Machine, OpId, Outcome, Phase, Rejection,
-    Tick, Timestamp, WorkspaceId, WorkspaceSpec,
+    CauseSet, ConfigChange, Effect, Event, Generation, LimitError, Machine, OpId, Outcome, Phase,
+    Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::Provider;
 use steward_store::{AgentRecord, WorkspaceRecord, Write};
@@ -216,6 +216,7 @@ impl WorkspaceActor {
         if self.shutting_down {
             return Err(ActorError::ShuttingDown);
         }
+        self.check_fits(&intent).map_err(ActorError::Limit)?;
         let event = match &intent {
             Intent::Create { .. } => Event::Create,
             Intent::Restart => Event::Restart,
@@ -292,6 +293,34 @@ impl WorkspaceActor {
         let commit = self.execute(effects, extra, ctx);
         self.inserted = true;
         Ok((outcome, commit))
+    }
+
+    /// Refuses a secret or model change that would make the configuration too large to
+    /// start (the domain's limits, the same as at create).
+    fn check_fits(&self, intent: &Intent) -> Result<(), LimitError> {
+        let secret_len = |v: &SecretString| v.expose_secret().len();
+        match intent {
+            Intent::SetSecret { key, value } => {
+                let others = self.secrets.iter().filter(|(k, _)| *k != key);
+                let secrets: Vec<(&str, usize)> = others
+                    .map(|(k, v)| (k.as_str(), secret_len(v)))
+                    .chain([(key.as_str(), secret_len(value))])
+                    .collect();
+                self.spec.check_fits(secrets.into_iter())
+            }
+            Intent::SetModel { model } => {
+                let spec = WorkspaceSpec {
+                    model: Some(model.clone()),
+                    ..self.spec.clone()
+                };
+                spec.check_fits(
+                    self.secrets
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), secret_len(v))),
+                )
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -54,17 +54,24 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
         validate::command(command)?;
     }
 
+    let spec = WorkspaceSpec {
+        name: req.name,
+        provider: req
+            .provider
+            .unwrap_or_else(|| state.default_provider.clone()),
+        image: req.image,
+        command: req.command,
+        env: req.env,
+        model: req.model,
+    };
+    let secret_sizes = req
+        .secrets
+        .iter()
+        .map(|(k, v)| (k.as_str(), secrecy::ExposeSecret::expose_secret(v).len()));
+    spec.check_fits(secret_sizes)
+        .map_err(|e| ApiError::InvalidField(e.to_string()))?;
     Ok(NewWorkspace {
-        spec: WorkspaceSpec {
-            name: req.name,
-            provider: req
-                .provider
-                .unwrap_or_else(|| state.default_provider.clone()),
-            image: req.image,
-            command: req.command,
-            env: req.env,
-            model: req.model,
-        },
+        spec,
         secrets: req.secrets,
         ready_when: req.ready_when.map(Into::into),
         idempotency: None,

@@ -54,12 +54,17 @@ impl Answer {
 }
 
 pub fn state(core: &InProcess) -> web::Data<ApiState> {
+    state_with_body_limit(core, LIMIT)
+}
+
+/// [`state`] with another body limit.
+pub fn state_with_body_limit(core: &InProcess, max_bytes: usize) -> web::Data<ApiState> {
     web::Data::new(ApiState {
         registry: core.registry.clone(),
         admin_token_hash: steward_api::token_hash(TOKEN),
         metrics: None,
         body: steward_api::BodyLimits {
-            max_bytes: LIMIT,
+            max_bytes,
             timeout: BODY_TIMEOUT,
         },
         default_provider: "sim".to_owned(),
