@@ -63,6 +63,10 @@ impl Directory {
         self.entries.contains_key(&id)
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub(crate) fn ids(&self) -> Vec<WorkspaceId> {
         self.entries.iter().map(|e| *e.key()).collect()
     }

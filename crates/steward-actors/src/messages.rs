@@ -4,10 +4,10 @@ use actix::Message;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use steward_domain::{
-    CauseSet, Counters, Cycle, Failure, Generation, HealthReport, Op, Outcome, Phase, ReadyWhen,
-    Switch, Timestamp, Transition, WorkspaceId, WorkspaceSpec,
+    CauseSet, Counters, Cycle, Failure, Generation, HealthReport, MachineState, Op, Outcome, Phase,
+    ReadyWhen, Switch, Timestamp, Transition, WorkspaceId, WorkspaceSpec,
 };
-use steward_store::AgentRecord;
+use steward_store::{AgentRecord, WorkspaceRecord};
 
 use crate::ActorError;
 
@@ -172,6 +172,52 @@ pub struct WorkspaceView {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+}
+
+impl WorkspaceView {
+    /// The view of a workspace with this configuration and state.
+    pub(crate) fn of(
+        id: WorkspaceId,
+        spec: WorkspaceSpec,
+        state: &MachineState,
+        agent: AgentRecord,
+        secret_keys: Vec<String>,
+        last_event_seq: i64,
+        (created_at, updated_at): (Timestamp, Timestamp),
+    ) -> WorkspaceView {
+        WorkspaceView {
+            id,
+            spec,
+            ready_when: state.ready_when,
+            phase: state.phase,
+            generation: state.generation,
+            observed_generation: state.observed_generation,
+            in_flight: state.cycle.is_some(),
+            pending: state.pending,
+            agent,
+            failure: state.failure.clone(),
+            switch: state.switch.as_deref().cloned(),
+            secret_keys,
+            last_event_seq,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+/// The view of a stored workspace (one this daemon has no actor for).
+impl From<&WorkspaceRecord> for WorkspaceView {
+    fn from(record: &WorkspaceRecord) -> Self {
+        WorkspaceView::of(
+            record.id,
+            record.spec.clone(),
+            &record.state,
+            record.agent.clone(),
+            record.secrets.keys().cloned().collect(),
+            record.last_event_seq,
+            (record.created_at, record.updated_at),
+        )
+    }
 }
 
 /// What an operator sees of a live actor.

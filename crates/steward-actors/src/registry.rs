@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use steward_domain::{Generation, MachineState, WorkspaceId};
 use steward_provider::Provider;
-use steward_store::{AgentRecord, EventRecord, WorkspaceRecord};
+use steward_store::{AgentRecord, EventRecord, StoreError, WorkspaceRecord};
 use tokio::sync::{broadcast, mpsc, watch, OnceCell};
 
 use crate::directory::{Directory, Entry};
@@ -270,7 +270,13 @@ impl Registry {
     }
 
     /// Creates a workspace; answers once the creation is committed. With an idempotency
-    /// key, the same key and body give the same workspace (`false`: not newly created).
+    /// key, the same key and body give the same workspace, created once: exactly one request
+    /// gets `true` (created), every other one `false` (a replay).
+    ///
+    /// Requests with one key are one flight in this daemon: the first looks the key up and
+    /// creates, the others wait for it and answer the same view. Across daemons sharing a
+    /// database, the key's uniqueness decides: a create whose insert loses to another
+    /// daemon's finds the key stored and answers as a replay of that workspace.
     pub async fn create(&self, new: NewWorkspace) -> Result<(WorkspaceView, bool), ActorError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(ActorError::ShuttingDown);
@@ -286,16 +292,11 @@ impl Registry {
             return Ok((self.create_now(new, provider.as_ref()).await?, true));
         };
         let cell = self.inner.creating.entry(key.clone()).or_default().clone();
+        let mut flew = false;
         let settled = cell
-            .get_or_init(|| async {
-                match self.inner.deps.store.idempotency(&key).await {
-                    Ok(Some((id, stored_hash))) => Ok((id, stored_hash, None)),
-                    Ok(None) => {
-                        let view = self.create_now(new, provider.as_ref()).await?;
-                        Ok((view.id, hash.clone(), Some(view)))
-                    }
-                    Err(e) => Err(ActorError::Store(e.to_string())),
-                }
+            .get_or_init(|| {
+                flew = true;
+                self.create_once(new, provider.as_ref(), &key, &hash)
             })
             .await
             .clone();
@@ -307,8 +308,55 @@ impl Registry {
             return Err(ActorError::IdempotencyConflict);
         }
         match created {
-            Some(view) => Ok((view, true)),
-            None => Ok((self.get(id).await?, false)),
+            // The request that created answers 201; those that waited for it, the same view.
+            Some(view) => Ok((view, flew)),
+            None => Ok((self.replayed(id).await?, false)),
+        }
+    }
+
+    /// The first request of a key's flight: the workspace the key names if it is stored,
+    /// else a new one (`Some(view)`).
+    async fn create_once(
+        &self,
+        new: NewWorkspace,
+        provider: &dyn Provider,
+        key: &str,
+        hash: &str,
+    ) -> IdempotentCreate {
+        let store = &self.inner.deps.store;
+        let stored = |e: StoreError| ActorError::Store(e.to_string());
+        if let Some((id, stored_hash)) = store.idempotency(key).await.map_err(stored)? {
+            return Ok((id, stored_hash, None));
+        }
+        match self.create_now(new, provider).await {
+            Ok(view) => Ok((view.id, hash.to_owned(), Some(view))),
+            // Another daemon's create with this key committed first (the key is unique):
+            // ours wrote nothing, and this is a replay of theirs.
+            Err(ActorError::Store(reason)) => match store.idempotency(key).await {
+                Ok(Some((id, stored_hash))) => {
+                    tracing::debug!(key, workspace = %id, "idempotent create lost to a concurrent one; replaying it");
+                    Ok((id, stored_hash, None))
+                }
+                _ => Err(ActorError::Store(reason)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The workspace a replayed create answers: live from its actor, or from the store when
+    /// another daemon created it.
+    async fn replayed(&self, id: WorkspaceId) -> Result<WorkspaceView, ActorError> {
+        match self.get(id).await {
+            Err(ActorError::NotFound(_)) => self
+                .inner
+                .deps
+                .store
+                .load(id)
+                .await
+                .map_err(|e| ActorError::Store(e.to_string()))?
+                .map(|record| WorkspaceView::from(&record))
+                .ok_or(ActorError::NotFound(id)),
+            answer => answer,
         }
     }
 
@@ -454,6 +502,11 @@ impl Registry {
     /// A live feed of committed events (all workspaces).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.inner.deps.bus.subscribe()
+    }
+
+    /// How many workspace actors this daemon runs.
+    pub fn actor_count(&self) -> usize {
+        self.inner.actors.len()
     }
 
     /// Whether the workspace exists.

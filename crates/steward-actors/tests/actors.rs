@@ -52,35 +52,7 @@ impl Fixture {
 
     async fn new(sim: SimConfig, mailbox_capacity: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            StoreOptions {
-                database_url: format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display()),
-                max_batch: 256,
-                max_connections: 4,
-                busy_timeout: Duration::from_secs(5),
-            },
-            &dir.path().join("secrets.key"),
-        )
-        .await
-        .expect("store opens");
-        let sim = Arc::new(SimProvider::new("sim", sim));
-        let mut providers = Providers::default();
-        providers.insert(sim.clone());
-        let deps = Deps {
-            store: store.clone(),
-            providers,
-            policy: Arc::new(fast_policy()),
-            clock: Clock::system(),
-            bus: EventBus::new(1024),
-            mailbox_capacity,
-            control_url: "http://127.0.0.1:9".into(),
-            http: reqwest::Client::new(),
-            context_timeout: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_secs(1),
-        };
-        let registry = Registry::boot(deps, RegistryOptions { arbiters: 0 })
-            .await
-            .expect("boot");
+        let (registry, sim, store) = boot(dir.path(), sim, mailbox_capacity).await;
         Self {
             registry,
             sim,
@@ -89,21 +61,14 @@ impl Fixture {
         }
     }
 
+    /// Another daemon on the same database (its own store, registry and sim provider), as
+    /// replicas sharing one PostgreSQL would be.
+    async fn replica(&self) -> Registry {
+        boot(self._dir.path(), sim(10), 1024).await.0
+    }
+
     async fn create(&self, key: Option<&str>) -> Result<WorkspaceId, ActorError> {
-        let new = NewWorkspace {
-            spec: WorkspaceSpec {
-                name: "w".into(),
-                provider: "sim".into(),
-                image: None,
-                command: None,
-                env: BTreeMap::new(),
-                model: None,
-            },
-            secrets: BTreeMap::from([("TOKEN".to_owned(), SecretString::from("v1"))]),
-            ready_when: None,
-            idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
-        };
-        Ok(self.registry.create(new).await?.0.id)
+        Ok(self.registry.create(new_workspace(key)).await?.0.id)
     }
 
     async fn phase(&self, id: WorkspaceId) -> Phase {
@@ -127,6 +92,61 @@ impl Fixture {
         })
         .await;
     }
+}
+
+/// A workspace to create, with `key` as its idempotency key.
+fn new_workspace(key: Option<&str>) -> NewWorkspace {
+    NewWorkspace {
+        spec: WorkspaceSpec {
+            name: "w".into(),
+            provider: "sim".into(),
+            image: None,
+            command: None,
+            env: BTreeMap::new(),
+            model: None,
+        },
+        secrets: BTreeMap::from([("TOKEN".to_owned(), SecretString::from("v1"))]),
+        ready_when: None,
+        idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
+    }
+}
+
+/// A store on the database in `dir` and a registry over it, with a sim provider.
+async fn boot(
+    dir: &std::path::Path,
+    sim: SimConfig,
+    mailbox_capacity: usize,
+) -> (Registry, Arc<SimProvider>, Store) {
+    let store = Store::open(
+        StoreOptions {
+            database_url: format!("sqlite://{}?mode=rwc", dir.join("s.db").display()),
+            max_batch: 256,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        },
+        &dir.join("secrets.key"),
+    )
+    .await
+    .expect("store opens");
+    let sim = Arc::new(SimProvider::new("sim", sim));
+    let mut providers = Providers::default();
+    providers.insert(sim.clone());
+    let deps = Deps {
+        store: store.clone(),
+        providers,
+        policy: Arc::new(fast_policy()),
+        clock: Clock::system(),
+        bus: EventBus::new(1024),
+        mailbox_capacity,
+        control_url: "http://127.0.0.1:9".into(),
+        http: reqwest::Client::new(),
+        context_timeout: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_secs(1),
+    };
+    let registry = Registry::boot(deps, RegistryOptions { arbiters: 0 })
+        .await
+        .expect("boot");
+    (registry, sim, store)
 }
 
 async fn eventually<F, Fut>(what: &str, mut condition: F)
@@ -339,14 +359,69 @@ async fn a_full_mailbox_refuses_with_overloaded_instead_of_queueing() {
 }
 
 #[actix::test]
-async fn concurrent_creates_with_one_idempotency_key_make_one_workspace() {
+async fn concurrent_creates_with_one_idempotency_key_make_one_workspace_created_once() {
     let f = Fixture::new(sim(10), 1024).await;
-    let ids = futures::future::join_all((0..10).map(|_| f.create(Some("k1")))).await;
-    let first = *ids[0].as_ref().expect("created");
-    assert!(ids.iter().all(|r| r.as_ref().ok() == Some(&first)));
+    let answers =
+        futures::future::join_all((0..10).map(|_| f.registry.create(new_workspace(Some("k1")))))
+            .await;
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|a| a.expect("created or replayed"))
+        .collect();
+    let first = answers[0].0.id;
+    assert!(answers.iter().all(|(view, _)| view.id == first));
+    let created = answers.iter().filter(|(_, created)| *created).count();
+    assert_eq!(created, 1, "exactly one request created the workspace");
     assert_eq!(f.registry.list().await.len(), 1);
-    // Later, from the store: the same workspace again.
-    assert_eq!(f.create(Some("k1")).await.expect("replayed"), first);
+    // Later, from the store: the same workspace again, not created again.
+    let (again, created) = f
+        .registry
+        .create(new_workspace(Some("k1")))
+        .await
+        .expect("replayed");
+    assert_eq!((again.id, created), (first, false));
+}
+
+#[actix::test]
+async fn an_idempotent_create_that_loses_at_the_database_replays_the_winner() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let replica = f.replica().await;
+    // Both daemons look the key up (not there yet) before either can commit: each spawns
+    // its workspace's actor, and their inserts meet at the key's uniqueness.
+    let mut lock = f.lock_store().await;
+    let both_looked = async {
+        eventually("both daemons to spawn an actor", || async {
+            f.registry.actor_count() == 1 && replica.actor_count() == 1
+        })
+        .await;
+        unlock(&mut lock).await;
+    };
+    let (here, there, ()) = futures::join!(
+        f.registry.create(new_workspace(Some("race"))),
+        replica.create(new_workspace(Some("race"))),
+        both_looked
+    );
+    let (here, there) = (here.expect("here"), there.expect("there"));
+    assert_eq!(here.0.id, there.0.id, "one workspace for one key");
+    assert_eq!(
+        [here.1, there.1].iter().filter(|created| **created).count(),
+        1,
+        "exactly one daemon created it"
+    );
+    assert_eq!(f.store.load_all().await.expect("load").len(), 1);
+    // The loser's actor found nothing of its own in the store and is gone.
+    eventually("the losing actor to be gone", || async {
+        f.registry.actor_count() + replica.actor_count() == 1
+    })
+    .await;
+    // A later replay on either daemon answers the same workspace.
+    for registry in [&f.registry, &replica] {
+        let (view, created) = registry
+            .create(new_workspace(Some("race")))
+            .await
+            .expect("replayed");
+        assert_eq!((view.id, created), (here.0.id, false));
+    }
 }
 
 #[actix::test]

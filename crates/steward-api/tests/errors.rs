@@ -341,13 +341,28 @@ async fn an_idempotency_key_replays_its_create_and_refuses_another_body() {
             .set_json(body)
             .to_request()
     };
-    let first = send(&app, create(CreateBody::named("idem").model("m1").json()))
-        .await
-        .ok(201);
-    // The same request (formatted differently) is the same workspace.
+    // Thirty at once: one creates (201), the others are replays (200) of the same answer.
+    let answers = futures::future::join_all(
+        (0..30).map(|_| send(&app, create(CreateBody::named("idem").model("m1").json()))),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "exactly one 201: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| matches!(s, 200 | 201)), "{statuses:?}");
+    assert!(
+        answers.iter().all(|a| a.json == answers[0].json),
+        "every replay has the created body"
+    );
+    let first = answers[0].json.clone();
+    assert_eq!(workspace_count(&app).await, 1);
+    // The same request later (formatted differently): a replay of the same workspace.
     let again = send(&app, create(json!({ "model": "m1", "name": "idem" }))).await;
     assert_eq!(again.json["id"], first["id"], "{}", again.text);
-    assert!(matches!(again.status, 200 | 201), "{}", again.text);
+    assert_eq!(again.status, 200, "{}", again.text);
     send(&app, create(CreateBody::named("idem").model("m2").json()))
         .await
         .error(422, "IDEMPOTENCY_KEY_REUSED");

@@ -24,24 +24,15 @@ impl WorkspaceActor {
     }
 
     fn view(&self) -> WorkspaceView {
-        let state = self.machine.state();
-        WorkspaceView {
-            id: self.id,
-            spec: self.spec.clone(),
-            ready_when: state.ready_when,
-            phase: state.phase,
-            generation: state.generation,
-            observed_generation: state.observed_generation,
-            in_flight: self.machine.cycle().is_some(),
-            pending: state.pending,
-            agent: self.agent.clone(),
-            failure: state.failure.clone(),
-            switch: state.switch.as_deref().cloned(),
-            secret_keys: self.secrets.keys().cloned().collect(),
-            last_event_seq: self.last_event_seq,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
+        WorkspaceView::of(
+            self.id,
+            self.spec.clone(),
+            self.machine.state(),
+            self.agent.clone(),
+            self.secrets.keys().cloned().collect(),
+            self.last_event_seq,
+            (self.created_at, self.updated_at),
+        )
     }
 
     fn inspect(&self) -> ActorView {
