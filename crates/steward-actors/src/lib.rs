@@ -20,6 +20,7 @@ mod deps;
 mod directory;
 mod error;
 pub mod failpoints;
+pub mod log_summary;
 mod messages;
 mod probes;
 mod records;

@@ -614,7 +614,7 @@ impl Registry {
                         None => None,
                     };
                     self.spawn(record, Origin::Restored { live }, restarts);
-                    tracing::info!(workspace = %id, restarts, "workspace actor restarted from the store");
+                    tracing::debug!(workspace = %id, restarts, "workspace actor restarted from the store");
                     return;
                 }
                 Ok(None) => {

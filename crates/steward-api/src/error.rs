@@ -4,7 +4,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use steward_actors::log_summary::LogSummary;
 use steward_actors::ActorError;
+
+/// Store failures answered as 503 (see [`steward_actors::log_summary`]).
+pub(crate) static STORE_FAILURES: LogSummary =
+    LogSummary::new(tracing::Level::ERROR, "store failures answered as 503");
 
 /// An error answer.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +160,10 @@ impl From<ActorError> for ApiError {
             }
             ActorError::ShuttingDown => ApiError::Unavailable("daemon is shutting down".into()),
             ActorError::Store(reason) => {
-                tracing::error!(%reason, "store failure answered as 503");
+                // An overloaded or failing store answers every request so: summarized.
+                if STORE_FAILURES.admit(&reason) {
+                    tracing::error!(%reason, "store failure answered as 503");
+                }
                 ApiError::Unavailable("store unavailable; the request was not committed".into())
             }
             ActorError::Provider(reason) => ApiError::Provider(reason),
@@ -281,5 +289,43 @@ mod tests {
                 .unwrap_or_default()
                 .contains("/secret/path"));
         }
+    }
+
+    /// A store that fails (an overload, say) answers every request with 503: one ERROR line,
+    /// then a summary with the count, never one line per request.
+    #[test]
+    fn store_failures_are_logged_once_then_summarized() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Log(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let summarized = tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..1000 {
+                let error = ApiError::from(ActorError::Store(
+                    "the store is overloaded: too many commits waiting".into(),
+                ));
+                assert!(matches!(error, ApiError::Unavailable(_)));
+            }
+            STORE_FAILURES.flush()
+        });
+        let text = String::from_utf8_lossy(&log.0.lock().expect("log")).into_owned();
+        // Other tests of this binary may have logged the first one on their thread.
+        assert!(text.lines().count() <= 2, "{text}");
+        assert!(summarized >= 999, "{summarized} summarized: {text}");
+        assert!(text.contains(&format!("count={summarized}")), "{text}");
     }
 }

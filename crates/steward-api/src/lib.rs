@@ -29,6 +29,9 @@ use utoipa::OpenApi;
 
 use routes::{admin, agent, events, system, workspaces};
 
+/// The floods this crate summarizes instead of logging line by line.
+pub static LOG_SUMMARIES: &[&steward_actors::log_summary::LogSummary] = &[&error::STORE_FAILURES];
+
 /// What the handlers share.
 pub struct ApiState {
     /// The workspace actors.

@@ -352,7 +352,10 @@ async fn an_idempotency_key_replays_its_create_and_refuses_another_body() {
         1,
         "exactly one 201: {statuses:?}"
     );
-    assert!(statuses.iter().all(|s| matches!(s, 200 | 201)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 201)),
+        "{statuses:?}"
+    );
     assert!(
         answers.iter().all(|a| a.json == answers[0].json),
         "every replay has the created body"

@@ -286,3 +286,61 @@ async fn secrets_and_the_environment_have_the_same_limits_on_every_path() {
     send(&app, restart.to_request()).await.ok(202);
     settled(&app, &id).await;
 }
+
+/// Whatever part of a request the daemon cannot use — a path segment that does not decode,
+/// a query of the wrong type — is answered in the API's JSON error shape.
+#[actix_web::test]
+async fn undecodable_paths_and_queries_get_json_errors() {
+    let core = InProcess::start().await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let id = uuid::Uuid::new_v4();
+    for (method, path, status, code) in [
+        ("GET", "/v1/workspaces/%FF".to_owned(), 400, "INVALID_ID"),
+        (
+            "GET",
+            "/v1/workspaces/%FF/secrets".to_owned(),
+            400,
+            "INVALID_ID",
+        ),
+        ("GET", "/v1/admin/actors/%C0".to_owned(), 400, "INVALID_ID"),
+        (
+            "DELETE",
+            format!("/v1/workspaces/{id}/secrets/%FF%FE"),
+            422,
+            "INVALID_FIELD",
+        ),
+        (
+            "GET",
+            format!("/v1/workspaces/{id}/events?after=x"),
+            422,
+            "INVALID_FIELD",
+        ),
+        (
+            "GET",
+            format!("/v1/workspaces/{id}/events?limit=99999999999999999999"),
+            422,
+            "INVALID_FIELD",
+        ),
+        (
+            "GET",
+            format!("/v1/workspaces/{id}/events?after=1&bogus=2"),
+            422,
+            "INVALID_FIELD",
+        ),
+        ("GET", "/v1/%00".to_owned(), 404, "NOT_FOUND"),
+    ] {
+        let req = test::TestRequest::default()
+            .method(method.parse().expect("a method"))
+            .uri(&path);
+        let answer = send(&app, admin(req).to_request()).await;
+        answer.error(status, code);
+        assert_eq!(
+            answer
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"application/json"[..]),
+            "{method} {path}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ const ENV_KEYS: &[&str] = &[
     "control_url",
     "default_provider",
     "log_format",
+    "log_summary_interval",
     "shutdown_grace",
     "http",
     "actors",
@@ -55,6 +56,9 @@ pub struct Config {
     pub default_provider: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// How often floods of one kind of log line are summarized.
+    #[serde(with = "humantime_serde")]
+    pub log_summary_interval: Duration,
     /// How long shutdown waits for in-flight operations.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -269,6 +273,9 @@ impl Config {
         }
         if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
             bail!("backoff.initial must be > 0 and backoff.max >= backoff.initial");
+        }
+        if self.log_summary_interval.is_zero() {
+            bail!("log_summary_interval must be greater than zero");
         }
         if self.health.failure_threshold == 0 {
             bail!("health.failure_threshold must be at least 1");

@@ -6,6 +6,7 @@
 mod cli;
 mod config;
 mod files;
+mod logging;
 mod serve;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -23,31 +23,13 @@ use steward_provider::sim::SimProvider;
 use steward_provider::Providers;
 use steward_store::{Store, StoreOptions};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::files;
 
 /// Runs the daemon until a termination signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(config.log_format);
+    crate::logging::init(config.log_format);
     actix_web::rt::System::new().block_on(serve(config))
-}
-
-fn init_logging(format: LogFormat) {
-    // bollard logs request bodies (container env, so secrets) at debug/trace: it is capped
-    // at warn whatever RUST_LOG asks for.
-    let bollard_cap = "bollard=warn".parse().expect("a valid static directive");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
-        .add_directive(bollard_cap);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {
@@ -131,6 +113,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let metrics = install_metrics()?;
+    let summaries = [
+        steward_actors::log_summary::SUMMARIES,
+        steward_api::LOG_SUMMARIES,
+    ]
+    .concat()
+    .into_iter()
+    .chain([&crate::logging::CONNECTION_ERRORS])
+    .collect();
+    steward_actors::log_summary::flush_every(config.log_summary_interval, summaries)
+        .context("cannot start the log summaries' thread")?;
     files::ensure_data_dir(&config.data_dir)?;
     let admin_token = match &config.admin_token {
         Some(token) => token.expose_secret().to_owned(),

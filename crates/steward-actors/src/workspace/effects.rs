@@ -364,7 +364,10 @@ impl WorkspaceActor {
         if self.crashed {
             return;
         }
-        tracing::warn!(workspace = %self.id, %reason, "workspace actor restarting from the store");
+        // An overloaded or failing store restarts many actors at once: summarized.
+        if super::ACTOR_RESTARTS.admit(format_args!("workspace {}: {reason}", self.id)) {
+            tracing::warn!(workspace = %self.id, %reason, "workspace actor restarting from the store");
+        }
         self.crashed = true;
         self.last_error = Some(reason);
         ctx.stop();

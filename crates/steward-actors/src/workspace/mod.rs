@@ -42,6 +42,8 @@ use steward_domain::{
     Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::Provider;
+
+use crate::log_summary::LogSummary;
 use steward_store::{AgentRecord, WorkspaceRecord, Write};
 use tokio::sync::oneshot;
 
@@ -51,6 +53,12 @@ use crate::{failpoints, telemetry, ActorError, Deps, Intent, IntentReply};
 
 /// A commit in flight, awaitable by several parties (the caller, the operations it gates,
 /// the next respawn). `Err` carries a reason to record.
+/// Actors restarting from the store (see [`crate::log_summary`]).
+pub(crate) static ACTOR_RESTARTS: LogSummary = LogSummary::new(
+    tracing::Level::WARN,
+    "workspace actors restarting from the store",
+);
+
 pub(crate) type Commit = Shared<BoxFuture<'static, Result<(), String>>>;
 
 /// The commit of an actor whose last commit has settled: one for all, so an idle actor keeps

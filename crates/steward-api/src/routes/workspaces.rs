@@ -216,6 +216,8 @@ pub async fn remove_secret(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
+    workspace_id(&id)?;
+    validate::key("secrets", &key)?;
     intent(&state, &id, Intent::RemoveSecret { key }).await
 }
 

@@ -1,7 +1,8 @@
-//! Slow clients cannot hold the daemon: request heads, bodies and idle connections are
-//! bounded in time, agent requests are authenticated before their body is read, and
-//! `/healthz` keeps answering while many slow clients are connected. Loopback only, a
-//! bounded number of connections.
+//! Hostile clients cannot hold the daemon or fill its log: request heads, bodies and idle
+//! connections are bounded in time, agent requests are authenticated before their body is
+//! read, `/healthz` keeps answering while many slow clients are connected, and malformed
+//! requests are answered and summarized in the log, not logged one ERROR line each.
+//! Loopback only, a bounded number of connections.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -171,4 +172,80 @@ async fn slow_clients_are_cut_off_and_healthz_keeps_answering() {
     let doc = api.workspace(&id).await;
     assert!(doc["agent"]["url"].is_null(), "{doc}");
     api.get("/healthz").await.expect(200);
+}
+
+/// Requests the HTTP stack refuses before the daemon sees them.
+const MALFORMED: &[&[u8]] = &[
+    b"GARBAGE\r\n\r\n",
+    b"\x00\x01\x02\xff\xfe\r\n\r\n",
+    b"POST /v1/workspaces HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST /v1/workspaces HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"POST /v1/workspaces HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_and_summarized_not_logged_each() {
+    let config = format!("log_summary_interval = \"500ms\"\n{}", sim_config(10));
+    let daemon = Daemon::start(&config).await;
+    let addr = daemon.addr();
+    const ROUNDS: usize = 20;
+    let deadline = Instant::now() + MARGIN;
+    for _ in 0..ROUNDS {
+        for request in MALFORMED {
+            let answer =
+                closed_by(open(addr, request).await, deadline, "a malformed request").await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{request:?}: {answer:?}"
+            );
+        }
+        let mut huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+        huge.extend(b"\r\n\r\n");
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        // The daemon may close before taking it all.
+        let _ = stream.write_all(&huge).await;
+        let answer = closed_by(stream, deadline, "a request head too large").await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    }
+    let refused = ROUNDS * (MALFORMED.len() + 1);
+    daemon.client().get("/healthz").await.expect(200);
+
+    // One line for the first, then summaries with the count of the others; never an ERROR.
+    let summarized = steward_tests::eventually(Duration::from_secs(10), "the summary", || async {
+        let logs = daemon.logs();
+        let counted: usize = logs
+            .lines()
+            .filter(|l| l.contains("HTTP connections ended by a malformed request"))
+            .filter_map(|l| {
+                l.split("count=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        if counted + 1 >= refused {
+            Ok(logs)
+        } else {
+            Err(format!("{counted} of {refused} summarized so far"))
+        }
+    })
+    .await;
+    let lines: Vec<&str> = summarized
+        .lines()
+        .filter(|l| l.contains("HTTP connection"))
+        .collect();
+    assert!(
+        lines.iter().all(|l| !l.contains("ERROR")),
+        "connection errors are client errors: {lines:#?}"
+    );
+    assert!(
+        lines.len() < refused / 4,
+        "{} lines for {refused} malformed requests: {lines:#?}",
+        lines.len()
+    );
+    assert!(!summarized.contains(" ERROR "), "{summarized}");
 }
