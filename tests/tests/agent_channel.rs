@@ -244,7 +244,7 @@ async fn no_secret_value_appears_in_any_log_line() {
     let pid = health["pid"].as_u64().expect("pid");
     api.delete(&format!("/v1/workspaces/{id}"))
         .await
-        .expect(202);
+        .expect(200);
     daemon.stop_gracefully().await;
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),

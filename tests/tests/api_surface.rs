@@ -231,21 +231,13 @@ async fn stop_start_delete_and_kill() {
     .await
     .expect_error(404, "NOT_FOUND");
 
-    api.delete(&ws).await.expect(202);
-    eventually(
-        Duration::from_secs(30),
-        "the workspace to be gone",
-        || async {
-            let reply = api.get(&ws).await;
-            if reply.status == 404 {
-                Ok(reply)
-            } else {
-                Err(format!("HTTP {}: {}", reply.status, reply.text))
-            }
-        },
-    )
-    .await
-    .expect_error(404, "NOT_FOUND");
+    // Answered once the workspace is gone.
+    let deleted = api.delete(&ws).await.expect(200);
+    assert_eq!(deleted["outcome"], "deleted", "{deleted}");
+    api.get(&ws).await.expect_error(404, "NOT_FOUND");
+    api.get(&format!("{ws}/secrets"))
+        .await
+        .expect_error(404, "NOT_FOUND");
     let restart = api.post_empty(&format!("{ws}/restart")).await;
     restart.expect_error(404, "NOT_FOUND");
     assert!(

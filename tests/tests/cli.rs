@@ -363,7 +363,7 @@ async fn stop_start_and_delete() {
     api.wait_settled(&id).await;
 
     let delete = cli.run(&["ws", "delete", &id]).await.ok();
-    assert!(delete.starts_with("delete accepted"), "{delete}");
+    assert!(delete.starts_with("deleted: "), "{delete}");
     steward_tests::eventually(
         Duration::from_secs(30),
         "the deleted workspace to be gone",

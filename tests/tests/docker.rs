@@ -120,9 +120,9 @@ async fn lifecycle_create_stop_start_delete() {
     registered(&api, &id, 2).await;
     assert_eq!(owner.running(), 1);
 
-    api.delete(&format!("/v1/workspaces/{id}"))
-        .await
-        .expect(202);
+    // 200 once gone, 202 if the engine takes longer than the daemon waits.
+    let deleted = api.delete(&format!("/v1/workspaces/{id}")).await;
+    assert!(matches!(deleted.status, 200 | 202), "{deleted:?}");
     eventually(
         WAIT,
         "the workspace and its container to be gone",

@@ -87,7 +87,9 @@ impl LogSummary {
             Level::INFO => {
                 tracing::info!(count = counted, within = over, last = %last, "{what}: {counted} more")
             }
-            _ => tracing::debug!(count = counted, within = over, last = %last, "{what}: {counted} more"),
+            _ => {
+                tracing::debug!(count = counted, within = over, last = %last, "{what}: {counted} more")
+            }
         }
         counted
     }

@@ -63,6 +63,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Flips to `true` when shutdown begins, so long-lived streams can end.
     closing: watch::Sender<bool>,
+    /// Counts the workspaces purged (deleted and gone), for deletes that wait for theirs.
+    purged: watch::Sender<u64>,
 }
 
 /// Handle to the registry. Cheap to clone.
@@ -99,6 +101,7 @@ impl Registry {
                 creating: DashMap::new(),
                 shutting_down: AtomicBool::new(false),
                 closing: watch::channel(false).0,
+                purged: watch::channel(0).0,
             }),
         };
         actix::spawn(supervise(Arc::downgrade(&registry.inner), notes));
@@ -416,6 +419,34 @@ impl Registry {
         }
     }
 
+    /// Deletes a workspace: answers once the delete is committed, with whether the workspace
+    /// was also gone (its instance removed, its records deleted) within `wait`. If not, the
+    /// deletion goes on.
+    pub async fn delete(
+        &self,
+        id: WorkspaceId,
+        wait: Duration,
+    ) -> Result<(IntentReply, bool), ActorError> {
+        let mut purged = self.inner.purged.subscribe();
+        let mut closing = self.closing();
+        let reply = self.submit(id, Intent::Delete).await?;
+        let gone = async {
+            while self.inner.actors.contains(id) {
+                tokio::select! {
+                    changed = purged.changed() => changed.ok()?,
+                    _ = closing.changed() => return None,
+                }
+            }
+            Some(())
+        };
+        let gone = tokio::time::timeout(wait, gone)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        Ok((reply, gone))
+    }
+
     /// Claims a provider switch for a workspace; answers once the claim is committed (the
     /// switch itself goes on in the actor, whatever happens to the caller).
     pub async fn switch_provider(
@@ -646,7 +677,10 @@ async fn supervise(registry: Weak<Inner>, mut notes: mpsc::UnboundedReceiver<Sup
             SupervisorNote::ProviderChanged { id, provider } => {
                 inner.actors.set_provider(id, &provider);
             }
-            SupervisorNote::Purged { id, addr } => inner.actors.forget(id, &addr),
+            SupervisorNote::Purged { id, addr } => {
+                inner.actors.forget(id, &addr);
+                inner.purged.send_modify(|n| *n += 1);
+            }
             SupervisorNote::Crashed {
                 id,
                 restarts,

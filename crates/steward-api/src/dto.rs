@@ -241,8 +241,8 @@ pub struct SecretKeys {
 /// The answer to a lifecycle intent.
 #[derive(Serialize, ToSchema)]
 pub struct IntentAnswer {
-    /// `started`, `coalesced`, `deferred` (config change of a stopped workspace) or
-    /// `accepted`.
+    /// `started`, `coalesced`, `deferred` (config change of a stopped workspace),
+    /// `accepted`, or `deleted` (a delete that is done).
     pub outcome: &'static str,
     /// The generation that will carry the intent (or the current one).
     pub generation: u64,

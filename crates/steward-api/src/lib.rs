@@ -42,6 +42,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     /// Size and time limits of request bodies.
     pub body: BodyLimits,
+    /// How long a delete waits for the workspace to be gone before answering 202.
+    pub delete_wait: std::time::Duration,
     /// Provider of workspaces created without one.
     pub default_provider: String,
 }

@@ -344,3 +344,87 @@ async fn undecodable_paths_and_queries_get_json_errors() {
         );
     }
 }
+
+/// A delete answers once the workspace is gone (200), so that what a client reads next is
+/// a 404; one that takes longer than the daemon waits answers 202 and goes on.
+#[actix_web::test]
+async fn a_delete_answers_once_the_workspace_is_gone() {
+    let core = InProcess::builder()
+        .other_sim(
+            "slow",
+            steward_provider::sim::SimConfig {
+                start_delay: Duration::ZERO,
+                stop_delay: Duration::from_secs(600),
+                ..steward_provider::sim::SimConfig::default()
+            },
+        )
+        .start()
+        .await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let id = core
+        .create(steward_testkit::records::spec("quick"), &[("K", "v")])
+        .await;
+    settled(&app, &id).await;
+    let path = format!("/v1/workspaces/{id}");
+    let deleted = send(
+        &app,
+        admin(test::TestRequest::delete().uri(&path)).to_request(),
+    )
+    .await
+    .ok(200);
+    assert_eq!(deleted["outcome"], "deleted", "{deleted}");
+    for read in [
+        path.clone(),
+        format!("{path}/secrets"),
+        format!("{path}/events"),
+    ] {
+        send(
+            &app,
+            admin(test::TestRequest::get().uri(&read)).to_request(),
+        )
+        .await
+        .error(404, "NOT_FOUND");
+    }
+
+    let mut spec = steward_testkit::records::spec("slow");
+    spec.provider = "slow".into();
+    let id = core.create(spec, &[]).await;
+    let path = format!("/v1/workspaces/{id}");
+    eventually_running(&app, &path).await;
+    let accepted = send(
+        &app,
+        admin(test::TestRequest::delete().uri(&path)).to_request(),
+    )
+    .await
+    .ok(202);
+    assert_eq!(accepted["outcome"], "accepted", "{accepted}");
+    let doc = send(
+        &app,
+        admin(test::TestRequest::get().uri(&path)).to_request(),
+    )
+    .await
+    .ok(200);
+    assert_eq!(doc["phase"], "deleting", "{doc}");
+}
+
+async fn eventually_running<S, B>(app: &S, path: &str)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    steward_testkit::eventually(Duration::from_secs(10), "the workspace to run", || async {
+        let doc = send(app, admin(test::TestRequest::get().uri(path)).to_request())
+            .await
+            .ok(200);
+        if doc["phase"] == "running" {
+            Ok(())
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .await
+}

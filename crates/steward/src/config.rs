@@ -110,6 +110,9 @@ pub struct HttpConfig {
     /// A connection being closed is dropped after this long, whatever the client does.
     #[serde(with = "humantime_serde")]
     pub disconnect_timeout: Duration,
+    /// How long a delete waits for its workspace to be gone before answering 202.
+    #[serde(with = "humantime_serde")]
+    pub delete_wait: Duration,
 }
 
 /// `[actors]`.

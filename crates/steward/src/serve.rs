@@ -207,6 +207,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             timeout: config.http.body_timeout,
         },
         default_provider: config.default_provider.clone(),
+        delete_wait: config.http.delete_wait,
     });
     let workers = if config.http.workers == 0 {
         cores()

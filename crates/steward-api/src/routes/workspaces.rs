@@ -163,11 +163,24 @@ pub async fn start(state: State, id: web::Path<String>) -> Result<HttpResponse, 
     intent(&state, &id, Intent::Start).await
 }
 
-/// Delete: the workspace, its instance and secrets are gone when done.
+/// Delete: the workspace, its instance, secrets and events are removed. Answers 200 once
+/// they are gone, or 202 if that takes longer than the daemon waits (`http.delete_wait`):
+/// the deletion goes on, and the workspace shows phase `deleting` until it is gone.
 #[utoipa::path(delete, path = "/v1/workspaces/{id}", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, body = IntentAnswer, description = "Deleted: the workspace is gone (outcome `deleted`)"),
+        (status = 202, body = IntentAnswer, description = "Being deleted (outcome `accepted`)"),
+        (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn delete(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    intent(&state, &id, Intent::Delete).await
+    let (reply, gone) = state
+        .registry
+        .delete(workspace_id(&id)?, state.delete_wait)
+        .await?;
+    let mut answer = IntentAnswer::from(reply);
+    if gone {
+        answer.outcome = "deleted";
+        return Ok(HttpResponse::Ok().json(answer));
+    }
+    Ok(HttpResponse::Accepted().json(answer))
 }
 
 /// Secret keys (never values).

@@ -18,6 +18,8 @@ use steward_testkit::is_settled;
 pub const TOKEN: &str = "the-admin-token";
 /// The body limit of these tests.
 pub const LIMIT: usize = 4096;
+/// How long these tests' deletes wait for the workspace to be gone.
+pub const DELETE_WAIT: Duration = Duration::from_millis(500);
 /// How long these tests' bodies may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -68,6 +70,7 @@ pub fn state_with_body_limit(core: &InProcess, max_bytes: usize) -> web::Data<Ap
             timeout: BODY_TIMEOUT,
         },
         default_provider: "sim".to_owned(),
+        delete_wait: DELETE_WAIT,
     })
 }
 

@@ -151,6 +151,9 @@ pub fn intent(out: &mut impl Write, intent: &Intent<'_>, answer: &IntentAnswer) 
             format!("start accepted, cycle started: generation {g}")
         }
         Intent::Start => format!("start {outcome}: generation {g}"),
+        Intent::Delete if answer.outcome == "deleted" => {
+            "deleted: the workspace, its instance and secrets are gone".to_owned()
+        }
         Intent::Delete => {
             format!("delete {outcome}: the workspace, its instance and secrets are being removed")
         }
