@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, store (SQLite and PostgreSQL), actor, Docker and
-# end-to-end tests. Installs and starts what it needs (PostgreSQL via with-postgres.sh) and
+# end-to-end tests, then the API's description checked against its behaviour (Schemathesis). Installs and starts what it needs (PostgreSQL via with-postgres.sh) and
 # builds the local agent image the Docker tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,18 @@ cargo build --workspace --bins "${FEATURES[@]}"
 # missing browser fails). Its outcome is reported after the cargo tests, which run anyway.
 browser=0
 scripts/console-test.sh || browser=$?
-scripts/with-postgres.sh cargo test --workspace --no-fail-fast "${FEATURES[@]}"
+tests=0
+scripts/with-postgres.sh cargo test --workspace --no-fail-fast "${FEATURES[@]}" || tests=$?
+
+# The API's description against its behaviour: Schemathesis (from PyPI, into a virtual
+# environment under target/) against the daemon just built.
+description=0
+STEWARD_BIN=target/debug/steward scripts/schemathesis.sh || description=$?
+
 if [ "$browser" != 0 ]; then
     echo "error: the console's browser test failed (scripts/console-test.sh; screenshots in target/console-test)" >&2
 fi
-exit "$browser"
+if [ "$description" != 0 ]; then
+    echo "error: the API's description and its behaviour differ (scripts/schemathesis.sh; report above)" >&2
+fi
+[ "$tests" = 0 ] && [ "$browser" = 0 ] && [ "$description" = 0 ]

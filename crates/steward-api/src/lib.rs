@@ -10,12 +10,14 @@ mod auth;
 mod body;
 pub mod dto;
 mod error;
+mod openapi;
 mod routes;
 pub mod validate;
 
 pub use auth::token_hash;
 pub use body::BodyLimits;
 pub use error::{ApiError, ErrorBody};
+pub use openapi::{describe, ApiDoc};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -25,7 +27,6 @@ use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 use steward_actors::Registry;
 use steward_domain::WorkspaceId;
-use utoipa::OpenApi;
 
 use routes::{admin, agent, events, system, workspaces};
 
@@ -46,39 +47,6 @@ pub struct ApiState {
     pub delete_wait: std::time::Duration,
     /// Provider of workspaces created without one.
     pub default_provider: String,
-}
-
-/// The OpenAPI description, generated from the handlers and DTOs.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Steward", description = "Keeps agent workspaces alive, race-free."),
-    paths(
-        workspaces::create, workspaces::list, workspaces::get, workspaces::restart,
-        workspaces::stop, workspaces::start, workspaces::delete, workspaces::secret_keys,
-        workspaces::set_secret, workspaces::remove_secret, workspaces::set_model,
-        workspaces::switch_provider,
-                events::events, admin::actors, admin::actor, admin::kill, agent::register, agent::heartbeat,
-        system::healthz, system::readyz, system::metrics, system::openapi,
-    ),
-    modifiers(&BearerAuth)
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        components.add_security_scheme(
-            "agent",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
 }
 
 /// Parses a path id.

@@ -11,7 +11,7 @@ use steward_actors::AgentCall;
 use crate::{body, ApiError, ApiState};
 
 /// Longest accepted agent URL.
-const URL_MAX: usize = 2048;
+pub(crate) const URL_MAX: usize = 2048;
 
 /// `POST /v1/agent/register` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -55,7 +55,7 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let token = bearer(&req)?;
     let (request, _) = body::json::<Register>(payload, &state.body).await?;
-    let valid = request.url.len() <= URL_MAX
+    let valid = request.url.chars().count() <= URL_MAX
         && (request.url.starts_with("http://") || request.url.starts_with("https://"))
         && !request.url.chars().any(char::is_whitespace);
     if !valid {

@@ -38,7 +38,8 @@ pub struct EventsQuery {
 
 /// Lifecycle events of a workspace, oldest first.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(("id" = String, Path, description = "Workspace id (UUID)"), EventsQuery),
-    responses((status = 200, body = EventList, description = "JSON, or text/event-stream when asked by Accept"),
+    responses((status = 200, description = "The events as JSON, or a live stream of server-sent events when `Accept` asks for `text/event-stream`",
+            content((EventList = "application/json"), (String = "text/event-stream"))),
         (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn events(
     state: web::Data<ApiState>,

@@ -1,9 +1,8 @@
 //! Unauthenticated operational routes: liveness, readiness, metrics, the API description.
 
 use actix_web::{web, HttpResponse};
-use utoipa::OpenApi;
 
-use crate::{ApiDoc, ApiError, ApiState};
+use crate::{ApiError, ApiState};
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200)))]
@@ -33,6 +32,6 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
 
 /// This API's OpenAPI description.
 #[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200)))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(crate::describe(&state.registry.provider_names()))
 }

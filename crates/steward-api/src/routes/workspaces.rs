@@ -21,15 +21,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("Idempotency-Key") else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::InvalidField("Idempotency-Key must be ASCII".into()))?;
-    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+    let key = value.as_bytes();
+    let visible = key.iter().all(|b| (0x21..=0x7e).contains(b));
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX || !visible {
         return Err(ApiError::InvalidField(format!(
-            "Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters"
+            "Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters, no spaces"
         )));
     }
-    Ok(Some(key.to_owned()))
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, ApiError> {
