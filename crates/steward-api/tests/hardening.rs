@@ -34,11 +34,7 @@ fn slow(req: test::TestRequest) -> actix_http::Request {
 /// waiting for a body that never comes).
 async fn answered<S, B>(app: &S, req: actix_http::Request, within: Duration) -> Answer
 where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
+    S: TestApp<B>,
     B: actix_web::body::MessageBody,
 {
     tokio::time::timeout(within, send(app, req))
@@ -55,31 +51,29 @@ fn closes(answer: &Answer) {
     );
 }
 
-/// The agent token of a workspace's current instance (the sim keeps the environment).
-async fn agent_token(core: &InProcess, id: &str) -> String {
-    let id: steward_domain::WorkspaceId = id.parse().expect("an id");
-    steward_testkit::eventually(
-        Duration::from_secs(10),
-        "the instance's agent token",
-        || async {
-            core.sim
-                .instance_env(id)
-                .and_then(|env| env.get("STEWARD_AGENT_TOKEN").cloned())
-                .ok_or("no instance yet")
-        },
-    )
-    .await
+/// A settled workspace named `name`, and the agent token of its instance (the sim keeps the
+/// environment it started it with).
+async fn agent_workspace<S, B>(core: &InProcess, app: &S, name: &str) -> (String, String)
+where
+    S: TestApp<B>,
+    B: actix_web::body::MessageBody,
+{
+    let id = core.create(steward_testkit::records::spec(name), &[]).await;
+    settled(app, &id).await;
+    let workspace: steward_domain::WorkspaceId = id.parse().expect("an id");
+    let token = core
+        .sim
+        .instance_env(workspace)
+        .and_then(|env| env.get("STEWARD_AGENT_TOKEN").cloned())
+        .expect("a settled workspace's instance has an agent token");
+    (id, token)
 }
 
 #[actix_web::test]
 async fn bodies_are_read_only_after_authentication_and_within_a_deadline() {
     let core = InProcess::start().await;
     let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
-    let id = core
-        .create(steward_testkit::records::spec("agent"), &[])
-        .await;
-    settled(&app, &id).await;
-    let token = agent_token(&core, &id).await;
+    let (id, token) = agent_workspace(&core, &app, "agent").await;
     let post = test::TestRequest::post;
     // Far above BODY_TIMEOUT: an answer only comes this late if the body is awaited.
     let patience = Duration::from_secs(5);
@@ -145,11 +139,7 @@ async fn bodies_are_read_only_after_authentication_and_within_a_deadline() {
 async fn the_bearer_scheme_is_case_insensitive_on_every_route() {
     let core = InProcess::start().await;
     let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
-    let id = core
-        .create(steward_testkit::records::spec("schemes"), &[])
-        .await;
-    settled(&app, &id).await;
-    let token = agent_token(&core, &id).await;
+    let (_, token) = agent_workspace(&core, &app, "schemes").await;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let list = test::TestRequest::get()
             .uri("/v1/workspaces")
@@ -409,11 +399,7 @@ async fn a_delete_answers_once_the_workspace_is_gone() {
 
 async fn eventually_running<S, B>(app: &S, path: &str)
 where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
+    S: TestApp<B>,
     B: actix_web::body::MessageBody,
 {
     steward_testkit::eventually(Duration::from_secs(10), "the workspace to run", || async {

@@ -15,6 +15,17 @@ use steward_testkit::eventually;
 use steward_testkit::in_process::InProcess;
 use steward_testkit::is_settled;
 
+/// The app under test (what `test::init_service` returns), as helpers take it.
+pub trait TestApp<B>:
+    Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>
+{
+}
+
+impl<S, B> TestApp<B> for S where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>
+{
+}
+
 pub const TOKEN: &str = "the-admin-token";
 /// The body limit of these tests.
 pub const LIMIT: usize = 4096;
@@ -117,7 +128,7 @@ pub fn with_json(req: test::TestRequest, body: &Value) -> actix_http::Request {
 /// and its events.
 pub async fn snapshot<S, B>(app: &S, id: &str) -> (Value, Value)
 where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: TestApp<B>,
     B: MessageBody,
 {
     let path = format!("/v1/workspaces/{id}");
@@ -136,7 +147,7 @@ where
 /// How many workspaces `GET /v1/workspaces` lists.
 pub async fn workspace_count<S, B>(app: &S) -> usize
 where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: TestApp<B>,
     B: MessageBody,
 {
     let list = send(
@@ -154,7 +165,7 @@ where
 /// Waits until the workspace is running and idle with its log caught up; its snapshot.
 pub async fn settled<S, B>(app: &S, id: &str) -> (Value, Value)
 where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: TestApp<B>,
     B: MessageBody,
 {
     eventually(
