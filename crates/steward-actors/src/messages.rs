@@ -272,6 +272,6 @@ pub struct NewWorkspace {
     pub secrets: BTreeMap<String, SecretString>,
     /// Readiness rule (default: the provider's).
     pub ready_when: Option<ReadyWhen>,
-    /// `(Idempotency-Key, sha256 hex of the body)`.
+    /// `(Idempotency-Key, keyed digest of the body)`: see [`crate::Registry::request_digest`].
     pub idempotency: Option<(String, String)>,
 }

@@ -272,6 +272,12 @@ impl Registry {
         }
     }
 
+    /// The digest an idempotent create's `body` is compared by (see
+    /// [`steward_store::Store::request_digest`]).
+    pub fn request_digest(&self, body: &[u8]) -> String {
+        self.inner.deps.store.request_digest(body)
+    }
+
     /// Creates a workspace; answers once the creation is committed. With an idempotency
     /// key, the same key and body give the same workspace, created once: exactly one request
     /// gets `true` (created), every other one `false` (a replay).
@@ -307,7 +313,8 @@ impl Registry {
             .creating
             .remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
         let (id, stored_hash, created) = settled?;
-        if stored_hash != hash {
+        // An empty digest: stored before digests were keyed, its body unknown; a replay.
+        if !stored_hash.is_empty() && stored_hash != hash {
             return Err(ActorError::IdempotencyConflict);
         }
         match created {

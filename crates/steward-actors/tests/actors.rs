@@ -383,6 +383,23 @@ async fn concurrent_creates_with_one_idempotency_key_make_one_workspace_created_
 }
 
 #[actix::test]
+async fn a_key_stored_before_digests_were_keyed_replays_its_workspace() {
+    let f = Fixture::new(sim(10), 1024).await;
+    // The upgrade erased the bare digests it could not convert: the body is unknown.
+    let mut legacy = new_workspace(Some("old"));
+    legacy.idempotency = Some(("old".to_owned(), String::new()));
+    let (first, created) = f.registry.create(legacy).await.expect("created");
+    assert!(created);
+    let (again, created) = f
+        .registry
+        .create(new_workspace(Some("old")))
+        .await
+        .expect("a replay, not a conflict");
+    assert_eq!((again.id, created), (first.id, false));
+    assert_eq!(f.registry.list().await.len(), 1);
+}
+
+#[actix::test]
 async fn an_idempotent_create_that_loses_at_the_database_replays_the_winner() {
     let f = Fixture::new(sim(10), 1024).await;
     let replica = f.replica().await;

@@ -362,6 +362,22 @@ async fn an_idempotency_key_replays_its_create_and_refuses_another_body() {
     );
     let first = answers[0].json.clone();
     assert_eq!(workspace_count(&app).await, 1);
+    // The database keeps a keyed digest of the body (which may hold secrets), never a bare
+    // hash anyone reading the database could match against a guess.
+    let (_, digest) = core
+        .store
+        .idempotency("key-1")
+        .await
+        .expect("read")
+        .expect("stored");
+    let body = CreateBody::named("idem").model("m1").json();
+    let bare: String =
+        <sha2::Sha256 as sha2::Digest>::digest(serde_json::to_vec(&body).expect("canonical"))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    assert!(digest.starts_with("hmac-sha256:"), "{digest}");
+    assert!(!digest.contains(&bare), "{digest}");
     // The same request later (formatted differently): a replay of the same workspace.
     let again = send(&app, create(json!({ "model": "m1", "name": "idem" }))).await;
     assert_eq!(again.json["id"], first["id"], "{}", again.text);

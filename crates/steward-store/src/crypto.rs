@@ -1,16 +1,22 @@
-//! Secrets at rest: the key file and the AEAD around each secret value.
+//! Secrets at rest: the key files, the AEAD around each secret value, and the keyed digest of
+//! idempotent request bodies.
 //!
 //! Owns the secrets key (32 random bytes, base64 in a file of mode 0600) and AES-256-GCM
 //! encryption of one value, bound to its row by using the workspace id and secret key as
 //! associated data, so a ciphertext copied to another row does not decrypt. It must not log,
-//! display or return a plaintext other than as a [`SecretString`].
+//! display or return a plaintext other than as a [`SecretString`]. Beside it, in a file of its
+//! own, the idempotency key: bodies of creates (which may carry secrets) are stored only as
+//! an HMAC under it.
 
 use crate::StoreError;
+use aes_gcm::aead::rand_core::RngCore as _;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use secrecy::SecretString;
+use sha2::Sha256;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -31,56 +37,12 @@ impl SecretKey {
     /// Reads the key file at `path`, or creates it if it does not exist: 32 bytes from the
     /// OS random source, base64-encoded, mode 0600, parent directories created as needed.
     pub fn load_or_create(path: &Path) -> Result<SecretKey, StoreError> {
-        let key_file = |source| StoreError::KeyFile {
+        let bytes = load_or_create_key(path, "secrets key")?;
+        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| StoreError::KeyFile {
             path: path.to_owned(),
-            source,
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                warn_if_shared(path);
-                Self::parse(&text).map_err(key_file)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path).map_err(key_file),
-            Err(e) => Err(key_file(e)),
-        }
-    }
-
-    fn parse(text: &str) -> io::Result<SecretKey> {
-        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        let bytes = BASE64.decode(text.trim()).map_err(|_| {
-            invalid(format!(
-                "expected {KEY_LEN} bytes in base64, found no base64"
-            ))
+            source: io::Error::new(io::ErrorKind::InvalidData, "expected 32 bytes"),
         })?;
-        if bytes.len() != KEY_LEN {
-            return Err(invalid(format!(
-                "expected {KEY_LEN} bytes in base64, found {} bytes",
-                bytes.len()
-            )));
-        }
-        let cipher = Aes256Gcm::new_from_slice(&bytes)
-            .map_err(|_| invalid(format!("expected {KEY_LEN} bytes")))?;
         Ok(SecretKey { cipher })
-    }
-
-    fn create(path: &Path) -> io::Result<SecretKey> {
-        let dir = parent_dir(path);
-        std::fs::create_dir_all(dir)?;
-        let key = Aes256Gcm::generate_key(OsRng);
-        // `create_new`: never overwrite a key that appeared meanwhile (it may encrypt rows).
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(format!("{}\n", BASE64.encode(key)).as_bytes())?;
-        file.sync_all()?;
-        // The file's directory entry must be durable before any row is encrypted with it.
-        File::open(dir)?.sync_all()?;
-        tracing::info!(path = %path.display(), "created a new secrets key");
-        Ok(SecretKey {
-            cipher: Aes256Gcm::new(&key),
-        })
     }
 
     /// Encrypts the `value` of secret `key` of workspace `id`: base64 of nonce || ciphertext.
@@ -134,6 +96,93 @@ impl SecretKey {
     }
 }
 
+/// The key of the idempotency table's body digests: HMAC-SHA256, so a reader of the
+/// database (without this key file) cannot confirm a guessed request body, secrets included.
+pub struct RequestKey {
+    mac: Hmac<Sha256>,
+}
+
+/// The prefix of a keyed body digest; rows written before digests were keyed had a bare
+/// SHA-256 hex, which migration 0005 erased.
+const DIGEST_SCHEME: &str = "hmac-sha256:";
+
+impl RequestKey {
+    /// Reads the key file at `path` or creates it, like [`SecretKey::load_or_create`].
+    pub fn load_or_create(path: &Path) -> Result<RequestKey, StoreError> {
+        let bytes = load_or_create_key(path, "idempotency key")?;
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&bytes).map_err(|_| StoreError::KeyFile {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "unusable HMAC key"),
+            })?;
+        Ok(RequestKey { mac })
+    }
+
+    /// The keyed digest of a request body, as stored: `hmac-sha256:<hex>`.
+    pub fn digest(&self, body: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(DIGEST_SCHEME.len() + 2 * tag.len());
+        out.push_str(DIGEST_SCHEME);
+        for b in tag {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+}
+
+/// Reads a 32-byte key (base64) from `path`, or creates one (OS random source, mode 0600,
+/// parent directories as needed). `what` names it in the log.
+fn load_or_create_key(path: &Path, what: &'static str) -> Result<[u8; KEY_LEN], StoreError> {
+    let key_file = |source| StoreError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            warn_if_shared(path, what);
+            parse_key(&text).map_err(key_file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(path, what).map_err(key_file),
+        Err(e) => Err(key_file(e)),
+    }
+}
+
+fn parse_key(text: &str) -> io::Result<[u8; KEY_LEN]> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let bytes = BASE64.decode(text.trim()).map_err(|_| {
+        invalid(format!(
+            "expected {KEY_LEN} bytes in base64, found no base64"
+        ))
+    })?;
+    let len = bytes.len();
+    bytes.try_into().map_err(|_| {
+        invalid(format!(
+            "expected {KEY_LEN} bytes in base64, found {len} bytes"
+        ))
+    })
+}
+
+fn create_key(path: &Path, what: &'static str) -> io::Result<[u8; KEY_LEN]> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir)?;
+    let mut key = [0u8; KEY_LEN];
+    OsRng.fill_bytes(&mut key);
+    // `create_new`: never overwrite a key that appeared meanwhile (it may be in use).
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(format!("{}\n", BASE64.encode(key)).as_bytes())?;
+    file.sync_all()?;
+    // The file's directory entry must be durable before anything is written with the key.
+    File::open(dir)?.sync_all()?;
+    tracing::info!(path = %path.display(), key = what, "created a new key file");
+    Ok(key)
+}
+
 /// Binds a ciphertext to its row. A UUID never contains `/`, so the pair is unambiguous.
 fn associated_data(id: WorkspaceId, key: &str) -> String {
     format!("{id}/{key}")
@@ -147,12 +196,12 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Warns when other users may read the key file (an operator may have copied it carelessly).
-fn warn_if_shared(path: &Path) {
+/// Warns when other users may read a key file (an operator may have copied it carelessly).
+fn warn_if_shared(path: &Path, what: &'static str) {
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "secrets key file is readable by others; chmod 600 it");
+            tracing::warn!(path = %path.display(), key = what, mode = format!("{mode:o}"), "key file is readable by others; chmod 600 it");
         }
     }
 }

@@ -14,13 +14,17 @@ mod crypto;
 mod durable;
 mod error;
 mod failure;
+mod files;
 mod grouped;
 mod rows;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-pub use crypto::SecretKey;
+pub use crypto::{RequestKey, SecretKey};
+
+/// The idempotency key's file name, beside the secrets key.
+const REQUEST_KEY_FILE: &str = "idempotency.key";
 pub use error::StoreError;
 
 use secrecy::SecretString;
@@ -100,7 +104,7 @@ pub enum Write {
     InsertWorkspace {
         /// The workspace (its `last_event_seq` is ignored).
         record: Box<WorkspaceRecord>,
-        /// `(key, sha256 hex of the request body)`.
+        /// `(key, keyed digest of the request body)`: see [`Store::request_digest`].
         idempotency: Option<(String, String)>,
     },
     /// Lifecycle state, fenced: applies only if the stored generation is `expected_generation`.
@@ -174,13 +178,26 @@ pub enum CommitOutcome {
 #[derive(Clone)]
 pub struct Store {
     inner: std::sync::Arc<writer::Inner>,
+    request_key: std::sync::Arc<RequestKey>,
 }
 
 impl Store {
-    /// Connects, applies migrations, loads or creates the secrets key at `key_path`
-    /// (mode 0600), and starts the writer task (on the current tokio runtime).
+    /// Connects, applies migrations, loads or creates the secrets key at `key_path` and the
+    /// idempotency key beside it (`idempotency.key`, both mode 0600), and starts the writer
+    /// task (on the current tokio runtime).
     pub async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
-        writer::open(options, key_path).await
+        let request_key = RequestKey::load_or_create(&key_path.with_file_name(REQUEST_KEY_FILE))?;
+        let inner = writer::open(options, key_path).await?;
+        Ok(Store {
+            inner,
+            request_key: std::sync::Arc::new(request_key),
+        })
+    }
+
+    /// The digest an idempotent create's body is stored and compared as: an HMAC under the
+    /// idempotency key, so the database alone does not let anyone confirm a guessed body.
+    pub fn request_digest(&self, body: &[u8]) -> String {
+        self.request_key.digest(body)
     }
 
     /// Commits `writes` atomically (grouped with other callers' commits). Resolves once
@@ -224,7 +241,8 @@ impl Store {
             .await
     }
 
-    /// The workspace an idempotency key created, with the body hash it was created with.
+    /// The workspace an idempotency key created, with the body digest it was created with
+    /// (empty for keys stored before digests were keyed: their bodies are unknown).
     pub async fn idempotency(
         &self,
         key: &str,

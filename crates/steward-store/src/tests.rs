@@ -61,6 +61,7 @@ on_both_backends!(
     fenced_verdicts_in_a_grouped_batch_match_one_by_one,
     a_grouped_batch_refused_late_applies_none_of_its_rows,
     grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite,
+    bare_idempotency_digests_are_erased_on_upgrade,
 );
 
 /// `$N` placeholders are bound by number, not by position, on both backends.
@@ -752,6 +753,60 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     assert_eq!(
         store.events(kept.id, 0, 1000).await.expect("events").len(),
         EVENTS as usize
+    );
+    store.close().await;
+}
+
+/// Keys stored before body digests were keyed (migrations 1 to 4) lose their bare SHA-256,
+/// which anyone reading the database could match against a guessed body; keyed ones stay.
+async fn bare_idempotency_digests_are_erased_on_upgrade(db: &TestDb) {
+    sqlx::any::install_default_drivers();
+    if let Some(file) = crate::writer::sqlite_file(&db.url) {
+        std::fs::create_dir_all(file.parent().expect("a directory")).expect("data dir");
+    }
+    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            crate::writer::MIGRATOR.iter().take(4).cloned().collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.expect("migrations 1 to 4");
+    let id = WorkspaceId::from(uuid::Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO workspaces (id, name, provider, env, ready_when, phase, desired, \
+         generation, observed_generation, pending, backoff_attempt, recent_failures, \
+         retry_causes, cycle_causes, agent_generation, created_at, updated_at) \
+         VALUES ($1, 'old', 'sim', '{}', 'instance', 'running', 'running', 1, 1, '', 0, \
+         '[]', '', '', 1, 1, 1)",
+    )
+    .bind(id.to_string())
+    .execute(&pool)
+    .await
+    .expect("an old workspace");
+    let bare = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    for (key, digest) in [("bare", bare), ("keyed", "hmac-sha256:00ff")] {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, workspace_id, body_hash, created_at) \
+             VALUES ($1, $2, $3, 1)",
+        )
+        .bind(key)
+        .bind(id.to_string())
+        .bind(digest)
+        .execute(&pool)
+        .await
+        .expect("an old key");
+    }
+    pool.close().await;
+
+    let store = db.open().await;
+    assert_eq!(
+        store.idempotency("bare").await.expect("read"),
+        Some((id, String::new()))
+    );
+    assert_eq!(
+        store.idempotency("keyed").await.expect("read"),
+        Some((id, "hmac-sha256:00ff".to_owned()))
     );
     store.close().await;
 }
@@ -1744,4 +1799,66 @@ async fn a_store_whose_log_could_not_be_synced_refuses_commits_and_reads() {
         .expect("count");
     assert_eq!(events, 0, "a refused commit was applied");
     store.close().await;
+}
+
+/// A body's digest is an HMAC under a key of this installation: stable across restarts,
+/// different under another key, never the bare SHA-256; its key file is 0600 beside the
+/// secrets key.
+#[tokio::test]
+async fn idempotency_digests_are_keyed_by_a_private_key_file() {
+    let db = TestDb::sqlite();
+    let store = db.open().await;
+    let body = br#"{"name":"w","secrets":{"TOKEN":"hunter2"}}"#;
+    let digest = store.request_digest(body);
+    store.close().await;
+    let bare: String = <sha2::Sha256 as sha2::Digest>::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(digest.starts_with("hmac-sha256:"), "{digest}");
+    assert!(!digest.contains(&bare));
+    let key_file = db.key_path().with_file_name("idempotency.key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let reopened = db.open().await;
+    assert_eq!(reopened.request_digest(body), digest, "the key is kept");
+    reopened.close().await;
+    let elsewhere = TestDb::sqlite().open().await;
+    assert_ne!(
+        elsewhere.request_digest(body),
+        digest,
+        "another installation, another key"
+    );
+    elsewhere.close().await;
+}
+
+/// The database file, its write-ahead log and its shared memory are owner-only, whether the
+/// store creates them or finds them readable by others.
+#[tokio::test]
+async fn database_files_are_owner_only() {
+    let fresh = TestDb::sqlite();
+    let found = TestDb::sqlite();
+    let file = |db: &TestDb| PathBuf::from(crate::writer::sqlite_file(&db.url).expect("a file"));
+    std::fs::create_dir_all(file(&found).parent().expect("dir")).expect("dir");
+    std::fs::write(file(&found), b"").expect("an empty database");
+    std::fs::set_permissions(file(&found), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    for db in [&fresh, &found] {
+        let store = db.open().await;
+        let record = workspace();
+        commit(&store, vec![insert(&record)]).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file(db).into_os_string();
+            path.push(suffix);
+            let mode = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{path:?}");
+        }
+        store.close().await;
+    }
 }

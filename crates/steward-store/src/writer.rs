@@ -16,7 +16,7 @@ use crate::durable::{self, DatabaseFile, Reply, Settled, Wal, Watermark};
 use crate::error::database;
 use crate::grouped;
 use crate::rows::{generation_column, to_json, AgentColumns, SpecColumns, StateColumns};
-use crate::{CommitOutcome, SecretKey, Store, StoreError, StoreOptions, Write};
+use crate::{CommitOutcome, SecretKey, StoreError, StoreOptions, Write};
 use secrecy::ExposeSecret;
 use sqlx::any::{Any, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
@@ -67,7 +67,7 @@ struct Request {
     reply: Reply,
 }
 
-pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store, StoreError> {
+pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Arc<Inner>, StoreError> {
     sqlx::any::install_default_drivers();
     let key = Arc::new(SecretKey::load_or_create(key_path)?);
     let is_sqlite = options.database_url.starts_with("sqlite:");
@@ -78,6 +78,9 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
                 "cannot create the directory of {}: {e}",
                 file.display()
             ))
+        })?;
+        crate::files::make_private(file).map_err(|e| {
+            StoreError::Database(format!("cannot make {} owner-only: {e}", file.display()))
         })?;
     }
     let busy_timeout_ms = options.busy_timeout.as_millis();
@@ -161,20 +164,18 @@ pub(crate) async fn open(options: StoreOptions, key_path: &Path) -> Result<Store
     if let Some(checkpoints) = &checkpoints {
         tokio::spawn(Arc::clone(checkpoints).every_second());
     }
-    Ok(Store {
-        inner: Arc::new(Inner {
-            pool,
-            key,
-            watermark,
-            _database: database,
-            queue: Mutex::new(Some(queue)),
-            writer: tokio::sync::Mutex::new(Some(task)),
-            #[cfg(test)]
-            checkpoints,
-            #[cfg(test)]
-            counters,
-        }),
-    })
+    Ok(Arc::new(Inner {
+        pool,
+        key,
+        watermark,
+        _database: database,
+        queue: Mutex::new(Some(queue)),
+        writer: tokio::sync::Mutex::new(Some(task)),
+        #[cfg(test)]
+        checkpoints,
+        #[cfg(test)]
+        counters,
+    }))
 }
 
 /// Per-connection settings. WAL lets readers run beside the writer. `synchronous` is `NORMAL`

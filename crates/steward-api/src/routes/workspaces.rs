@@ -2,7 +2,6 @@
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
-use sha2::{Digest, Sha256};
 use steward_actors::{Intent, NewWorkspace};
 use steward_domain::WorkspaceSpec;
 
@@ -91,7 +90,7 @@ pub async fn create(
     let key = idempotency_key(req.headers())?;
     let (request, raw) = body::json::<CreateWorkspace>(payload, &state.body).await?;
     let mut new = validated(&state, request)?;
-    new.idempotency = key.map(|k| (k, body_hash(&raw)));
+    new.idempotency = key.map(|k| (k, state.registry.request_digest(&canonical(&raw))));
     let (view, created) = state.registry.create(new).await?;
     let mut response = if created {
         HttpResponse::Created()
@@ -101,16 +100,12 @@ pub async fn create(
     Ok(response.json(Workspace::from(view)))
 }
 
-/// SHA-256 of the body's canonical JSON (object keys sorted, no insignificant whitespace),
-/// so a retried request that differs only in formatting is the same request.
-fn body_hash(raw: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<serde_json::Value>(raw)
+/// The body's canonical JSON (object keys sorted, no insignificant whitespace), so a retried
+/// request that differs only in formatting is the same request.
+fn canonical(raw: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<serde_json::Value>(raw)
         .and_then(|v| serde_json::to_vec(&v))
-        .unwrap_or_else(|_| raw.to_vec());
-    Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .unwrap_or_else(|_| raw.to_vec())
 }
 
 /// List workspaces.
