@@ -45,6 +45,9 @@ pub enum ActorError {
     /// The store failed; the intent was not committed.
     #[error("store unavailable: {0}")]
     Store(String),
+    /// A wait for a phase no wait can be for (only `running`, `stopped`, `deleted`).
+    #[error("cannot wait for phase {0:?}: only running, stopped or deleted")]
+    NotWaitable(&'static str),
     /// The provider failed.
     #[error("provider: {0}")]
     Provider(String),

@@ -35,7 +35,7 @@ pub use clock::Clock;
 pub use deps::Deps;
 pub use error::ActorError;
 pub use messages::{
-    ActorView, AgentCall, Intent, IntentReply, LateCompletion, NewWorkspace, WorkspaceView,
+    ActorView, AgentCall, Intent, IntentReply, LateCompletion, NewWorkspace, Waited, WorkspaceView,
 };
 pub use registry::{Registry, RegistryOptions};
 pub use workspace::WorkspaceActor;

@@ -4,8 +4,8 @@ use actix::Message;
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use steward_domain::{
-    CauseSet, Counters, Cycle, Failure, Generation, HealthReport, MachineState, Op, Outcome, Phase,
-    ReadyWhen, Switch, Timestamp, Transition, WorkspaceId, WorkspaceSpec,
+    CauseSet, Counters, Cycle, Failure, Generation, Goal, HealthReport, MachineState, Op, Outcome,
+    Phase, Progress, ReadyWhen, Settled, Switch, Timestamp, Transition, WorkspaceId, WorkspaceSpec,
 };
 use steward_store::{AgentRecord, WorkspaceRecord};
 
@@ -66,6 +66,25 @@ pub struct IntentReply {
     pub outcome: Outcome,
     /// The generation concerned: the new or pending cycle's, else the current one.
     pub generation: Generation,
+    /// What a client that waits for this intent to settle waits for.
+    pub goal: Goal,
+}
+
+/// Asks for the workspace's progress cell: a receiver the actor updates after each event
+/// (see [`steward_domain::Progress`]). Closed when the actor stops (the workspace is gone,
+/// or its actor is being restarted from the store).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "tokio::sync::watch::Receiver<Progress>")]
+pub(crate) struct Subscribe;
+
+/// How a wait ended.
+#[derive(Clone, Debug)]
+pub struct Waited {
+    /// How the goal settled; `None` if the time ran out first (or the daemon began to shut
+    /// down). Nothing is cancelled either way.
+    pub settled: Option<Settled>,
+    /// The workspace as it is then; `None` once it is gone.
+    pub workspace: Option<WorkspaceView>,
 }
 
 /// Kills the instance through its provider, as a crash would (fault drill). Not an intent:

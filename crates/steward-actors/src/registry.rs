@@ -21,13 +21,15 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use steward_domain::{Generation, MachineState, WorkspaceId};
+use steward_domain::{Generation, Goal, MachineState, Phase, Progress, Settled, WorkspaceId};
 use steward_provider::Provider;
 use steward_store::{AgentRecord, EventRecord, StoreError, WorkspaceRecord};
 use tokio::sync::{broadcast, mpsc, watch, OnceCell};
 
 use crate::directory::{Directory, Entry};
-use crate::messages::{FromAgent, Get, Inspect, Kill, LateCompletion, Shutdown, Submit};
+use crate::messages::{
+    FromAgent, Get, Inspect, Kill, LateCompletion, Shutdown, Submit, Subscribe, Waited,
+};
 use crate::probes::{follow_deaths, remove_orphan, Prober};
 use crate::supervisor::{Supervisor, SupervisorNote};
 use crate::workspace::{live_generation, Commit, Origin};
@@ -408,6 +410,107 @@ impl Registry {
     pub async fn submit(&self, id: WorkspaceId, intent: Intent) -> Result<IntentReply, ActorError> {
         let (decided, _slot) = self.ask_held(id, Submit(intent)).await?;
         durable(decided).await
+    }
+
+    /// Waits, at most `timeout`, for `goal` (an intent's, from its [`IntentReply`]) to
+    /// settle on workspace `id`, then answers how it settled and the workspace as it is then.
+    ///
+    /// Waiters are woken by the workspace's own transitions: they watch the progress cell its
+    /// actor updates after each event, and nothing polls. When the actor stops, the cell
+    /// closes: a workspace that is no longer in the directory is gone; one whose actor
+    /// crashed is watched again once its successor runs (the wait for that successor is the
+    /// one every request makes, see [`Registry::ask`]). If the daemon begins to shut down,
+    /// the wait ends unsettled.
+    pub async fn wait(
+        &self,
+        id: WorkspaceId,
+        goal: Goal,
+        timeout: Duration,
+    ) -> Result<Waited, ActorError> {
+        let mut closing = self.closing();
+        let settled = tokio::select! {
+            settled = tokio::time::timeout(timeout, self.settle(id, goal, None)) => {
+                settled.ok().and_then(Result::ok)
+            }
+            _ = closing.wait_for(|closing| *closing) => None,
+        };
+        self.waited(id, settled).await
+    }
+
+    /// Waits, at most `timeout`, for workspace `id` to reach `phase` (`running`: its latest
+    /// generation, or a later one, running — or a cycle of it failed, or it is meant to stay
+    /// stopped; `stopped`; `deleted`: gone) — [`Goal::reach`]. Other phases are refused.
+    pub async fn wait_for(
+        &self,
+        id: WorkspaceId,
+        phase: Phase,
+        timeout: Duration,
+    ) -> Result<Waited, ActorError> {
+        let progress = self.ask(id, Subscribe).await?;
+        let now = *progress.borrow();
+        let goal = Goal::reach(phase, &now).ok_or(ActorError::NotWaitable(phase.as_str()))?;
+        let mut closing = self.closing();
+        let settled = tokio::select! {
+            settled = tokio::time::timeout(timeout, self.settle(id, goal, Some(progress))) => {
+                settled.ok().and_then(Result::ok)
+            }
+            _ = closing.wait_for(|closing| *closing) => None,
+        };
+        self.waited(id, settled).await
+    }
+
+    /// Watches the workspace's progress until `goal` settles (see [`Registry::wait`]).
+    async fn settle(
+        &self,
+        id: WorkspaceId,
+        goal: Goal,
+        mut watching: Option<watch::Receiver<Progress>>,
+    ) -> Result<Settled, ActorError> {
+        loop {
+            let mut progress = match watching.take() {
+                Some(progress) => progress,
+                None => match self.ask(id, Subscribe).await {
+                    Ok(progress) => progress,
+                    Err(ActorError::NotFound(_)) => return Ok(Settled::Gone),
+                    Err(e) => return Err(e),
+                },
+            };
+            loop {
+                if let Some(settled) = goal.settled(&progress.borrow_and_update()) {
+                    return Ok(settled);
+                }
+                if progress.changed().await.is_err() {
+                    // The actor stopped: the workspace is gone, or its actor restarts.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The answer to a wait: how it settled, and the workspace now.
+    async fn waited(
+        &self,
+        id: WorkspaceId,
+        settled: Option<Settled>,
+    ) -> Result<Waited, ActorError> {
+        if settled == Some(Settled::Gone) {
+            return Ok(Waited {
+                settled,
+                workspace: None,
+            });
+        }
+        match self.get(id).await {
+            Ok(view) => Ok(Waited {
+                settled,
+                workspace: Some(view),
+            }),
+            // Gone between the two: that settles any goal.
+            Err(ActorError::NotFound(_)) => Ok(Waited {
+                settled: Some(Settled::Gone),
+                workspace: None,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// An agent's call, routed by the workspace its token names and verified by that

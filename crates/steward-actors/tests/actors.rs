@@ -7,9 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use steward_actors::{
-    ActorError, Clock, Deps, EventBus, Intent, NewWorkspace, Registry, RegistryOptions,
+    ActorError, Clock, Deps, EventBus, Intent, NewWorkspace, Registry, RegistryOptions, Waited,
 };
-use steward_domain::{BackoffPolicy, Outcome, Phase, Policy, WorkspaceId, WorkspaceSpec};
+use steward_domain::{
+    BackoffPolicy, Generation, Goal, Outcome, Phase, Policy, Settled, WorkspaceId, WorkspaceSpec,
+};
 use steward_provider::sim::{SimConfig, SimProvider};
 use steward_provider::Providers;
 use steward_store::{Store, StoreOptions};
@@ -591,4 +593,195 @@ async fn unlock(lock: &mut sqlx::SqliteConnection) {
         .execute(lock)
         .await
         .expect("unlocked");
+}
+
+// ---- waiting for an intent to settle ---------------------------------------------------------
+
+/// A restart's goal, and the wait for it, from a task (so the test can act meanwhile).
+fn wait_in_background(
+    registry: &Registry,
+    id: WorkspaceId,
+    goal: Goal,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Waited> {
+    let registry = registry.clone();
+    actix::spawn(async move { registry.wait(id, goal, timeout).await.expect("wait") })
+}
+
+#[actix::test]
+async fn a_waiter_is_woken_by_the_transition_that_settles_its_intent() {
+    let f = Fixture::new(sim(300), 1024).await;
+    let id = f.create(None).await.expect("created");
+    let first = f
+        .registry
+        .wait(id, Goal::Run(Generation(1)), Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(first.settled, Some(Settled::Running));
+    let reply = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    assert_eq!(reply.goal, Goal::Run(Generation(2)));
+    let started = tokio::time::Instant::now();
+    let waited = f
+        .registry
+        .wait(id, reply.goal, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(waited.settled, Some(Settled::Running));
+    let view = waited.workspace.expect("the document");
+    assert_eq!(
+        (view.phase, view.observed_generation),
+        (Phase::Running, Generation(2))
+    );
+    // Answered when the cycle ended (the sim's start takes 300 ms), not when the wait ran out.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+}
+
+#[actix::test]
+async fn a_wait_that_runs_out_answers_unsettled_and_cancels_nothing() {
+    let f = Fixture::new(sim(1_000), 1024).await;
+    let id = f.create(None).await.expect("created");
+    // Folded into the cycle after the create's: two starts of a second each.
+    let reply = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    assert_eq!(reply.goal, Goal::Run(Generation(2)));
+    let waited = f
+        .registry
+        .wait(id, reply.goal, Duration::from_millis(100))
+        .await
+        .expect("wait");
+    assert_eq!(waited.settled, None);
+    let view = waited.workspace.expect("the document");
+    assert_eq!(view.phase, Phase::Provisioning);
+    // The cycle goes on, and a later wait hears it end.
+    let later = f
+        .registry
+        .wait(id, reply.goal, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(later.settled, Some(Settled::Running));
+}
+
+#[actix::test]
+async fn a_failed_cycle_settles_its_waiters() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    f.sim.set_config(SimConfig {
+        fail_rate: 1.0,
+        ..sim(10)
+    });
+    let reply = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    let waited = f
+        .registry
+        .wait(id, reply.goal, Duration::from_secs(60))
+        .await
+        .expect("wait");
+    assert_eq!(waited.settled, Some(Settled::Failed));
+    let failure = waited
+        .workspace
+        .expect("the document")
+        .failure
+        .expect("a failure");
+    assert!(failure.generation >= reply.generation, "{failure:?}");
+}
+
+#[actix::test]
+async fn a_later_stop_or_delete_settles_a_restart_waiter() {
+    let f = Fixture::new(sim(300), 1024).await;
+    let id = f.create(None).await.expect("created");
+    let reply = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    let waiter = wait_in_background(&f.registry, id, reply.goal, Duration::from_secs(30));
+    let stop = f.registry.submit(id, Intent::Stop).await.expect("stop");
+    let waited = waiter.await.expect("joins");
+    assert_eq!(waited.settled, Some(Settled::Overruled));
+
+    // The stop's own waiter hears the stop finish; a delete's waiter hears the workspace go.
+    let stopped = f
+        .registry
+        .wait(id, stop.goal, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(stopped.settled, Some(Settled::Stopped));
+    let reply = f.registry.submit(id, Intent::Start).await.expect("start");
+    let waiter = wait_in_background(&f.registry, id, reply.goal, Duration::from_secs(30));
+    let delete = f.registry.submit(id, Intent::Delete).await.expect("delete");
+    assert_eq!(
+        waiter.await.expect("joins").settled,
+        Some(Settled::Overruled)
+    );
+    let gone = f
+        .registry
+        .wait(id, delete.goal, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(
+        (gone.settled, gone.workspace.is_none()),
+        (Some(Settled::Gone), true)
+    );
+    assert!(
+        f.store.load(id).await.expect("load").is_none(),
+        "gone means its records too"
+    );
+}
+
+#[actix::test]
+async fn waiting_for_a_phase_without_an_intent() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let id = f.create(None).await.expect("created");
+    let running = f
+        .registry
+        .wait_for(id, Phase::Running, Duration::from_secs(60))
+        .await
+        .expect("wait");
+    assert_eq!(running.settled, Some(Settled::Running));
+    assert!(matches!(
+        f.registry
+            .wait_for(id, Phase::Starting, Duration::from_secs(1))
+            .await,
+        Err(ActorError::NotWaitable("starting"))
+    ));
+    let unknown = WorkspaceId::from(uuid::Uuid::new_v4());
+    assert!(matches!(
+        f.registry
+            .wait_for(unknown, Phase::Running, Duration::from_secs(1))
+            .await,
+        Err(ActorError::NotFound(_))
+    ));
+}
+
+#[actix::test]
+async fn many_waiters_on_one_workspace_all_hear_and_leave_no_cell_behind() {
+    let f = Fixture::new(sim(50), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    let reply = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    let waiters: Vec<_> = (0..200)
+        .map(|_| wait_in_background(&f.registry, id, reply.goal, Duration::from_secs(60)))
+        .collect();
+    for waiter in waiters {
+        assert_eq!(waiter.await.expect("joins").settled, Some(Settled::Running));
+    }
 }

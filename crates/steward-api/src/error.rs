@@ -151,6 +151,7 @@ impl From<ActorError> for ApiError {
                 ApiError::InvalidField(format!("unknown provider {p:?}"))
             }
             ActorError::Limit(e) => ApiError::InvalidField(e.to_string()),
+            e @ ActorError::NotWaitable(_) => ApiError::InvalidField(e.to_string()),
             ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
             ActorError::Overloaded => {
                 ApiError::Overloaded("workspace mailbox is full, retry later".into())

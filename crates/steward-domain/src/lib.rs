@@ -20,9 +20,10 @@ pub use backoff::BackoffPolicy;
 pub use cause::{Cause, CauseSet};
 pub use ids::{Generation, OpId, WorkspaceId};
 pub use machine::{
-    ConfigChange, Counters, Cycle, DropReason, Effect, Event, Failure, FailureReason, HealthReport,
-    Machine, MachineState, Op, Outcome, ParkReason, Record, RecordKind, Rejection, RestartContext,
-    ScheduledRetry, StaleResult, Step, StepFailure, Switch, SwitchStage, Timer, Transition,
+    ConfigChange, Counters, Cycle, DropReason, Effect, Event, Failure, FailureReason, Goal,
+    HealthReport, Machine, MachineState, Op, Outcome, ParkReason, Progress, Record, RecordKind,
+    Rejection, RestartContext, ScheduledRetry, Settled, StaleResult, Step, StepFailure, Switch,
+    SwitchStage, Timer, Transition,
 };
 pub use phase::{Desired, Phase, ReadyWhen};
 pub use policy::Policy;

@@ -138,6 +138,7 @@ impl WorkspaceActor {
             self.run(op, step, generation, commit.clone(), ctx);
         }
         self.count_phase(Some(self.machine.phase()));
+        self.publish_progress();
         if self.running_op.is_none() {
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());

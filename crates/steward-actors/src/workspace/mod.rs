@@ -38,14 +38,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use steward_domain::{
-    CauseSet, ConfigChange, Effect, Event, Generation, LimitError, Machine, OpId, Outcome, Phase,
-    Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
+    CauseSet, ConfigChange, Effect, Event, Generation, Goal, LimitError, Machine, OpId, Outcome,
+    Phase, Progress, Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::Provider;
 
 use crate::log_summary::LogSummary;
 use steward_store::{AgentRecord, WorkspaceRecord, Write};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::messages::Submit;
 use crate::supervisor::{Supervisor, SupervisorNote};
@@ -126,6 +126,10 @@ pub struct WorkspaceActor {
     /// the token is given to that instance and authenticates restart-context deliveries to
     /// its agent.
     agent_token: Option<(Generation, secrecy::SecretBox<[u8; 32]>)>,
+    /// The progress cell of clients waiting for an intent to settle, while any does: made
+    /// on the first subscription, updated after each event, dropped at the first event with
+    /// no one left watching. An idle workspace no one waits on holds none.
+    progress: Option<watch::Sender<Progress>>,
 }
 
 impl WorkspaceActor {
@@ -170,7 +174,26 @@ impl WorkspaceActor {
             counted_phase: None,
             cycle_started_at: None,
             agent_token: None,
+            progress: None,
         }
+    }
+
+    /// Hands the machine's progress to the clients waiting on this workspace, if any; drops
+    /// the cell once no one watches. Waiters are woken only when it changed.
+    fn publish_progress(&mut self) {
+        let Some(cell) = &self.progress else {
+            return;
+        };
+        if cell.is_closed() {
+            self.progress = None;
+            return;
+        }
+        let now = self.machine.progress();
+        cell.send_if_modified(|seen| {
+            let changed = *seen != now;
+            *seen = now;
+            changed
+        });
     }
 
     /// Keeps `steward_workspaces{phase}` in step with the machine.
@@ -220,7 +243,7 @@ impl WorkspaceActor {
         &mut self,
         intent: Intent,
         ctx: &mut Context<Self>,
-    ) -> Result<(Outcome, Commit), ActorError> {
+    ) -> Result<(Outcome, Goal, Commit), ActorError> {
         if self.shutting_down {
             return Err(ActorError::ShuttingDown);
         }
@@ -245,7 +268,7 @@ impl WorkspaceActor {
                 Event::ConfigChanged(ConfigChange::Secret)
             }
         };
-        let (outcome, effects) = match self.decide(event) {
+        let (outcome, effects) = match self.decide(event.clone()) {
             Ok(decided) => decided,
             Err(e) => {
                 self.crash("lifecycle machine panicked".into(), ctx);
@@ -298,9 +321,11 @@ impl WorkspaceActor {
             | Intent::Delete
             | Intent::SwitchProvider { .. } => Vec::new(),
         };
+        // Every accepted intent has a goal (only refusals have none, and they returned above).
+        let goal = Goal::after(&event, outcome, &self.machine.progress()).unwrap_or(Goal::Nothing);
         let commit = self.execute(effects, extra, ctx);
         self.inserted = true;
-        Ok((outcome, commit))
+        Ok((outcome, goal, commit))
     }
 
     /// Refuses a secret or model change that would make the configuration too large to
@@ -329,6 +354,18 @@ impl WorkspaceActor {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Answers with the progress cell, made now if no one watched yet.
+impl Handler<crate::messages::Subscribe> for WorkspaceActor {
+    type Result = MessageResult<crate::messages::Subscribe>;
+
+    fn handle(&mut self, _: crate::messages::Subscribe, _: &mut Self::Context) -> Self::Result {
+        let now = self.machine.progress();
+        let cell = self.progress.get_or_insert_with(|| watch::Sender::new(now));
+        cell.send_if_modified(|seen| std::mem::replace(seen, now) != now);
+        MessageResult(cell.subscribe())
     }
 }
 
@@ -375,7 +412,7 @@ impl Handler<Submit> for WorkspaceActor {
 
     fn handle(&mut self, Submit(intent): Submit, ctx: &mut Self::Context) -> Self::Result {
         let switch = matches!(intent, Intent::SwitchProvider { .. });
-        let (outcome, commit) = match self.submit(intent, ctx) {
+        let (outcome, goal, commit) = match self.submit(intent, ctx) {
             Ok(decided) => decided,
             Err(e) => return Response::reply(Err(e)),
         };
@@ -386,6 +423,7 @@ impl Handler<Submit> for WorkspaceActor {
         let reply = IntentReply {
             outcome,
             generation,
+            goal,
         };
         if switch {
             return Response::fut(async move {

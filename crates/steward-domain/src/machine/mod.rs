@@ -29,12 +29,14 @@ mod cycle;
 mod failures;
 mod health;
 mod intents;
+mod progress;
 pub(crate) mod reasons;
 mod recovery;
 pub(crate) mod state;
 mod switch;
 pub(crate) mod types;
 
+pub use progress::{Goal, Progress, Settled};
 pub use reasons::{DropReason, FailureReason, ParkReason, StaleResult, StepFailure};
 pub use state::{
     Counters, Cycle, Failure, MachineState, Op, ScheduledRetry, Switch, SwitchStage, Transition,
@@ -76,13 +78,18 @@ pub struct Machine {
     context_due: Option<RestartContext>,
     counters: Counters,
     transitions: VecDeque<Transition>,
+    /// The latest generation seen `running` (see [`Progress`]). Not persisted: a restored
+    /// machine starts from what its state shows.
+    ran: Generation,
+    /// The latest generation a failure was recorded for (see [`Progress`]).
+    failed: Generation,
 }
 
 impl Machine {
     /// A machine for `state`, with nothing in flight. Send [`Event::Create`] to a new
     /// workspace's machine, or [`Event::Recover`] to a restored one.
     pub fn restore(policy: Arc<Policy>, state: MachineState) -> Self {
-        Self {
+        let mut machine = Self {
             policy,
             state,
             instance_up: false,
@@ -96,7 +103,11 @@ impl Machine {
             context_due: None,
             counters: Counters::default(),
             transitions: VecDeque::new(),
-        }
+            ran: Generation(0),
+            failed: Generation(0),
+        };
+        machine.note_progress();
+        machine
     }
 
     /// The persisted part of the state.
@@ -171,6 +182,7 @@ impl Machine {
     pub fn handle(&mut self, event: Event, tick: Tick) -> (Outcome, Vec<Effect>) {
         let mut fx = Vec::new();
         let outcome = self.step(event, tick, &mut fx);
+        self.note_progress();
         (outcome, fx)
     }
 

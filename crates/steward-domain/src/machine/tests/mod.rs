@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use std::time::Duration;
 
 mod lifecycle;
+mod progress;
 mod properties;
 mod switch;
 mod table;

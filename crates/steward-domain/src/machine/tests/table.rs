@@ -10,7 +10,7 @@ use super::*;
 
 /// Where the workspace is when the event arrives (generation 1 is up unless said).
 #[derive(Clone, Copy, Debug)]
-enum Given {
+pub(super) enum Given {
     /// Running, its first cycle just ended (inside the debounce window).
     Running,
     /// Running, past the debounce and settle windows.
@@ -38,7 +38,7 @@ enum Given {
 }
 
 impl Given {
-    fn harness(self) -> Harness {
+    pub(super) fn harness(self) -> Harness {
         let mut h = Harness::running();
         match self {
             Given::Running => {}
@@ -87,7 +87,7 @@ impl Given {
 
 /// What arrives.
 #[derive(Clone, Copy, Debug)]
-enum On {
+pub(super) enum On {
     Restart,
     Config,
     Start,
@@ -104,7 +104,7 @@ enum On {
 }
 
 impl On {
-    fn event(self, h: &Harness) -> Event {
+    pub(super) fn event(self, h: &Harness) -> Event {
         match self {
             On::Restart => Event::Restart,
             On::Config => Event::ConfigChanged(ConfigChange::Secret),
