@@ -5,6 +5,8 @@
 #   scripts/bench.sh            # everything
 #   BENCH_SECONDS=20 scripts/bench.sh
 #   BENCH_DOCKER=0 scripts/bench.sh   # without the Docker benches (1 000 containers take minutes)
+#   BENCH_BASELINE_BIN=/path/to/older/steward scripts/bench.sh
+#                               # also: fixed-rate latency of this build against that one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -21,6 +23,10 @@ echo "== in-process: actors (restart intents vs actix round trips, 1M restarts i
 cargo bench -p steward-actors --bench actors
 echo "== HTTP: POST /restart vs GET /healthz (wrk), fixed-rate latency (oha)"
 python3 scripts/bench/restart_http.py
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+    echo "== HTTP: fixed-rate restart latency, this build against $BENCH_BASELINE_BIN (alternating fresh daemons)"
+    python3 scripts/bench/against_baseline.py
+fi
 echo "== daemon: memory per idle workspace (release binary, sim workspaces created over HTTP)"
 python3 scripts/bench/idle_daemon.py
 if [ "${BENCH_DOCKER:-1}" = "1" ]; then

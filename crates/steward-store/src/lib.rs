@@ -1,6 +1,5 @@
 //! Durable state of Steward: workspaces, secrets (encrypted at rest), lifecycle events and
-//! idempotency keys, on SQLite (embedded default) or PostgreSQL, through one portable schema
-//! in the top-level `migrations/`.
+//! idempotency keys, on SQLite (embedded default) or PostgreSQL.
 //!
 //! Writes go through [`Store::commit`], which hands them to a single writer task that groups
 //! the commits of many callers into one transaction (group commit): under load one fsync
@@ -8,15 +7,36 @@
 //! may answer `2xx` right after. Every write about a cycle is fenced by generation
 //! (`... WHERE id = ? AND generation = ?`); a fenced-out commit changes nothing and says so.
 //!
+//! Where to look:
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | `writer` | opening the store (pool, migrations), the queue and the writer task's loop |
+//! | `apply` | how one batch is applied: rounds of grouped fenced `UPDATE`s and event inserts, other commits alone in savepoints |
+//! | `sql` | multi-row statements written once for both backends (parameters, padding) |
+//! | `codec` | the stored form of every value: state, configuration and agent record as JSON |
+//! | `reads` | the read queries |
+//! | `durable` | the sync thread of a SQLite database file, and what reads wait for |
+//! | `sqlite` | SQLite's connection settings and checkpoints |
+//! | `crypto` | the secrets key and the encryption of each secret |
+//!
+//! The schema (top-level `migrations/`; a migration whose SQL differs per backend has one file
+//! in `migrations/sqlite/` and one in `migrations/postgres/`): `workspaces` (`id`,
+//! `generation`, `spec`, `state` and `agent` as JSON text, `created_at`, `updated_at`),
+//! `secrets` (one encrypted value per `(workspace_id, key)`), `events` (keyed by
+//! `(workspace_id, seq)`), `idempotency_keys`.
+//!
 //! This crate knows nothing of actors, HTTP or providers. sqlx types never leave it.
 
+mod apply;
+mod codec;
 mod crypto;
 mod durable;
 mod error;
-mod failure;
 mod files;
-mod grouped;
-mod rows;
+mod reads;
+mod sql;
+mod sqlite;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -58,7 +78,8 @@ pub struct WorkspaceRecord {
     pub secrets: BTreeMap<String, SecretString>,
     /// Agent channel state.
     pub agent: AgentRecord,
-    /// Sequence number of the last event recorded (0 if none).
+    /// Sequence number of the last event recorded (0 if none): read from `events`, never
+    /// written.
     pub last_event_seq: i64,
     /// Creation time.
     pub created_at: Timestamp,
@@ -222,12 +243,14 @@ impl Store {
     /// Like every read, answers only with what is durable: what it saw of commits still being
     /// synced is returned once they are on disk.
     pub async fn load_all(&self) -> Result<Vec<WorkspaceRecord>, StoreError> {
-        self.durable(rows::load_all(&self.inner).await).await
+        self.durable(reads::load_all(&self.inner.pool, &self.inner.key).await)
+            .await
     }
 
     /// One workspace.
     pub async fn load(&self, id: WorkspaceId) -> Result<Option<WorkspaceRecord>, StoreError> {
-        self.durable(rows::load(&self.inner, id).await).await
+        self.durable(reads::load(&self.inner.pool, &self.inner.key, id).await)
+            .await
     }
 
     /// Events of a workspace with `seq > after`, oldest first, at most `limit`.
@@ -237,7 +260,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.durable(rows::events(&self.inner, id, after, limit).await)
+        self.durable(reads::events(&self.inner.pool, id, after, limit).await)
             .await
     }
 
@@ -247,7 +270,7 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<Option<(WorkspaceId, String)>, StoreError> {
-        self.durable(rows::idempotency(&self.inner, key).await)
+        self.durable(reads::idempotency(&self.inner.pool, key).await)
             .await
     }
 
@@ -260,7 +283,7 @@ impl Store {
 
     /// Cheap check that the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        rows::ping(&self.inner).await
+        reads::ping(&self.inner.pool).await
     }
 
     /// Waits for every commit queued so far, then stops the writer and closes the pool.

@@ -53,14 +53,15 @@ on_both_backends!(
     events_of_interleaved_workspaces_are_read_from_any_seq,
     commits_of_events_alone_are_grouped_and_keep_their_order,
     events_recorded_before_the_append_order_migration_are_kept,
+    a_database_of_the_previous_schema_is_converted,
     deleting_a_workspace_removes_everything_of_it,
     reopening_keeps_everything,
     concurrent_commits_are_grouped_and_all_succeed,
     enqueued_commits_apply_in_order_and_overload_is_refused,
     one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity,
     fenced_verdicts_in_a_grouped_batch_match_one_by_one,
-    a_grouped_batch_refused_late_applies_none_of_its_rows,
-    grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite,
+    a_stale_commit_in_a_round_is_fenced_alone,
+    a_large_batch_is_applied_in_rounds_of_one_commit_per_workspace,
     bare_idempotency_digests_are_erased_on_upgrade,
 );
 
@@ -343,23 +344,24 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     let store = db.open().await;
     let (a, b, c) = (workspace(), workspace(), workspace());
     commit(&store, vec![insert(&a), insert(&b), insert(&c)]).await;
-    let one_by_one = || store.inner.counters.one_by_one.load(Ordering::Relaxed);
-    let diverged = || store.inner.counters.diverged.load(Ordering::Relaxed);
-    let (slow, redone) = (one_by_one(), diverged());
-    let alone = |w: &WorkspaceRecord, seq, kind| vec![Write::AppendEvent(event(w.id, seq, kind))];
+    let alone = || store.inner.counters.applied.alone.load(Ordering::Relaxed);
+    let retried = || store.inner.counters.applied.retried.load(Ordering::Relaxed);
+    let (slow, redone) = (alone(), retried());
+    let events = |w: &WorkspaceRecord, seq, kind| vec![Write::AppendEvent(event(w.id, seq, kind))];
 
-    // Interleaved, one commit across two workspaces, and events beside a fenced write.
+    // Interleaved, one commit across two workspaces (applied alone), and events after a
+    // fenced write.
     let done = one_batch(
         &store,
         vec![
-            alone(&a, 1, "a1"),
-            alone(&b, 1, "b1"),
-            alone(&a, 2, "a2"),
+            events(&a, 1, "a1"),
+            events(&b, 1, "b1"),
+            events(&a, 2, "a2"),
             vec![
                 Write::AppendEvent(event(b.id, 2, "b2")),
                 Write::AppendEvent(event(c.id, 1, "c1")),
             ],
-            alone(&c, 2, "c2"),
+            events(&c, 2, "c2"),
             vec![
                 save_state(c.id, c.state.generation, c.state.clone()),
                 Write::AppendEvent(event(c.id, 3, "c3")),
@@ -370,7 +372,7 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     assert!(done
         .iter()
         .all(|outcome| matches!(outcome, Ok(CommitOutcome::Committed))));
-    assert_eq!((one_by_one(), diverged()), (slow, redone), "grouped");
+    assert_eq!((alone(), retried()), (slow + 1, redone), "grouped");
     for (w, expected) in [
         (&a, vec!["a1", "a2"]),
         (&b, vec!["b1", "b2"]),
@@ -381,21 +383,21 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
         assert_eq!(load(&store, w.id).await.last_event_seq, read.len() as i64);
     }
 
-    // An event that is not after the last one stored fails its commit alone (the run goes the
-    // slow way for that); so does an event of a workspace that is not stored.
+    // An event whose seq is stored fails its commit alone (the batch is applied again commit
+    // by commit for that); so does an event of a workspace that is not stored.
     let done = one_batch(
         &store,
         vec![
-            alone(&a, 2, "again"),
-            alone(&b, 3, "b3"),
-            alone(&workspace(), 1, "nowhere"),
+            events(&a, 2, "again"),
+            events(&b, 3, "b3"),
+            events(&workspace(), 1, "nowhere"),
         ],
     )
     .await;
     assert!(matches!(done[0], Err(StoreError::Conflict(_))), "{done:?}");
     assert_eq!(done[1].as_ref().ok(), Some(&CommitOutcome::Committed));
     assert!(done[2].is_err(), "{done:?}");
-    assert_eq!(diverged(), redone + 1);
+    assert_eq!(retried(), redone + 1);
     assert_eq!(
         kinds(&store.events(a.id, 0, 10).await.expect("events")),
         ["a1", "a2"]
@@ -406,19 +408,19 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     );
     assert_eq!(load(&store, a.id).await.last_event_seq, 2);
 
-    // A probe round's worth: events alone, of more workspaces than one statement holds.
+    // A probe round's worth: events alone, of many workspaces.
     let many: Vec<WorkspaceRecord> = (0..40).map(|_| workspace()).collect();
     commit(&store, many.iter().map(insert).collect()).await;
-    let (slow, redone) = (one_by_one(), diverged());
+    let (slow, redone) = (alone(), retried());
     let done = one_batch(
         &store,
-        many.iter().map(|w| alone(w, 1, "dropped")).collect(),
+        many.iter().map(|w| events(w, 1, "dropped")).collect(),
     )
     .await;
     assert!(done
         .iter()
         .all(|outcome| matches!(outcome, Ok(CommitOutcome::Committed))));
-    assert_eq!((one_by_one(), diverged()), (slow, redone), "grouped");
+    assert_eq!((alone(), retried()), (slow, redone), "grouped");
     for w in &many {
         assert_eq!(
             kinds(&store.events(w.id, 0, 10).await.expect("events")),
@@ -434,7 +436,7 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     // Events alone, then a stale writer of the same workspace: the events stay, the writer is
     // fenced.
     let stale = moved_from(&c, Generation(c.state.generation.0 + 7));
-    let done = one_batch(&store, vec![alone(&c, 4, "c4"), vec![stale]]).await;
+    let done = one_batch(&store, vec![events(&c, 4, "c4"), vec![stale]]).await;
     assert_eq!(done[0].as_ref().ok(), Some(&CommitOutcome::Committed));
     assert!(
         matches!(done[1], Ok(CommitOutcome::Fenced { id, .. }) if id == c.id),
@@ -445,9 +447,9 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
         ["c4"]
     );
 
-    // A generation that does not encode, in a commit fenced on another workspace first, says
-    // nothing about its own workspace: a later commit of that workspace, with an event before
-    // it, is judged on what is stored, as one by one.
+    // A commit over two workspaces (applied alone, after what came before it) fenced on the
+    // first, with a generation that does not encode on the second: the later commits of the
+    // second are judged on what is stored.
     let moved = |w: &WorkspaceRecord| moved_from(w, w.state.generation);
     let done = one_batch(
         &store,
@@ -457,7 +459,7 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
                 moved(&a),
                 save_state(b.id, Generation(u64::MAX), b.state.clone()),
             ],
-            alone(&b, 4, "b4"),
+            events(&b, 4, "b4"),
             vec![save_state(b.id, b.state.generation, b.state.clone())],
         ],
     )
@@ -476,16 +478,15 @@ async fn commits_of_events_alone_are_grouped_and_keep_their_order(db: &TestDb) {
     store.close().await;
 }
 
-/// Events are stored in the order written, every workspace's interleaved, with one index
-/// entry per 64 events of a workspace: a read from any `seq`, on either side of an indexed
-/// one, with any limit, gets exactly that workspace's events in order, whichever way the
-/// writer applied them (grouped with state writes, or one by one).
+/// Events of several workspaces written interleaved: a read from any `seq`, with any limit,
+/// gets exactly that workspace's events in order, whichever way the writer applied them
+/// (grouped with state writes, or alone).
 async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
     const EVENTS: i64 = 200;
     let store = db.open().await;
     let workspaces: Vec<WorkspaceRecord> = (0..3).map(|_| workspace()).collect();
     commit(&store, workspaces.iter().map(insert).collect()).await;
-    let diverged = store.inner.counters.diverged.load(Ordering::Relaxed);
+    let retried = store.inner.counters.applied.retried.load(Ordering::Relaxed);
     let mut seq = 0;
     while seq < EVENTS {
         // Grouped: each commit a fenced state write and a few events of its workspace.
@@ -503,8 +504,8 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
         for w in &workspaces {
             assert_eq!(load(&store, w.id).await.last_event_seq, seq + 3);
         }
-        // One by one (a commit with a secret write is not grouped): the workspaces interleaved.
-        let one_by_one = store.inner.counters.one_by_one.load(Ordering::Relaxed);
+        // Alone (a commit with a secret write is not grouped): the workspaces interleaved.
+        let alone = store.inner.counters.applied.alone.load(Ordering::Relaxed);
         let mut writes: Vec<Write> = (seq + 4..=seq + 5)
             .flat_map(|s| {
                 workspaces
@@ -518,14 +519,14 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
         });
         commit(&store, writes).await;
         assert_eq!(
-            store.inner.counters.one_by_one.load(Ordering::Relaxed),
-            one_by_one + 1
+            store.inner.counters.applied.alone.load(Ordering::Relaxed),
+            alone + 1
         );
         seq += 5;
     }
     assert_eq!(
-        store.inner.counters.diverged.load(Ordering::Relaxed),
-        diverged
+        store.inner.counters.applied.retried.load(Ordering::Relaxed),
+        retried
     );
     for w in &workspaces {
         assert_eq!(load(&store, w.id).await.last_event_seq, EVENTS);
@@ -548,7 +549,7 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
             }
         }
     }
-    // An event that does not come after the last one stored is refused, grouped or not.
+    // An event whose seq is stored is refused, grouped or not.
     let w = &workspaces[0];
     let stale = one_batch(
         &store,
@@ -576,18 +577,7 @@ async fn events_of_interleaved_workspaces_are_read_from_any_seq(db: &TestDb) {
 /// A database written before events were stored in append order (migrations 1 and 2) keeps
 /// every event, readable from any `seq`, and new events follow them.
 async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb) {
-    sqlx::any::install_default_drivers();
-    if let Some(file) = crate::writer::sqlite_file(&db.url) {
-        std::fs::create_dir_all(file.parent().expect("a directory")).expect("data dir");
-    }
-    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
-    let before = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            crate::writer::MIGRATOR.iter().take(2).cloned().collect(),
-        ),
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    before.run(&pool).await.expect("migrations 1 and 2");
+    let pool = migrated_until(db, 2).await;
     let ids: Vec<WorkspaceId> = (0..2)
         .map(|_| WorkspaceId::from(uuid::Uuid::new_v4()))
         .collect();
@@ -666,6 +656,198 @@ async fn events_recorded_before_the_append_order_migration_are_kept(db: &TestDb)
     store.close().await;
 }
 
+/// A database written by the previous schema (migrations 1 to 5: a column per field, events
+/// in append order) is converted when the store opens it: every workspace, secret, event and
+/// idempotency key is found, a failure reason stored as bare text still reads, and writes go
+/// on from there.
+async fn a_database_of_the_previous_schema_is_converted(db: &TestDb) {
+    let pool = migrated_until(db, 5).await;
+    let key = crate::SecretKey::load_or_create(&db.key_path()).expect("key");
+    let full = workspace();
+    let mut parked = bare_workspace();
+    parked.state.phase = Phase::Failed;
+    parked.state.failure = Some(Failure {
+        reason: FailureReason::Parked(steward_domain::ParkReason::CrashLoop),
+        generation: Generation(0),
+        consecutive: 1,
+    });
+    let causes =
+        |set: steward_domain::CauseSet| set.iter().map(Cause::as_str).collect::<Vec<_>>().join(",");
+    let failure_columns = |record: &WorkspaceRecord| match &record.state.failure {
+        // Written by the previous store: typed reasons as JSON, older ones as bare text.
+        Some(failure) if record.id == full.id => (
+            Some(r#"{"reason":{"step":{"provider":"image missing"}},"consecutive":2}"#.to_owned()),
+            Some(failure.generation.0 as i64),
+        ),
+        Some(failure) => (
+            Some("crash_loop".to_owned()),
+            Some(failure.generation.0 as i64),
+        ),
+        None => (None, None),
+    };
+    for record in [&full, &parked] {
+        let s = &record.state;
+        let (failure_reason, failure_generation) = failure_columns(record);
+        let switch = s.switch.as_ref().map(|w| {
+            serde_json::json!({
+                "from": w.from, "to": w.to, "from_ready": w.from_ready.as_str(),
+                "to_ready": w.to_ready.as_str(), "stage": w.stage.as_str(),
+                "rollback": w.rollback,
+            })
+            .to_string()
+        });
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, provider, image, command, env, model, \
+             ready_when, phase, desired, generation, observed_generation, pending, \
+             failure_reason, failure_generation, backoff_attempt, recent_failures, \
+             last_cycle_started_at, last_cycle_ended_at, healthy_since, retry_at, retry_causes, \
+             cycle_generation, cycle_causes, cycle_started_at, switch_state, agent_generation, \
+             agent_token_hash, agent_url, agent_last_heartbeat_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+        )
+        .bind(record.id.to_string())
+        .bind(&record.spec.name)
+        .bind(&record.spec.provider)
+        .bind(&record.spec.image)
+        .bind(
+            record
+                .spec
+                .command
+                .as_ref()
+                .map(|c| serde_json::json!(c).to_string()),
+        )
+        .bind(serde_json::json!(record.spec.env).to_string())
+        .bind(&record.spec.model)
+        .bind(s.ready_when.as_str())
+        .bind(s.phase.as_str())
+        .bind(s.desired.as_str())
+        .bind(s.generation.0 as i64)
+        .bind(s.observed_generation.0 as i64)
+        .bind(causes(s.pending))
+        .bind(failure_reason)
+        .bind(failure_generation)
+        .bind(i64::from(s.backoff_attempt))
+        .bind(
+            serde_json::json!(s.recent_failures.iter().map(|t| t.0).collect::<Vec<_>>())
+                .to_string(),
+        )
+        .bind(s.last_cycle_started_at.map(|t| t.0))
+        .bind(s.last_cycle_ended_at.map(|t| t.0))
+        .bind(s.healthy_since.map(|t| t.0))
+        .bind(s.retry.map(|r| r.at.0))
+        .bind(s.retry.map(|r| causes(r.causes)).unwrap_or_default())
+        .bind(s.cycle.map(|c| c.generation.0 as i64))
+        .bind(s.cycle.map(|c| causes(c.causes)).unwrap_or_default())
+        .bind(s.cycle.map(|c| c.started_at.0))
+        .bind(switch)
+        .bind(record.agent.generation.0 as i64)
+        .bind(
+            record
+                .agent
+                .token_hash
+                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        )
+        .bind(&record.agent.url)
+        .bind(record.agent.last_heartbeat_at.map(|t| t.0))
+        .bind(record.created_at.0)
+        .bind(record.updated_at.0)
+        .execute(&pool)
+        .await
+        .expect("a workspace in the previous shape");
+        for (name, value) in &record.secrets {
+            sqlx::query("INSERT INTO secrets (workspace_id, key, ciphertext) VALUES ($1, $2, $3)")
+                .bind(record.id.to_string())
+                .bind(name)
+                .bind(
+                    key.encrypt(record.id, name, value.expose_secret())
+                        .expect("encrypted"),
+                )
+                .execute(&pool)
+                .await
+                .expect("a secret");
+        }
+    }
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, workspace_id, body_hash, created_at) \
+         VALUES ('create-1', $1, 'hash', 1)",
+    )
+    .bind(full.id.to_string())
+    .execute(&pool)
+    .await
+    .expect("an idempotency key");
+    // Events in append order, the two workspaces' interleaved; and those of a workspace
+    // deleted while its purge was still going on.
+    let gone = WorkspaceId::from(uuid::Uuid::new_v4());
+    let mut id = 0;
+    for seq in 1..=70 {
+        for workspace in [full.id, parked.id, gone] {
+            id += 1;
+            let e = event(workspace, seq, "old");
+            sqlx::query(
+                "INSERT INTO events (id, workspace_id, seq, generation, at, kind, data) \
+                 VALUES ($1, $2, $3, 1, $4, 'old', $5)",
+            )
+            .bind(id)
+            .bind(workspace.to_string())
+            .bind(seq)
+            .bind(e.at.0)
+            .bind(e.data.to_string())
+            .execute(&pool)
+            .await
+            .expect("an event");
+        }
+    }
+    sqlx::query("UPDATE workspaces SET last_event_seq = 70, last_event_id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("where events end");
+    sqlx::query("INSERT INTO event_purges (workspace_id, next_id, end_id) VALUES ($1, 1, $2)")
+        .bind(gone.to_string())
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("a purge under way");
+    pool.close().await;
+
+    let store = db.open().await;
+    let all = store.load_all().await.expect("load all");
+    assert_eq!(all.len(), 2);
+    for mut expected in [full.clone(), parked.clone()] {
+        expected.last_event_seq = 70;
+        let stored = all.iter().find(|r| r.id == expected.id).expect("converted");
+        assert_same(stored, &expected);
+        assert_eq!(
+            store.events(expected.id, 0, 1000).await.expect("events"),
+            (1..=70)
+                .map(|s| event(expected.id, s, "old"))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(store.events(gone, 0, 10).await.expect("events").is_empty());
+    assert_eq!(
+        store.idempotency("create-1").await.expect("idempotency"),
+        Some((full.id, "hash".to_owned()))
+    );
+    // Writes go on: fenced on the converted generation, events after the converted ones.
+    let next = at_generation(&full, 4);
+    commit(
+        &store,
+        vec![
+            save_state(full.id, Generation(3), next.clone()),
+            Write::AppendEvent(event(full.id, 71, "new")),
+        ],
+    )
+    .await;
+    assert_eq!(load(&store, full.id).await.state, next);
+    assert_eq!(
+        kinds(&store.events(full.id, 69, 10).await.expect("events")),
+        ["old", "new"]
+    );
+    store.close().await;
+}
+
 async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     const EVENTS: i64 = 400;
     let store = db.open().await;
@@ -682,7 +864,7 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
         ],
     )
     .await;
-    // Interleaved, more than one index entry's worth each.
+    // Interleaved.
     commit(
         &store,
         (1..=EVENTS)
@@ -695,42 +877,28 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
     )
     .await;
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE workspace_id = $1")
-        .bind(doomed.id.to_string())
-        .fetch_one(&store.inner.pool)
-        .await
-        .expect("count");
-    assert!(
-        left > 0,
-        "the purge runs in the background, a step every 10 ms"
-    );
-    // A second delete while its events are still queued changes nothing and fails nothing.
+    // A second delete changes nothing and fails nothing.
     commit(&store, vec![Write::DeleteWorkspace { id: doomed.id }]).await;
-
-    // Its events go in the background, a range of ids at a time (16 in tests: 50 steps here,
-    // at least 10 ms apart), and on after a restart; the other workspace's stay.
-    store.close().await;
-    let store = db.open().await;
-    let stored_events = |id: WorkspaceId| {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE workspace_id = $1")
+    let count = |table: &'static str, column: &'static str, id: WorkspaceId| {
+        let pool = store.inner.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE {column} = $1"
+            ))
             .bind(id.to_string())
-            .fetch_one(&store.inner.pool)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
     };
-    let started = std::time::Instant::now();
-    while stored_events(doomed.id).await.expect("count") > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the deleted workspace's events are still there"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for (table, column) in [
+        ("events", "workspace_id"),
+        ("secrets", "workspace_id"),
+        ("idempotency_keys", "workspace_id"),
+        ("workspaces", "id"),
+    ] {
+        assert_eq!(count(table, column, doomed.id).await, 0, "{table}");
     }
-    assert_eq!(stored_events(kept.id).await.expect("count"), EVENTS);
-    let purges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_purges")
-        .fetch_one(&store.inner.pool)
-        .await
-        .expect("count");
-    assert_eq!(purges, 0);
-
     assert!(store.load(doomed.id).await.expect("load").is_none());
     assert!(store
         .events(doomed.id, 0, 10)
@@ -741,12 +909,7 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
         store.idempotency("doomed").await.expect("idempotency"),
         None
     );
-    let secrets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE workspace_id = $1")
-        .bind(doomed.id.to_string())
-        .fetch_one(&store.inner.pool)
-        .await
-        .expect("count");
-    assert_eq!(secrets, 0);
+    assert_eq!(count("events", "workspace_id", kept.id).await, EVENTS);
     let mut kept = kept;
     kept.last_event_seq = EVENTS;
     assert_same(&load(&store, kept.id).await, &kept);
@@ -760,18 +923,7 @@ async fn deleting_a_workspace_removes_everything_of_it(db: &TestDb) {
 /// Keys stored before body digests were keyed (migrations 1 to 4) lose their bare SHA-256,
 /// which anyone reading the database could match against a guessed body; keyed ones stay.
 async fn bare_idempotency_digests_are_erased_on_upgrade(db: &TestDb) {
-    sqlx::any::install_default_drivers();
-    if let Some(file) = crate::writer::sqlite_file(&db.url) {
-        std::fs::create_dir_all(file.parent().expect("a directory")).expect("data dir");
-    }
-    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
-    let before = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            crate::writer::MIGRATOR.iter().take(4).cloned().collect(),
-        ),
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    before.run(&pool).await.expect("migrations 1 to 4");
+    let pool = migrated_until(db, 4).await;
     let id = WorkspaceId::from(uuid::Uuid::new_v4());
     sqlx::query(
         "INSERT INTO workspaces (id, name, provider, env, ready_when, phase, desired, \
@@ -1004,10 +1156,13 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
         ],
         vec![Write::DeleteWorkspace { id: doomed.id }],
     ];
+    let counters = &store.inner.counters.applied;
+    let alone = counters.alone.load(Ordering::Relaxed);
     let outcomes = one_batch(&store, requests).await;
-    // The commit fenced on its agent record after its state and spec writes is one the
-    // grouped way cannot judge: the batch went the slow way, once.
-    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 1);
+    // The create, the delete, and the commit whose spec write expects another generation than
+    // its state write leaves, were applied alone; the rest grouped, with no retry.
+    assert_eq!(counters.alone.load(Ordering::Relaxed), alone + 3);
+    assert_eq!(counters.retried.load(Ordering::Relaxed), 0);
     let fenced = |id, generation| {
         Ok(CommitOutcome::Fenced {
             id,
@@ -1046,7 +1201,7 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
     );
     assert!(store.load(doomed.id).await.expect("load").is_none());
 
-    // When the grouped way's guess is wrong (a stale writer alone, a row that is gone) or a
+    // A stale writer and a row that is gone are fenced by the grouped `UPDATE`; when a grouped
     // statement fails (a duplicate event seq), the batch is applied again commit by commit:
     // each commit gets its own outcome, and the others still apply.
     let b2 = at(&b.state, 2, Phase::Running);
@@ -1066,7 +1221,7 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
         ],
     )
     .await;
-    assert_eq!(store.inner.counters.diverged.load(Ordering::Relaxed), 2);
+    assert_eq!(counters.retried.load(Ordering::Relaxed), 1);
     assert!(
         matches!(outcomes[0], Err(StoreError::Conflict(_))),
         "{:?}",
@@ -1098,15 +1253,14 @@ async fn one_batch_of_many_commits_keeps_each_commits_fences_and_atomicity(db: &
     store.close().await;
 }
 
-/// A grouped batch whose last row is refused (a stale fence) applies none of the rows before
-/// it: applied again one by one, the first commit still finds its workspace where it
-/// expects it, and its event is written once.
-async fn a_grouped_batch_refused_late_applies_none_of_its_rows(db: &TestDb) {
+/// Commits of several workspaces in one round: the stale one is fenced, alone, and the others
+/// are written, with their events, without applying the batch again.
+async fn a_stale_commit_in_a_round_is_fenced_alone(db: &TestDb) {
     let store = db.open().await;
     let (a, b) = (workspace(), workspace()); // generation 3 each
     commit(&store, vec![insert(&a), insert(&b)]).await;
     let at = |generation: u64| at_generation(&a, generation);
-    let diverged = store.inner.counters.diverged.load(Ordering::Relaxed);
+    let retried = store.inner.counters.applied.retried.load(Ordering::Relaxed);
     let done = one_batch(
         &store,
         vec![
@@ -1130,8 +1284,8 @@ async fn a_grouped_batch_refused_late_applies_none_of_its_rows(db: &TestDb) {
         ]
     );
     assert_eq!(
-        store.inner.counters.diverged.load(Ordering::Relaxed),
-        diverged + 1
+        store.inner.counters.applied.retried.load(Ordering::Relaxed),
+        retried
     );
     assert_eq!(load(&store, a.id).await.state.generation, Generation(4));
     assert_eq!(load(&store, b.id).await.state.generation, Generation(3));
@@ -1142,50 +1296,67 @@ async fn a_grouped_batch_refused_late_applies_none_of_its_rows(db: &TestDb) {
     store.close().await;
 }
 
-/// On SQLite a batch of lifecycle commits of up to 64 rows (updates and events together) is
-/// committed by one statement, a larger one in a transaction; both write everything.
-async fn grouped_batches_of_up_to_64_rows_are_one_statement_on_sqlite(db: &TestDb) {
-    let store = db.open().await;
-    let sqlite = db.postgres.is_none();
-    for workspaces in [32, 33] {
-        let records: Vec<WorkspaceRecord> = (0..workspaces).map(|_| workspace()).collect();
-        commit(&store, records.iter().map(insert).collect()).await;
-        let statements = store.inner.counters.one_statement.load(Ordering::Relaxed);
-        let done = one_batch(
-            &store,
-            records
-                .iter()
-                .map(|r| {
-                    vec![
-                        save_state(r.id, Generation(3), at_generation(r, 4)),
-                        Write::AppendEvent(event(r.id, 1, "e1")),
-                    ]
-                })
-                .collect(),
-        )
-        .await;
-        assert!(done
-            .into_iter()
-            .all(|d| d.expect("no error") == CommitOutcome::Committed));
-        let one_statement = sqlite && workspaces * 2 <= 64;
-        assert_eq!(
-            store.inner.counters.one_statement.load(Ordering::Relaxed),
-            statements + usize::from(one_statement),
-            "{workspaces} workspaces"
-        );
-        for r in &records {
-            assert_eq!(load(&store, r.id).await.state.generation, Generation(4));
-            assert_eq!(
-                kinds(&store.events(r.id, 0, 10).await.expect("events")),
-                ["e1"]
-            );
+/// A batch of more commits than one statement takes, up to three per workspace: applied in
+/// three rounds (each with one commit of a workspace at most), every fence and event kept.
+async fn a_large_batch_is_applied_in_rounds_of_one_commit_per_workspace(db: &TestDb) {
+    const WORKSPACES: usize = crate::sql::MAX_ROWS + 22;
+    let options = StoreOptions {
+        max_batch: 4 * WORKSPACES,
+        ..db.options()
+    };
+    let store = Store::open(options, &db.key_path()).await.expect("open");
+    let records: Vec<WorkspaceRecord> = (0..WORKSPACES).map(|_| workspace()).collect();
+    commit(&store, records.iter().map(insert).collect()).await;
+    let counters = &store.inner.counters.applied;
+    let (rounds, alone) = (
+        counters.rounds.load(Ordering::Relaxed),
+        counters.alone.load(Ordering::Relaxed),
+    );
+    // Each workspace 3 -> 4 with an event, then 4 -> 5 with another; every third workspace
+    // also has a stale writer, which is fenced and writes nothing.
+    let mut requests = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        requests.push(vec![
+            save_state(r.id, Generation(3), at_generation(r, 4)),
+            Write::AppendEvent(event(r.id, 1, "e1")),
+        ]);
+        if i % 3 == 0 {
+            requests.push(vec![
+                save_state(r.id, Generation(3), at_generation(r, 4)),
+                Write::AppendEvent(event(r.id, 2, "stale")),
+            ]);
         }
+    }
+    for r in &records {
+        requests.push(vec![
+            save_state(r.id, Generation(4), at_generation(r, 5)),
+            Write::AppendEvent(event(r.id, 2, "e2")),
+        ]);
+    }
+    let done = one_batch(&store, requests).await;
+    let fenced = done
+        .iter()
+        .filter(|d| matches!(d, Ok(CommitOutcome::Fenced { .. })))
+        .count();
+    assert_eq!(fenced, WORKSPACES.div_ceil(3));
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    assert_eq!(counters.rounds.load(Ordering::Relaxed), rounds + 3);
+    assert_eq!(counters.alone.load(Ordering::Relaxed), alone);
+    assert_eq!(counters.retried.load(Ordering::Relaxed), 0);
+    for r in &records {
+        let stored = load(&store, r.id).await;
+        assert_eq!(stored.state.generation, Generation(5));
+        assert_eq!(stored.last_event_seq, 2);
+        assert_eq!(
+            kinds(&store.events(r.id, 0, 10).await.expect("events")),
+            ["e1", "e2"]
+        );
     }
     store.close().await;
 }
 
-/// Batches made only of lifecycle commits (on SQLite, one statement): every commit gets the
-/// outcome applying them one by one would give, including when a write before a commit's fence
+/// Batches made only of lifecycle commits: every commit gets the outcome applying them one
+/// by one would give, including when a write before a commit's fence
 /// would fail first or concerns another workspace.
 async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
     let store = db.open().await;
@@ -1193,7 +1364,13 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
     let b = bare_workspace(); // generation 0
     commit(&store, vec![insert(&a), insert(&b)]).await;
     let at = |generation: u64| at_generation(&a, generation);
-    let diverged = || store.inner.counters.diverged.load(Ordering::Relaxed);
+    let counters = &store.inner.counters.applied;
+    let ways = || {
+        (
+            counters.alone.load(Ordering::Relaxed),
+            counters.retried.load(Ordering::Relaxed),
+        )
+    };
     let outcomes = |done: Vec<Result<CommitOutcome, StoreError>>| {
         done.into_iter()
             .map(|outcome| outcome.map_err(|e| matches!(e, StoreError::Conflict(_))))
@@ -1206,8 +1383,8 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
         })
     };
 
-    // A stale writer after the current one: fenced, decided without going the slow way.
-    let before = diverged();
+    // A stale writer after the current one: fenced by the grouped `UPDATE` of its round.
+    let (alone, retried) = ways();
     let done = one_batch(
         &store,
         vec![
@@ -1220,9 +1397,10 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
         outcomes(done),
         [Ok(CommitOutcome::Committed), fenced(a.id, 3)]
     );
-    assert_eq!(diverged(), before);
+    assert_eq!(ways(), (alone, retried));
 
-    // An event before a stale fence: one by one, its duplicate seq fails the commit first.
+    // An event before a stale fence: the commit is applied alone, where its duplicate seq
+    // fails it first, as it would on its own.
     let done = one_batch(
         &store,
         vec![
@@ -1238,7 +1416,7 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
     )
     .await;
     assert_eq!(outcomes(done), [Ok(CommitOutcome::Committed), Err(true)]);
-    assert_eq!(diverged(), before + 1);
+    assert_eq!(ways(), (alone + 1, retried));
 
     // A commit on two workspaces whose first is stale: fenced on that one, not the other.
     let done = one_batch(
@@ -1263,6 +1441,28 @@ async fn fenced_verdicts_in_a_grouped_batch_match_one_by_one(db: &TestDb) {
         ["a1"]
     );
     store.close().await;
+}
+
+/// A pool on `db` with the migrations up to `version` applied (a database as an earlier
+/// store left it).
+async fn migrated_until(db: &TestDb, version: i64) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    if let Some(file) = crate::sqlite::sqlite_file(&db.url) {
+        std::fs::create_dir_all(file.parent().expect("a directory")).expect("data dir");
+    }
+    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
+    let all = crate::writer::migrator(db.postgres.is_none());
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            all.iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.expect("the earlier migrations");
+    pool
 }
 
 /// Enqueues every commit before any is written (so they form one batch) and awaits them all.
@@ -1842,7 +2042,7 @@ async fn idempotency_digests_are_keyed_by_a_private_key_file() {
 async fn database_files_are_owner_only() {
     let fresh = TestDb::sqlite();
     let found = TestDb::sqlite();
-    let file = |db: &TestDb| PathBuf::from(crate::writer::sqlite_file(&db.url).expect("a file"));
+    let file = |db: &TestDb| PathBuf::from(crate::sqlite::sqlite_file(&db.url).expect("a file"));
     std::fs::create_dir_all(file(&found).parent().expect("dir")).expect("dir");
     std::fs::write(file(&found), b"").expect("an empty database");
     std::fs::set_permissions(file(&found), std::fs::Permissions::from_mode(0o644)).expect("chmod");
