@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use steward_tests::{eventually, generation_of, of_type, seq_of, summarize, Api, Daemon};
+use steward_tests::{
+    eventually, generation_of, instance_processes, of_type, seq_of, summarize, Api, Daemon,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -177,14 +179,17 @@ async fn each_generation_gets_fresh_credentials_and_exactly_one_restart_context(
 async fn an_instance_that_never_registers_times_out_backs_off_and_is_parked() {
     let daemon = Daemon::start(&config("500ms", 2)).await;
     let api = daemon.client();
-    // A command that runs but never registers (a unique argument to find it later).
+    // A command that runs but never registers, though told to (a unique argument to find it
+    // later).
     let marker = "777.25";
     let created = api
-        .create(&json!({ "name": "silent", "command": ["sleep", marker] }))
+        .create(&json!({ "name": "silent", "command": ["sleep", marker], "ready_when": "agent" }))
         .await;
     let id = created["id"].as_str().expect("id").to_owned();
     let parked = api.wait_phase_within(&id, "failed", WAIT).await;
     assert_eq!(parked["failure"]["reason"], "boot_timeout", "{parked}");
+    let inspected = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
+    assert_eq!(inspected["last_error"], "boot_timeout", "{inspected}");
 
     let events = api.events(&id).await;
     assert!(
@@ -217,6 +222,43 @@ async fn an_instance_that_never_registers_times_out_backs_off_and_is_parked() {
         }
     })
     .await;
+}
+
+/// A stopped workspace shows no agent: its URL and last heartbeat belonged to an instance
+/// that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_workspace_shows_no_agent_as_if_live() {
+    let daemon = Daemon::start(&config("30s", 5)).await;
+    let api = daemon.client();
+    let created = api.create(&json!({ "name": "stopping" })).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    registered(&api, &id, 1).await;
+    assert!(api.workspace(&id).await["agent"]["last_heartbeat_at"].is_string());
+    api.post_empty(&format!("/v1/workspaces/{id}/stop"))
+        .await
+        .expect(202);
+    let stopped = api.wait_phase_within(&id, "stopped", WAIT).await;
+    assert_eq!(
+        stopped["agent"],
+        json!({ "url": null, "last_heartbeat_at": null }),
+        "{stopped}"
+    );
+}
+
+/// A workspace that names its own command (not the agent) is ready once its process runs:
+/// without `ready_when`, a command means `instance`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_runs_without_an_agent() {
+    let daemon = Daemon::start(&config("1s", 2)).await;
+    let api = daemon.client();
+    let created = api
+        .create(&json!({ "name": "plain", "command": ["sleep", "600"] }))
+        .await;
+    assert_eq!(created["ready_when"], "instance", "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let running = api.wait_phase_within(&id, "running", WAIT).await;
+    assert!(running["failure"].is_null(), "{running}");
+    assert_eq!(instance_processes(&id).len(), 1, "its process runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

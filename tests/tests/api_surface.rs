@@ -74,6 +74,25 @@ async fn events_are_listed_paged_and_streamed_live() {
         );
         assert_eq!(event.event.as_deref(), Some(event.kind()));
     }
+    drop(stream);
+
+    // A client that reconnects with the id of the last event it got (Last-Event-ID) gets
+    // what came after it, not the history again.
+    let last = received[history.len() - 2].id.clone().expect("an id");
+    let last: u64 = last.parse().expect("ids are seqs");
+    let mut resumed = api
+        .resume(&id, last)
+        .await
+        .expect("reopen the event stream");
+    let first = resumed
+        .next(Duration::from_secs(20))
+        .await
+        .expect("the events after Last-Event-ID");
+    assert_eq!(seq_of(&first.data), last + 1, "{:?}", first.data);
+    let bad = api
+        .request(reqwest::Method::GET, &format!("/v1/workspaces/{id}/events"))
+        .header("Last-Event-ID", "yesterday");
+    api.send(bad).await.expect_error(422, "INVALID_FIELD");
 }
 
 fn datas(events: &[StreamEvent]) -> Vec<Value> {
@@ -135,6 +154,10 @@ async fn actor_inspection_shows_the_cycle_and_counters() {
     api.wait_settled(&id).await;
     let actor = api.get(&format!("/v1/admin/actors/{id}")).await.expect(200);
     assert!(actor["cycle"].is_null(), "no cycle in flight: {actor}");
+    assert_eq!(
+        actor["mailbox_len"], 0,
+        "an idle actor's mailbox is empty (the inspection does not count itself): {actor}"
+    );
     assert_eq!(
         actor["counters"]["cycles"], 3,
         "create + restart + coalesced: {actor}"
@@ -289,6 +312,44 @@ async fn metrics_reflect_traffic_and_phases() {
     let queued = metric(&metrics.text, "steward_store_queue_seconds_count", &[]);
     assert!(queued >= 3.0, "queue waits not timed: {queued}");
     assert!(metric(&metrics.text, "steward_store_commit_seconds_sum", &[]) > 0.0);
+    // Every metric says what it is; the daemon tells its version and when it started.
+    let types: Vec<&str> = metrics
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(types.len() >= 10, "{}", metrics.text);
+    for name in &types {
+        let help = format!("# HELP {name} ");
+        assert!(
+            metrics
+                .text
+                .lines()
+                .any(|l| l.starts_with(&help) && l.len() > help.len()),
+            "{name} has no # HELP:\n{}",
+            metrics.text
+        );
+    }
+    assert_eq!(
+        metric(
+            &metrics.text,
+            "steward_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    let started = metric(&metrics.text, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(
+        started > now - 600.0 && started <= now + 1.0,
+        "start time {started}, now {now}"
+    );
     // The gauge follows phase changes: with the one workspace settled, it counts it running.
     eventually(
         Duration::from_secs(5),

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{json, Value};
-use steward_tests::{id_of, seq_of, sim_config, summarize, Api, Daemon};
+use steward_tests::{id_of, instance_processes, seq_of, sim_config, summarize, Api, Daemon};
 
 /// What a user committed for one workspace, as read back over the API.
 #[derive(Debug, PartialEq)]
@@ -160,4 +160,87 @@ async fn graceful_restart_keeps_workspaces_secrets_and_events() {
             "secret {canary} leaked into the log"
         );
     }
+}
+
+/// A second `steward serve` on a data directory a daemon holds exits at once, non-zero, with
+/// a message naming the holder — before it adopts the first daemon's processes, opens its
+/// database or rewrites its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_exits_and_touches_nothing() {
+    let config = r#"default_provider = "process"
+[providers.process]
+stop_grace = "2s"
+[health]
+interval = "200ms"
+"#;
+    let first = Daemon::start(config).await;
+    let api = first.client();
+    let created = api
+        .create(&json!({ "name": "held", "command": ["sleep", "600"], "ready_when": "instance" }))
+        .await;
+    let id = id_of(&created);
+    let before = api.wait_phase(&id, "running").await;
+    let pids = instance_processes(&id);
+    assert_eq!(pids.len(), 1, "one instance: {pids:?}");
+    let events_before = api.events(&id).await;
+    let listen_addr = std::fs::read_to_string(first.data_dir().join("listen.addr"))
+        .expect("the first daemon's listen.addr");
+
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new(steward_tests::steward_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(first.dir().path().join("steward.toml"))
+            .arg("--data-dir")
+            .arg(first.data_dir())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the second daemon exits at once")
+    .expect("run the second daemon");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "stderr: {stderr}");
+    let first_pid = first.pid().expect("the first daemon runs");
+    assert!(
+        stderr.contains(&format!(
+            "another steward daemon (pid {first_pid}) is using the data directory"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "it never listened: {}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+
+    // The first daemon's instance, workspace, events and files are as they were.
+    assert_eq!(
+        instance_processes(&id),
+        pids,
+        "the instance was not adopted or replaced"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.data_dir().join("listen.addr")).expect("listen.addr"),
+        listen_addr
+    );
+    let after = api.workspace(&id).await;
+    assert_eq!(
+        (&after["phase"], &after["generation"]),
+        (&before["phase"], &before["generation"])
+    );
+    let events_after = api.events(&id).await;
+    assert_eq!(
+        events_after.len(),
+        events_before.len(),
+        "{}",
+        summarize(&events_after)
+    );
+    assert_eq!(
+        api.get(&format!("/v1/admin/actors/{id}")).await.expect(200)["restarts"],
+        0
+    );
 }

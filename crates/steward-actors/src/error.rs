@@ -26,6 +26,13 @@ pub enum ActorError {
     /// The provider named is not configured.
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),
+    /// The provider named exists but is disabled on this daemon; nothing was done.
+    #[error("provider {0:?} is disabled")]
+    ProviderDisabled(String),
+    /// The provider cannot run the workspace as configured (docker without an image, say);
+    /// nothing was done. The text says why.
+    #[error("{0}")]
+    NotAdmitted(String),
     /// The change would make the workspace's configuration too large to start; nothing
     /// was done.
     #[error("{0}")]

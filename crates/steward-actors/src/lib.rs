@@ -35,7 +35,8 @@ pub use clock::Clock;
 pub use deps::Deps;
 pub use error::ActorError;
 pub use messages::{
-    ActorView, AgentCall, Intent, IntentReply, LateCompletion, NewWorkspace, Waited, WorkspaceView,
+    ActorView, AgentCall, HealthView, Intent, IntentReply, LateCompletion, NewWorkspace, Waited,
+    WorkspaceView,
 };
 pub use registry::{Registry, RegistryOptions};
 pub use workspace::WorkspaceActor;

@@ -178,6 +178,8 @@ pub struct WorkspaceView {
     pub pending: CauseSet,
     /// Agent channel state.
     pub agent: AgentRecord,
+    /// What the probes last saw of the instance up.
+    pub health: HealthView,
     /// Last failure.
     pub failure: Option<Failure>,
     /// The provider switch in progress.
@@ -214,6 +216,7 @@ impl WorkspaceView {
             in_flight: state.cycle.is_some(),
             pending: state.pending,
             agent,
+            health: HealthView::default(),
             failure: state.failure.clone(),
             switch: state.switch.as_deref().cloned(),
             secret_keys,
@@ -222,6 +225,18 @@ impl WorkspaceView {
             updated_at,
         }
     }
+}
+
+/// What the probes last saw of a workspace's instance up, as its actor knows it (nothing for
+/// a workspace read from the store: probes are not persisted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthView {
+    /// The last probe report about the generation up, and when it came (`None`: none since
+    /// that generation came up, or since this daemon started).
+    pub last_report: Option<(HealthReport, Timestamp)>,
+    /// Dead reports in a row counted towards a health restart (those inside the debounce or
+    /// settle window are dropped, not counted: see `last_report`).
+    pub dead_in_a_row: u32,
 }
 
 /// The view of a stored workspace (one this daemon has no actor for).

@@ -21,7 +21,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use steward_domain::{Generation, Goal, MachineState, Phase, Progress, Settled, WorkspaceId};
+use steward_domain::{
+    Generation, Goal, MachineState, Phase, Progress, ReadyWhen, Settled, WorkspaceId,
+};
 use steward_provider::Provider;
 use steward_store::{AgentRecord, EventRecord, StoreError, WorkspaceRecord};
 use tokio::sync::{broadcast, mpsc, watch, OnceCell};
@@ -292,13 +294,10 @@ impl Registry {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(ActorError::ShuttingDown);
         }
-        let provider = self
-            .inner
-            .deps
-            .providers
-            .get(&new.spec.provider)
-            .cloned()
-            .ok_or_else(|| ActorError::UnknownProvider(new.spec.provider.clone()))?;
+        let provider = self.provider(&new.spec.provider)?;
+        provider
+            .admits(&new.spec)
+            .map_err(ActorError::NotAdmitted)?;
         let Some((key, hash)) = new.idempotency.clone() else {
             return Ok((self.create_now(new, provider.as_ref()).await?, true));
         };
@@ -378,9 +377,11 @@ impl Registry {
         provider: &dyn Provider,
     ) -> Result<WorkspaceView, ActorError> {
         let now = self.inner.deps.clock.now();
-        let ready_when = new
-            .ready_when
-            .unwrap_or_else(|| provider.default_ready_when());
+        let ready_when = ReadyWhen::at_create(
+            new.ready_when,
+            new.spec.command.is_some(),
+            provider.default_ready_when(),
+        );
         let record = WorkspaceRecord {
             id: WorkspaceId::from(uuid::Uuid::new_v4()),
             spec: new.spec,
@@ -564,15 +565,27 @@ impl Registry {
         id: WorkspaceId,
         to: String,
     ) -> Result<IntentReply, ActorError> {
-        let to_ready = self
-            .inner
-            .deps
-            .providers
-            .get(&to)
-            .map(|p| p.default_ready_when())
-            .ok_or_else(|| ActorError::UnknownProvider(to.clone()))?;
+        let provider = self.provider(&to)?;
+        // What a switch could never run on is refused before it is claimed: the old instance
+        // stays, and no event is recorded. (Image and command never change after a create.)
+        provider
+            .admits(&self.get(id).await?.spec)
+            .map_err(ActorError::NotAdmitted)?;
+        let to_ready = provider.default_ready_when();
         self.submit(id, Intent::SwitchProvider { to, to_ready })
             .await
+    }
+
+    /// The enabled provider called `name`.
+    fn provider(&self, name: &str) -> Result<Arc<dyn Provider>, ActorError> {
+        let providers = &self.inner.deps.providers;
+        match providers.get(name) {
+            Some(provider) => Ok(provider.clone()),
+            None if providers.is_disabled(name) => {
+                Err(ActorError::ProviderDisabled(name.to_owned()))
+            }
+            None => Err(ActorError::UnknownProvider(name.to_owned())),
+        }
     }
 
     /// Hands an actor a late operation completion (tests of stale results only).

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 use steward_actors::{ActorView, IntentReply, WorkspaceView};
-use steward_domain::{Cause, DropReason, Outcome, ReadyWhen, Switch, Timestamp};
+use steward_domain::{Cause, DropReason, Outcome, Phase, ReadyWhen, Switch, Timestamp};
 use steward_store::EventRecord;
 use utoipa::ToSchema;
 
@@ -146,8 +146,11 @@ pub struct Workspace {
     pub observed_generation: u64,
     /// Restart state.
     pub restart: RestartState,
-    /// Agent channel.
+    /// The agent of the instance up (both fields null when no instance is up: stopped,
+    /// failed, being replaced or deleted).
     pub agent: Agent,
+    /// What the probes last saw of the instance up.
+    pub health: HealthDto,
     /// Last failure, if the workspace is failing.
     pub failure: Option<FailureDto>,
     /// The provider switch in progress, if any.
@@ -180,6 +183,21 @@ pub struct Agent {
     pub last_heartbeat_at: Option<String>,
 }
 
+/// What the probes last saw of the instance up. A `running` workspace whose last report is
+/// `dead` is up as far as its lifecycle goes (the report may be inside the debounce window,
+/// or below the failure threshold) but its instance is not answering: clients show it as
+/// unhealthy.
+#[derive(Serialize, ToSchema)]
+pub struct HealthDto {
+    /// `alive`, `pending` (booting) or `dead` (including no instance and a silent agent);
+    /// null before the first report about the generation up.
+    pub last_report: Option<&'static str>,
+    /// When that report came.
+    pub last_report_at: Option<String>,
+    /// Dead reports in a row counted towards a health restart.
+    pub dead_in_a_row: u32,
+}
+
 /// A failure.
 #[derive(Serialize, ToSchema)]
 pub struct FailureDto {
@@ -208,9 +226,21 @@ impl From<WorkspaceView> for Workspace {
                 pending: !v.pending.is_empty(),
                 pending_causes: v.pending.iter().map(|c| c.as_str()).collect(),
             },
-            agent: Agent {
-                url: v.agent.url,
-                last_heartbeat_at: v.agent.last_heartbeat_at.map(rfc3339),
+            // The agent of an instance that is gone is not shown as if it were live.
+            agent: match v.phase {
+                Phase::Starting | Phase::Running => Agent {
+                    url: v.agent.url,
+                    last_heartbeat_at: v.agent.last_heartbeat_at.map(rfc3339),
+                },
+                _ => Agent {
+                    url: None,
+                    last_heartbeat_at: None,
+                },
+            },
+            health: HealthDto {
+                last_report: v.health.last_report.map(|(report, _)| report.as_str()),
+                last_report_at: v.health.last_report.map(|(_, at)| rfc3339(at)),
+                dead_in_a_row: v.health.dead_in_a_row,
             },
             failure: v.failure.map(|f| FailureDto {
                 reason: f.reason.to_string(),

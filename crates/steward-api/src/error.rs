@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A provider call failed.
     #[error("provider error: {0}")]
     Provider(String),
+    /// The provider asked for is known but disabled on this daemon.
+    #[error("provider {0:?} is disabled on this daemon (its providers.<name>.enabled is false)")]
+    ProviderDisabled(String),
 }
 
 /// The JSON error body.
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::Overloaded(_) => "OVERLOADED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Provider(_) => "PROVIDER_ERROR",
+            ApiError::ProviderDisabled(_) => "PROVIDER_DISABLED",
         }
     }
 }
@@ -96,9 +100,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::InvalidId(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidField(_) | ApiError::IdempotencyConflict => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidField(_)
+            | ApiError::IdempotencyConflict
+            | ApiError::ProviderDisabled(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -150,6 +154,8 @@ impl From<ActorError> for ApiError {
             ActorError::UnknownProvider(p) => {
                 ApiError::InvalidField(format!("unknown provider {p:?}"))
             }
+            ActorError::ProviderDisabled(p) => ApiError::ProviderDisabled(p),
+            ActorError::NotAdmitted(reason) => ApiError::InvalidField(reason),
             ActorError::Limit(e) => ApiError::InvalidField(e.to_string()),
             e @ ActorError::NotWaitable(_) => ApiError::InvalidField(e.to_string()),
             ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
@@ -210,6 +216,11 @@ mod tests {
             (ApiError::PayloadTooLarge(10), 413, "PAYLOAD_TOO_LARGE"),
             (ApiError::InvalidField("f".into()), 422, "INVALID_FIELD"),
             (ApiError::IdempotencyConflict, 422, "IDEMPOTENCY_KEY_REUSED"),
+            (
+                ApiError::ProviderDisabled("docker".into()),
+                422,
+                "PROVIDER_DISABLED",
+            ),
             (ApiError::Provider("p".into()), 502, "PROVIDER_ERROR"),
             (ApiError::Overloaded("o".into()), 503, "OVERLOADED"),
             (ApiError::Unavailable("u".into()), 503, "UNAVAILABLE"),
@@ -250,6 +261,16 @@ mod tests {
             (ActorError::Unauthorized, 401, "UNAUTHORIZED"),
             (
                 ActorError::UnknownProvider("x".into()),
+                422,
+                "INVALID_FIELD",
+            ),
+            (
+                ActorError::ProviderDisabled("docker".into()),
+                422,
+                "PROVIDER_DISABLED",
+            ),
+            (
+                ActorError::NotAdmitted("needs an image".into()),
                 422,
                 "INVALID_FIELD",
             ),

@@ -252,6 +252,87 @@ async fn malformed_invalid_oversized_and_unauthorized_requests_change_nothing() 
     assert_eq!(keys["keys"], json!([]));
 }
 
+/// A provider that exists but is disabled is named as such (not as an unknown name), and a
+/// create or a switch that the provider could never run (docker without an image) is refused
+/// before anything happens: no workspace, no event, the old instance untouched.
+#[actix_web::test]
+async fn disabled_providers_and_workspaces_a_provider_cannot_run_are_refused_up_front() {
+    use steward_provider::docker::{DockerConfig, DockerProvider};
+    use steward_provider::Provider;
+    // An engine nobody runs: nothing may reach it anyway.
+    let docker = DockerProvider::connect(
+        "docker",
+        DockerConfig {
+            socket: "/nonexistent/steward-api-test/docker.sock".into(),
+            owner: "steward-api-test".into(),
+            ..DockerConfig::default()
+        },
+    )
+    .await
+    .expect("a docker provider");
+    let core = InProcess::builder()
+        .provider(std::sync::Arc::new(docker))
+        .disabled("process")
+        .start()
+        .await;
+    let app = test::init_service(App::new().configure(steward_api::configure(state(&core)))).await;
+    let post = test::TestRequest::post;
+    let create = |body: Value| with_json(post().uri("/v1/workspaces"), &body);
+
+    let disabled = send(&app, create(json!({ "name": "p", "provider": "process" }))).await;
+    disabled.error(422, "PROVIDER_DISABLED");
+    assert!(
+        disabled.json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("disabled")),
+        "{}",
+        disabled.text
+    );
+    send(&app, create(json!({ "name": "u", "provider": "nope" })))
+        .await
+        .error(422, "INVALID_FIELD");
+    let imageless = send(&app, create(json!({ "name": "d", "provider": "docker" }))).await;
+    imageless.error(422, "INVALID_FIELD");
+    assert!(
+        imageless.json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("image")),
+        "{}",
+        imageless.text
+    );
+    assert_eq!(workspace_count(&app).await, 0, "nothing was created");
+
+    let stays = core
+        .create(steward_testkit::records::spec("stays"), &[])
+        .await;
+    let before = settled(&app, &stays).await;
+    let switch = |to: &str| {
+        with_json(
+            post().uri(&format!("/v1/workspaces/{stays}/switch-provider")),
+            &json!({ "provider": to }),
+        )
+    };
+    send(&app, switch("docker"))
+        .await
+        .error(422, "INVALID_FIELD");
+    send(&app, switch("process"))
+        .await
+        .error(422, "PROVIDER_DISABLED");
+    assert_eq!(
+        snapshot(&app, &stays).await,
+        before,
+        "no switch started, no event"
+    );
+    let id = stays.parse().expect("a workspace id");
+    assert!(
+        matches!(
+            core.sim.liveness(id).await,
+            Ok(steward_provider::Liveness::Alive(_))
+        ),
+        "the instance on sim is untouched"
+    );
+}
+
 #[actix_web::test]
 async fn conflicting_intents_get_409_and_change_nothing() {
     let slow = SimConfig {

@@ -101,6 +101,38 @@ impl ReadyWhen {
         }
     }
 
+    /// The readiness of a new workspace: what its create asked for; else `instance` when it
+    /// names a command (a command of the user's is not known to be an agent that registers:
+    /// `sleep 600` never would, and would only ever time out booting); else the default of
+    /// its provider (`provider_default`).
+    pub fn at_create(
+        requested: Option<ReadyWhen>,
+        names_command: bool,
+        provider_default: ReadyWhen,
+    ) -> ReadyWhen {
+        match (requested, names_command) {
+            (Some(requested), _) => requested,
+            (None, true) => ReadyWhen::Instance,
+            (None, false) => provider_default,
+        }
+    }
+
+    /// The readiness of a workspace moving to a provider whose default is
+    /// `provider_default`: a workspace that names its own command keeps its readiness (chosen
+    /// for that command, which moves with it); one that runs the provider's default program
+    /// takes the new provider's default.
+    pub fn at_switch(
+        current: ReadyWhen,
+        names_command: bool,
+        provider_default: ReadyWhen,
+    ) -> ReadyWhen {
+        if names_command {
+            current
+        } else {
+            provider_default
+        }
+    }
+
     /// Parses the name produced by [`ReadyWhen::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -108,5 +140,38 @@ impl ReadyWhen {
             "agent" => Some(ReadyWhen::Agent),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadyWhen::{Agent, Instance};
+    use super::*;
+
+    #[test]
+    fn a_named_command_is_ready_as_an_instance_unless_the_create_says_otherwise() {
+        // (asked for, names a command, provider's default) → readiness
+        for (requested, command, default, expected) in [
+            (None, false, Agent, Agent),
+            (None, false, Instance, Instance),
+            (None, true, Agent, Instance),
+            (Some(Agent), true, Agent, Agent),
+            (Some(Agent), true, Instance, Agent),
+            (Some(Instance), false, Agent, Instance),
+        ] {
+            assert_eq!(
+                ReadyWhen::at_create(requested, command, default),
+                expected,
+                "{requested:?} {command} {default:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_switch_keeps_the_readiness_of_a_named_command() {
+        assert_eq!(ReadyWhen::at_switch(Instance, true, Agent), Instance);
+        assert_eq!(ReadyWhen::at_switch(Agent, true, Instance), Agent);
+        assert_eq!(ReadyWhen::at_switch(Instance, false, Agent), Agent);
+        assert_eq!(ReadyWhen::at_switch(Agent, false, Instance), Instance);
     }
 }

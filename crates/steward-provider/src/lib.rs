@@ -18,9 +18,9 @@ pub use error::ProviderError;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use steward_domain::{Generation, ReadyWhen, WorkspaceId};
+use steward_domain::{Generation, ReadyWhen, WorkspaceId, WorkspaceSpec};
 
 /// Everything a provider needs to start one instance.
 #[derive(Clone, Debug)]
@@ -107,6 +107,13 @@ pub trait Provider: Send + Sync + 'static {
     /// When an instance of this provider counts as ready, unless a workspace overrides it.
     fn default_ready_when(&self) -> ReadyWhen;
 
+    /// Whether this provider can run a workspace configured as `spec` at all (docker needs an
+    /// image, say). Asked before a create or a switch is accepted, so that nothing is started
+    /// or removed for a workspace that could only fail here. `Err` says why, naming no value.
+    fn admits(&self, _spec: &WorkspaceSpec) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Starts the instance of `spec.generation`. Fails if the workspace already has one.
     async fn start(&self, spec: &InstanceSpec) -> Result<(), ProviderError>;
 
@@ -140,6 +147,8 @@ pub trait Provider: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Providers {
     by_name: HashMap<String, Arc<dyn Provider>>,
+    /// Providers this daemon knows but has not enabled (configuration says so).
+    disabled: BTreeSet<String>,
 }
 
 impl Providers {
@@ -151,6 +160,17 @@ impl Providers {
     /// The provider called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.by_name.get(name)
+    }
+
+    /// Records that the provider called `name` exists but is disabled here, so that asking
+    /// for it is answered as such rather than as an unknown name.
+    pub fn disable(&mut self, name: &str) {
+        self.disabled.insert(name.to_owned());
+    }
+
+    /// Whether `name` is a provider this daemon knows but has not enabled.
+    pub fn is_disabled(&self, name: &str) -> bool {
+        !self.by_name.contains_key(name) && self.disabled.contains(name)
     }
 
     /// Names of every configured provider, sorted.

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use steward_actors::{Clock, Deps, EventBus, NewWorkspace, Registry, RegistryOptions};
 use steward_domain::{Policy, WorkspaceSpec};
 use steward_provider::sim::{SimConfig, SimProvider};
-use steward_provider::Providers;
+use steward_provider::{Provider, Providers};
 use steward_store::{Store, StoreOptions};
 use tempfile::TempDir;
 
@@ -28,10 +28,12 @@ pub struct InProcess {
 }
 
 /// How to start an [`InProcess`]; see [`InProcess::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct InProcessBuilder {
     sim: SimConfig,
     others: Vec<(String, SimConfig)>,
+    extra: Vec<Arc<dyn Provider>>,
+    disabled: Vec<String>,
     policy: Policy,
     mailbox_capacity: usize,
     arbiters: usize,
@@ -48,6 +50,8 @@ impl InProcess {
                 ..SimConfig::default()
             },
             others: Vec::new(),
+            extra: Vec::new(),
+            disabled: Vec::new(),
             policy: Policy::default(),
             mailbox_capacity: 1024,
             arbiters: 0,
@@ -97,6 +101,18 @@ impl InProcessBuilder {
         self
     }
 
+    /// Another provider, of any kind.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> InProcessBuilder {
+        self.extra.push(provider);
+        self
+    }
+
+    /// A provider known by `name` but disabled (as configuration disables one).
+    pub fn disabled(mut self, name: &str) -> InProcessBuilder {
+        self.disabled.push(name.to_owned());
+        self
+    }
+
     /// The lifecycle policy.
     pub fn policy(self, policy: Policy) -> InProcessBuilder {
         InProcessBuilder { policy, ..self }
@@ -140,6 +156,12 @@ impl InProcessBuilder {
         providers.insert(sim.clone());
         for (name, config) in self.others {
             providers.insert(Arc::new(SimProvider::new(name, config)));
+        }
+        for provider in self.extra {
+            providers.insert(provider);
+        }
+        for name in &self.disabled {
+            providers.disable(name);
         }
         let deps = Deps {
             store: store.clone(),

@@ -135,14 +135,31 @@ impl EventStream {
 impl Api {
     /// Follows the events of workspace `id` with `seq > after`: history first, then live.
     pub async fn follow(&self, id: &str, after: u64) -> Result<EventStream, FollowError> {
-        let response = self
+        self.follow_with(id, after, None).await
+    }
+
+    /// Follows the events of workspace `id` as a client reconnecting after event
+    /// `last_event_id` does (`Last-Event-ID`), with `after=0`.
+    pub async fn resume(&self, id: &str, last_event_id: u64) -> Result<EventStream, FollowError> {
+        self.follow_with(id, 0, Some(last_event_id)).await
+    }
+
+    async fn follow_with(
+        &self,
+        id: &str,
+        after: u64,
+        last_event_id: Option<u64>,
+    ) -> Result<EventStream, FollowError> {
+        let mut request = self
             .request(
                 reqwest::Method::GET,
                 &format!("/v1/workspaces/{id}/events?after={after}"),
             )
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await?;
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = request.send().await?;
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

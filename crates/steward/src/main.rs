@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod files;
 mod logging;
+mod prometheus;
 mod serve;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

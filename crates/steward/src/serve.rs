@@ -10,10 +10,8 @@
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
-use std::time::Duration;
 use steward_actors::{Clock, Deps, EventBus, Registry, RegistryOptions};
 use steward_api::ApiState;
 use steward_console::Console;
@@ -26,39 +24,35 @@ use steward_store::{Store, StoreOptions};
 use crate::config::Config;
 use crate::files;
 
-/// Runs the daemon until a termination signal.
+/// Runs the daemon until a termination signal. The data directory is locked first, before
+/// anything is read, adopted, opened or bound: a second daemon on it exits here, non-zero,
+/// having changed nothing.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    let _held = files::lock_data_dir(&config.data_dir, &config.database_url())?;
     crate::logging::init(config.log_format);
     actix_web::rt::System::new().block_on(serve(config))
 }
 
-fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("steward_cycle_duration_seconds".into()),
-            &[
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ],
-        )
-        .context("metric buckets")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    // The histograms' samples are folded into their summaries every few seconds, on a thread
-    // of its own: under load that is tens of thousands of samples at once (1-14 ms measured at
-    // 5 000 restarts/s), which on the daemon's main thread stalled the store's writer.
-    let upkeep = handle.clone();
-    std::thread::Builder::new()
-        .name("steward-metrics".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
-            upkeep.run_upkeep();
-        })
-        .context("cannot start the metrics thread")?;
-    Ok(handle)
-}
-
 async fn providers(config: &Config) -> anyhow::Result<Providers> {
     let mut providers = Providers::default();
+    // Known but not enabled: a workspace asking for one is told so (422 PROVIDER_DISABLED).
+    let enabled = [
+        (
+            "sim",
+            config.providers.sim.as_ref().is_some_and(|p| p.enabled),
+        ),
+        (
+            "process",
+            config.providers.process.as_ref().is_some_and(|p| p.enabled),
+        ),
+        (
+            "docker",
+            config.providers.docker.as_ref().is_some_and(|p| p.enabled),
+        ),
+    ];
+    for (name, _) in enabled.iter().filter(|(_, enabled)| !enabled) {
+        providers.disable(name);
+    }
     if let Some(sim) = config.providers.sim.as_ref().filter(|s| s.enabled) {
         providers.insert(Arc::new(SimProvider::new("sim", sim.clone())));
     }
@@ -112,7 +106,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "kill points armed: this daemon will SIGKILL itself when it reaches one"
         );
     }
-    let metrics = install_metrics()?;
+    let metrics = crate::prometheus::install()?;
     let summaries = [
         steward_actors::log_summary::SUMMARIES,
         steward_api::LOG_SUMMARIES,
@@ -123,7 +117,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .collect();
     steward_actors::log_summary::flush_every(config.log_summary_interval, summaries)
         .context("cannot start the log summaries' thread")?;
-    files::ensure_data_dir(&config.data_dir)?;
     let admin_token = match &config.admin_token {
         Some(token) => token.expose_secret().to_owned(),
         None => files::load_or_create_admin_token(&config.data_dir)?,

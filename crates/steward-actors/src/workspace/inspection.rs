@@ -7,7 +7,7 @@ use steward_store::WorkspaceRecord;
 
 use super::{Commit, WorkspaceActor};
 use crate::messages::{Get, Inspect};
-use crate::{ActorView, WorkspaceView};
+use crate::{ActorView, HealthView, WorkspaceView};
 
 impl WorkspaceActor {
     pub(super) fn record(&self) -> WorkspaceRecord {
@@ -24,15 +24,25 @@ impl WorkspaceActor {
     }
 
     fn view(&self) -> WorkspaceView {
-        WorkspaceView::of(
+        let state = self.machine.state();
+        let mut view = WorkspaceView::of(
             self.id,
             self.spec.clone(),
-            self.machine.state(),
+            state,
             self.agent.clone(),
             self.secrets.keys().cloned().collect(),
             self.last_event_seq,
             (self.created_at, self.updated_at),
-        )
+        );
+        view.health = HealthView {
+            last_report: self
+                .machine
+                .last_report()
+                .filter(|(generation, _, _)| *generation == state.observed_generation)
+                .map(|(_, report, at)| (report, at)),
+            dead_in_a_row: self.machine.health_failures(),
+        };
+        view
     }
 
     fn inspect(&self) -> ActorView {
@@ -54,7 +64,8 @@ impl WorkspaceActor {
             backoff_attempt: state.backoff_attempt,
             retry_at: self.machine.retry_at(),
             counters: self.machine.counters().clone(),
-            mailbox_len: self.mailbox.load(Ordering::Relaxed),
+            // Not counting this inspection, which holds a slot until it is answered.
+            mailbox_len: self.mailbox.load(Ordering::Relaxed).saturating_sub(1),
             last_error: self
                 .last_error
                 .clone()

@@ -39,7 +39,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use steward_domain::{
     CauseSet, ConfigChange, Effect, Event, Generation, Goal, LimitError, Machine, OpId, Outcome,
-    Phase, Progress, Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
+    Phase, Progress, ReadyWhen, Rejection, Tick, Timestamp, WorkspaceId, WorkspaceSpec,
 };
 use steward_provider::Provider;
 
@@ -259,7 +259,11 @@ impl WorkspaceActor {
             Intent::SwitchProvider { to, to_ready } => Event::Switch {
                 from: self.spec.provider.clone(),
                 to: to.clone(),
-                to_ready: *to_ready,
+                to_ready: ReadyWhen::at_switch(
+                    self.machine.state().ready_when,
+                    self.spec.command.is_some(),
+                    *to_ready,
+                ),
             },
             Intent::RemoveSecret { key } => {
                 if !self.secrets.contains_key(key) {

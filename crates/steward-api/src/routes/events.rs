@@ -1,6 +1,8 @@
 //! `GET /v1/workspaces/{id}/events`: lifecycle events as JSON, or as a live SSE stream
 //! (`Accept: text/event-stream`): history first, then committed events as they happen.
-//! A subscriber that lags behind the bus catches up from the store; nothing is skipped.
+//! A subscriber that lags behind the bus catches up from the store; nothing is skipped. A
+//! client that reconnects with `Last-Event-ID` (as a browser's `EventSource` does) gets only
+//! the events after that one.
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::web::Bytes;
@@ -37,7 +39,8 @@ pub struct EventsQuery {
 }
 
 /// Lifecycle events of a workspace, oldest first.
-#[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(("id" = String, Path, description = "Workspace id (UUID)"), EventsQuery),
+#[utoipa::path(get, path = "/v1/workspaces/{id}/events", tag = "workspaces", params(("id" = String, Path, description = "Workspace id (UUID)"), EventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "The `seq` of the last event a reconnecting client got (what a browser's EventSource sends): only later events are sent. With `after` too, the larger wins.")),
     responses((status = 200, description = "The events as JSON, or a live stream of server-sent events when `Accept` asks for `text/event-stream`",
             content((EventList = "application/json"), (String = "text/event-stream"))),
         (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
@@ -49,19 +52,41 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
     let query = query.map_err(|e| ApiError::InvalidField(e.to_string()))?;
+    let after = match last_event_id(&req)? {
+        Some(last) => query.after.max(last),
+        None => query.after,
+    };
     let wants_stream = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if wants_stream {
-        return stream(state.registry.clone(), id, query.after).await;
+        return stream(state.registry.clone(), id, after).await;
     }
     let limit = query.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
-    let events = state.registry.events(id, query.after, limit).await?;
+    let events = state.registry.events(id, after, limit).await?;
     Ok(HttpResponse::Ok().json(EventList {
         events: events.iter().map(event_json).collect(),
     }))
+}
+
+/// The `Last-Event-ID` a reconnecting client sends: the `seq` of the last event it got
+/// (each frame's `id:`). Absent: `None`; not a sequence number: 422.
+fn last_event_id(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(value) = req.headers().get("Last-Event-ID") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::InvalidField(
+                "Last-Event-ID must be the seq of an event (an integer)".to_owned(),
+            )
+        })
 }
 
 struct Feed {

@@ -55,7 +55,7 @@ use bollard::query_parameters::{
 use host::{Found, Host};
 use std::fmt;
 use std::time::Duration;
-use steward_domain::{Generation, ReadyWhen, WorkspaceId};
+use steward_domain::{Generation, ReadyWhen, WorkspaceId, WorkspaceSpec};
 use tokio::sync::broadcast;
 
 /// Deaths buffered per subscriber before a slow one starts missing some (probes cover it).
@@ -277,6 +277,16 @@ impl Provider for DockerProvider {
 
     fn default_ready_when(&self) -> ReadyWhen {
         ReadyWhen::Agent
+    }
+
+    fn admits(&self, spec: &WorkspaceSpec) -> Result<(), String> {
+        match spec.image.as_deref().map(str::trim) {
+            Some(image) if !image.is_empty() => Ok(()),
+            _ => Err(format!(
+                "provider {:?} runs containers: the workspace needs an image",
+                self.name
+            )),
+        }
     }
 
     /// Flow: check the spec, check the image is on the engine, create the container
