@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use steward_tests::{id_of, seq_of, sim_config, steward_bin, Daemon};
+use steward_tests::{eventually, id_of, seq_of, sim_config, steward_bin, Daemon};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
@@ -546,4 +546,105 @@ async fn errors_have_messages_and_exit_codes() {
 
     let usage = run(&["ws", "frobnicate"], None).await;
     assert_eq!(usage.code, 2, "clap usage errors exit 2: {usage:?}");
+}
+
+/// The fault drill from the CLI: `admin kill` kills the instance; while the debounce window
+/// holds the health restart back, `ws get` and `ws list` say the workspace is unhealthy
+/// rather than plainly running. An idle actor's inspection shows an empty mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_drill_shows_an_unhealthy_workspace() {
+    let config = format!("{}\n[health]\ninterval = \"100ms\"\n", sim_config(20));
+    let daemon = Daemon::start(&config).await;
+    let cli = Cli::new(&daemon);
+    let id = cli.create("drilled").await;
+    daemon.client().wait_settled(&id).await;
+    let detail = cli.run(&["admin", "actors", &id]).await.ok();
+    assert!(
+        detail
+            .lines()
+            .any(|l| l.split_whitespace().eq(["mailbox:", "0"])),
+        "an idle actor's mailbox is empty: {detail}"
+    );
+    let get = cli.run(&["ws", "get", &id]).await.ok();
+    assert!(!get.contains("unhealthy"), "{get}");
+
+    let killed = cli.run(&["admin", "kill", &id]).await.ok();
+    assert!(
+        killed.starts_with("killed the instance of workspace "),
+        "{killed}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "ws get to show the workspace unhealthy",
+        || async {
+            let get = cli.run(&["ws", "get", &id]).await.ok();
+            let phase = get.lines().find(|l| l.starts_with("phase:"));
+            match phase {
+                Some(line) if line.ends_with(" running (unhealthy)") => Ok(()),
+                _ => Err(get),
+            }
+        },
+    )
+    .await;
+    let list = cli.run(&["ws", "list"]).await.ok();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(id.as_str()) && l.contains("running (unhealthy)")),
+        "{list}"
+    );
+    let doc = cli.run(&["--json", "ws", "get", &id]).await.json();
+    assert_eq!(doc["health"]["last_report"], "dead", "{doc}");
+
+    let json = cli.run(&["--json", "admin", "kill", &id]).await.json();
+    assert_eq!(json["status"], "killed", "{json}");
+}
+
+/// Under `--json`, a failure is a JSON document on stdout (nothing on stderr), with the
+/// same exit code as without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_under_json_are_json_on_stdout_with_the_same_exit_code() {
+    let daemon = Daemon::start(&sim_config(20)).await;
+    let cli = Cli::new(&daemon);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let parse = |run: &Run| -> Value {
+        assert!(run.stderr.is_empty(), "nothing on stderr: {run:?}");
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {run:?}"))
+    };
+
+    let missing = cli.run(&["--json", "ws", "get", &unknown]).await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+    let body = parse(&missing);
+    assert_eq!(
+        (&body["error"], &body["status"]),
+        (&Value::from("NOT_FOUND"), &Value::from(404)),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&unknown)),
+        "{body}"
+    );
+    let kill = cli.run(&["admin", "kill", &unknown, "--json"]).await;
+    assert_eq!(
+        (kill.code, &parse(&kill)["error"]),
+        (1, &Value::from("NOT_FOUND"))
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let closed_url = format!("http://{closed}");
+    let unreachable = run(
+        &["--url", &closed_url, "--token", "t", "--json", "ws", "list"],
+        None,
+    )
+    .await;
+    assert_eq!(unreachable.code, 3, "{unreachable:?}");
+    assert_eq!(parse(&unreachable)["error"], "UNREACHABLE");
+
+    let usage = run(&["--json", "ws", "frobnicate"], None).await;
+    assert_eq!(usage.code, 2, "{usage:?}");
+    assert_eq!(parse(&usage)["error"], "USAGE");
 }

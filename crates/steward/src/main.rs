@@ -62,7 +62,16 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches =
+        Cli::command().try_get_matches().unwrap_or_else(|e| {
+            match cli::usage_error_as_json(&e, std::env::args_os()) {
+                Some(json) => {
+                    println!("{json}");
+                    std::process::exit(e.exit_code())
+                }
+                None => e.exit(),
+            }
+        });
     if let Err(message) = cli::reject_client_options_for_serve(&matches) {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, message)

@@ -97,6 +97,36 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A code for scripts (`--json`): the daemon's own for an API error, else one naming
+    /// what failed on this side.
+    pub fn code(&self) -> &str {
+        match self {
+            CliError::Usage(_) => "USAGE",
+            CliError::Token { .. } => "NO_TOKEN",
+            CliError::Unreachable { .. } => "UNREACHABLE",
+            CliError::Timeout { .. } => "TIMEOUT",
+            CliError::Broken { .. } => "CONNECTION_BROKEN",
+            CliError::Api { code, .. } => code,
+            CliError::Protocol { .. } => "UNEXPECTED_ANSWER",
+            CliError::Stdin(_) => "STDIN",
+            CliError::Output(_) => "OUTPUT",
+        }
+    }
+
+    /// The error as `--json` prints it: `{"error": CODE, "message": text}` like the API's,
+    /// plus `status` when the daemon answered.
+    pub fn to_json(&self) -> Value {
+        let message = match self {
+            CliError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let mut body = json!({ "error": self.code(), "message": message });
+        if let CliError::Api { status, .. } | CliError::Protocol { status, .. } = self {
+            body["status"] = json!(status);
+        }
+        body
+    }
+
     /// The process exit code: 1 = the daemon refused or answered oddly, 2 = usage or local
     /// configuration, 3 = the daemon could not be reached.
     pub fn exit_code(&self) -> u8 {
@@ -326,6 +356,12 @@ impl Client {
         })
     }
 
+    /// `POST /v1/admin/workspaces/{id}/kill`.
+    pub async fn kill(&self, id: &str) -> Result<Reply<Value>, CliError> {
+        self.send(self.request(Method::POST, &["admin", "workspaces", id, "kill"])?)
+            .await
+    }
+
     /// `GET /v1/admin/actors`.
     pub async fn actors(&self) -> Result<Reply<wire::ActorList>, CliError> {
         self.send(self.request(Method::GET, &["admin", "actors"])?)
@@ -505,6 +541,26 @@ mod tests {
         );
         assert_eq!(e.to_string(), "workspace x not found (NOT_FOUND, HTTP 404)");
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn errors_as_json_carry_a_code_a_message_and_the_status_if_any() {
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"NOT_FOUND","message":"workspace x not found"}"#,
+        );
+        assert_eq!(
+            e.to_json(),
+            json!({ "error": "NOT_FOUND", "message": "workspace x not found", "status": 404 })
+        );
+        let unreachable = CliError::Unreachable {
+            url: "http://127.0.0.1:1".into(),
+            cause: "Connection refused".into(),
+        };
+        let body = unreachable.to_json();
+        assert_eq!(body["error"], "UNREACHABLE");
+        assert_eq!(body["message"], unreachable.to_string());
+        assert!(body.get("status").is_none(), "{body}");
     }
 
     #[test]

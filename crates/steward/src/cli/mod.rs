@@ -9,7 +9,8 @@
 //!
 //! Exit codes: 0 success, 1 the daemon refused the request (API error) or answered
 //! unexpectedly, 2 usage or local configuration (including clap's own errors and a missing
-//! token file), 3 the daemon could not be reached.
+//! token file), 3 the daemon could not be reached. Under `--json`, an error is a JSON
+//! document on stdout (`{"error", "message", "status"?}`) with the same exit code.
 
 mod client;
 mod render;
@@ -86,7 +87,9 @@ pub struct AdminArgs {
 enum WsCommand {
     /// Create a workspace; its first cycle starts at once.
     #[command(after_help = "The command may also follow `--`: \
-        steward ws create --name demo --provider process -- sleep 600")]
+        steward ws create --name demo --provider process -- sleep 600\n\
+        (a workspace with a command of its own is running once its process is up; add \
+        --ready-when agent if that command is an agent that registers)")]
     Create(CreateArgs),
     /// List every workspace.
     List,
@@ -172,7 +175,9 @@ struct CreateArgs {
     /// Model handed to the agent.
     #[arg(long)]
     model: Option<String>,
-    /// When the workspace counts as running [default: the provider's].
+    /// When the workspace counts as running [default: `instance` with a command of your own
+    /// (it is not known to register as an agent), else the provider's: `agent` for process
+    /// and docker, whose default program is the reference agent; `instance` for sim].
     #[arg(long, value_enum)]
     ready_when: Option<ReadyWhen>,
     /// Same key and body give the same workspace (safe to retry).
@@ -239,6 +244,12 @@ enum AdminCommand {
         /// Workspace id.
         id: Option<String>,
     },
+    /// Fault drill: kill a workspace's instance through its provider, as a crash would (the
+    /// probes find it dead; a health restart follows unless the debounce window holds it).
+    Kill {
+        /// Workspace id.
+        id: String,
+    },
 }
 
 /// Runs `steward ws ...`.
@@ -297,23 +308,65 @@ fn run(opts: &ClientOpts, request: Request) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            if let (CliError::Api { status: 401, .. }, Some(source)) = (&e, &token_source) {
-                match source {
-                    TokenSource::Given => eprintln!(
-                        "hint: the token came from --token or STEWARD_ADMIN_TOKEN; is it this \
-                         daemon's admin token?"
-                    ),
-                    TokenSource::File(path) => eprintln!(
-                        "hint: the token came from {}; is that the data directory of the \
-                         daemon you are talking to?",
+            let hint = match (&e, &token_source) {
+                (CliError::Api { status: 401, .. }, Some(TokenSource::Given)) => Some(
+                    "the token came from --token or STEWARD_ADMIN_TOKEN; is it this daemon's \
+                     admin token?"
+                        .to_owned(),
+                ),
+                (CliError::Api { status: 401, .. }, Some(TokenSource::File(path))) => {
+                    Some(format!(
+                        "the token came from {}; is that the data directory of the daemon you are \
+                     talking to?",
                         path.display()
-                    ),
+                    ))
+                }
+                _ => None,
+            };
+            if opts.json {
+                // Scripts read one JSON document on stdout, whatever happened.
+                let mut body = e.to_json();
+                if let Some(hint) = hint {
+                    body["hint"] = json!(hint);
+                }
+                let _ = render::json(&mut io::stdout().lock(), &body);
+            } else {
+                eprintln!("error: {e}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
                 }
             }
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A usage error found by the argument parser, as `--json` prints it (`{"error": "USAGE",
+/// "message"}` on stdout), when `--json` is among `args`; `None` otherwise, or for help and
+/// version requests, which print as usual.
+pub fn usage_error_as_json(
+    error: &clap::Error,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<String> {
+    use clap::error::ErrorKind;
+    let help = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if help || !args.into_iter().any(|a| a == "--json") {
+        return None;
+    }
+    let text = error.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let body = json!({ "error": "USAGE", "message": message });
+    serde_json::to_string_pretty(&body).ok()
 }
 
 async fn execute(
@@ -339,6 +392,21 @@ async fn execute(
                 render::json(out, &reply.raw)?;
             } else {
                 render::actor(out, &reply.parse()?)?;
+            }
+            Ok(())
+        }
+        Request::Admin(AdminCommand::Kill { id }) => {
+            let reply = client.kill(&id).await?;
+            if json {
+                render::json(out, &reply.raw)?;
+            } else {
+                writeln!(
+                    out,
+                    "killed the instance of workspace {}: the probes will find it dead \
+                     (follow with `steward ws events {} --follow`)",
+                    render::clean(&id),
+                    render::clean(&id)
+                )?;
             }
             Ok(())
         }
@@ -748,6 +816,29 @@ mod tests {
             .try_get_matches_from(["steward", "serve"])
             .expect("parses");
         assert!(reject_client_options_for_serve(&matches).is_ok());
+    }
+
+    #[test]
+    fn parser_errors_are_json_only_under_json() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let Err(error) = Top::try_parse_from(["steward", "--json", "ws", "frobnicate"]) else {
+            panic!("an unknown subcommand is an error");
+        };
+        let text = usage_error_as_json(&error, args(&["steward", "--json", "ws", "frobnicate"]))
+            .expect("JSON under --json");
+        let body: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(body["error"], "USAGE");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("frobnicate")),
+            "{body}"
+        );
+        assert!(usage_error_as_json(&error, args(&["steward", "ws", "frobnicate"])).is_none());
+        let Err(help) = Top::try_parse_from(["steward", "--json", "--help"]) else {
+            panic!("help is an error kind");
+        };
+        assert!(usage_error_as_json(&help, args(&["steward", "--json", "--help"])).is_none());
     }
 
     #[test]

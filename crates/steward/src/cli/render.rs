@@ -40,7 +40,7 @@ pub fn workspace_table(out: &mut impl Write, workspaces: &[Workspace]) -> io::Re
             w.id.clone(),
             w.name.clone(),
             w.provider.clone(),
-            w.phase.clone(),
+            phase(w),
             w.generation.to_string(),
             w.observed_generation.to_string(),
             pending(w.restart.pending, &w.restart.pending_causes),
@@ -78,7 +78,7 @@ pub fn workspace(out: &mut impl Write, w: &Workspace) -> io::Result<()> {
             ("id", w.id.clone()),
             ("name", w.name.clone()),
             ("provider", w.provider.clone()),
-            ("phase", w.phase.clone()),
+            ("phase", phase(w)),
             ("generation", w.generation.to_string()),
             ("observed generation", w.observed_generation.to_string()),
             ("restart", restart),
@@ -96,11 +96,42 @@ pub fn workspace(out: &mut impl Write, w: &Workspace) -> io::Result<()> {
                 "last heartbeat",
                 or_none(w.agent.last_heartbeat_at.as_deref()),
             ),
+            ("health", health(w)),
             ("failure", failure),
             ("created", w.created_at.clone()),
             ("updated", w.updated_at.clone()),
         ],
     )
+}
+
+/// The phase, and `(unhealthy)` after it while the probes see the instance of a `starting` or
+/// `running` workspace dead (before a health restart, or while one is held back by the
+/// debounce window).
+fn phase(w: &Workspace) -> String {
+    let up = matches!(w.phase.as_str(), "running" | "starting");
+    if up && w.health.last_report.as_deref() == Some("dead") {
+        format!("{} (unhealthy)", w.phase)
+    } else {
+        w.phase.clone()
+    }
+}
+
+/// The last probe report, e.g. `dead at 2025-… (2 in a row)`.
+fn health(w: &Workspace) -> String {
+    let h = &w.health;
+    match (&h.last_report, &h.last_report_at) {
+        (Some(report), at) => {
+            let at = at
+                .as_deref()
+                .map(|at| format!(" at {at}"))
+                .unwrap_or_default();
+            match h.dead_in_a_row {
+                0 => format!("{report}{at}"),
+                n => format!("{report}{at} ({n} in a row)"),
+            }
+        }
+        (None, _) => NONE.to_owned(),
+    }
 }
 
 /// The one-line confirmation of `ws create`; `replayed` when an idempotency key returned a
@@ -486,6 +517,40 @@ mod tests {
              id-1  short          sim       running  12   3         -\n\
              id-2  a-longer-name  sim       running  12   3         manual,config\n"
         );
+    }
+
+    #[test]
+    fn a_running_workspace_the_probes_see_dead_shows_as_unhealthy() {
+        let mut dead = doc("id-1", "n", false);
+        dead.health.last_report = Some("dead".into());
+        dead.health.last_report_at = Some("t2".into());
+        dead.health.dead_in_a_row = 1;
+        let table = render(|out| workspace_table(out, &[dead]));
+        assert!(table.contains("  running (unhealthy)  "), "{table}");
+        let mut dead = doc("id-1", "n", false);
+        dead.health.last_report = Some("dead".into());
+        let block = render(|out| workspace(out, &dead));
+        assert!(
+            block.contains("\nphase:               running (unhealthy)\n"),
+            "{block}"
+        );
+        let mut alive = doc("id-1", "n", false);
+        alive.health.last_report = Some("alive".into());
+        alive.health.last_report_at = Some("t3".into());
+        let block = render(|out| workspace(out, &alive));
+        assert!(
+            block.contains("\nphase:               running\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains("\nhealth:              alive at t3\n"),
+            "{block}"
+        );
+        let mut stopped = doc("id-1", "n", false);
+        stopped.phase = "stopped".into();
+        stopped.health.last_report = Some("dead".into());
+        let table = render(|out| workspace_table(out, &[stopped]));
+        assert!(!table.contains("unhealthy"), "{table}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Workspace {
     /// Agent channel.
     #[serde(default)]
     pub agent: Agent,
+    /// What the probes last saw.
+    #[serde(default)]
+    pub health: Health,
     /// Last failure.
     #[serde(default)]
     pub failure: Option<Failure>,
@@ -80,6 +83,20 @@ pub struct Agent {
     /// Last heartbeat (RFC 3339).
     #[serde(default)]
     pub last_heartbeat_at: Option<String>,
+}
+
+/// What the probes last saw of the instance up.
+#[derive(Debug, Default, Deserialize)]
+pub struct Health {
+    /// `alive`, `pending` or `dead`.
+    #[serde(default)]
+    pub last_report: Option<String>,
+    /// When (RFC 3339).
+    #[serde(default)]
+    pub last_report_at: Option<String>,
+    /// Dead reports in a row counted towards a health restart.
+    #[serde(default)]
+    pub dead_in_a_row: u32,
 }
 
 /// A failure.
