@@ -192,6 +192,10 @@ fn complete(operation: &mut Map<String, Value>) {
                     has_key = true;
                     parameter["schema"] = json!({ "type": "string", "pattern": key_pattern() });
                 }
+                (Some("header"), Some("Last-Event-ID")) => {
+                    // A header is text: absent or an integer, never `null`.
+                    parameter["schema"] = json!({ "type": "integer", "format": "int64" });
+                }
                 (Some("header"), Some("Idempotency-Key")) => {
                     parameter["schema"] = json!({
                         "type": "string",
