@@ -73,7 +73,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use steward_domain::{ReadyWhen, WorkspaceId};
+use steward_domain::{ReadyWhen, WorkspaceId, WorkspaceSpec};
 use supervisor::{ChildState, GroupSignal, Tracked};
 
 /// How long `stop`, `remove` and `kill` wait, after the group got SIGKILL, for it to be gone
@@ -217,6 +217,18 @@ impl Provider for ProcessProvider {
         ReadyWhen::Agent
     }
 
+    fn admits(&self, spec: &WorkspaceSpec) -> Result<(), String> {
+        let named = spec.command.as_ref().is_some_and(|c| !c.is_empty());
+        if named || !self.config.default_command.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "provider {:?} has no default command (no steward-agent installed next to \
+             steward): the workspace needs a command",
+            self.name
+        ))
+    }
+
     /// See `process/spawn.rs`: the records come first, so that a child is never unknown to
     /// the next run. Errors: `AlreadyExists` if the workspace's child runs; `InvalidSpec` for
     /// a missing or unrunnable program or a malformed environment; `Engine` for I/O failures.
@@ -287,6 +299,32 @@ impl Provider for ProcessProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workspace_without_a_command_is_admitted_only_with_a_default_command() {
+        let spec = |command: Option<Vec<String>>| WorkspaceSpec {
+            name: "w".into(),
+            provider: "process".into(),
+            image: None,
+            command,
+            env: Default::default(),
+            model: None,
+        };
+        let bare = ProcessProvider::new("process", ProcessConfig::default());
+        let refused = bare.admits(&spec(None)).expect_err("nothing to run");
+        assert!(refused.contains("needs a command"), "{refused}");
+        assert!(bare
+            .admits(&spec(Some(vec!["sleep".into(), "1".into()])))
+            .is_ok());
+        let with_default = ProcessProvider::new(
+            "process",
+            ProcessConfig {
+                default_command: vec!["steward-agent".into()],
+                ..ProcessConfig::default()
+            },
+        );
+        assert!(with_default.admits(&spec(None)).is_ok());
+    }
 
     #[test]
     fn config_defaults_apply_to_missing_keys_and_unknown_keys_are_refused() {
