@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use steward_actors::Registry;
 use steward_domain::WorkspaceId;
 
-use routes::{admin, agent, events, system, workspaces};
+use routes::{admin, agent, events, system, waits, workspaces};
 
 /// The floods this crate summarizes instead of logging line by line.
 pub static LOG_SUMMARIES: &[&steward_actors::log_summary::LogSummary] = &[&error::STORE_FAILURES];
@@ -43,8 +43,11 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     /// Size and time limits of request bodies.
     pub body: BodyLimits,
-    /// How long a delete waits for the workspace to be gone before answering 202.
+    /// How long a delete waits for the workspace to be gone before answering 202 (unless
+    /// the request says `?wait=`).
     pub delete_wait: std::time::Duration,
+    /// The longest `?wait=` (and `GET …/wait` timeout) a request may ask for.
+    pub wait_max: std::time::Duration,
     /// Provider of workspaces created without one.
     pub default_provider: String,
 }
@@ -79,6 +82,10 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(resource(
                         "/{id}/restart",
                         [(Method::POST, web::to(workspaces::restart))],
+                    ))
+                    .service(resource(
+                        "/{id}/wait",
+                        [(Method::GET, web::to(waits::wait))],
                     ))
                     .service(resource(
                         "/{id}/stop",

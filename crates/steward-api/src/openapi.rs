@@ -11,7 +11,10 @@
 //! - the input rules are the domain's limits (`steward_domain::limits`) and the checks of
 //!   `validate`, written as JSON Schema keywords (patterns use only what both ECMAScript and
 //!   Python regular expressions read alike);
-//! - a provider can only be one this daemon has configured.
+//! - a provider can only be one this daemon has configured;
+//! - a wait (`?wait=`, `GET …/wait?timeout=`) is exactly what the parser accepts up to this
+//!   daemon's `http.wait_max`, written as a pattern; an answer after a wait has `settled`
+//!   and `workspace` besides its usual fields.
 //!
 //! A route added later gets these by being what it is; what is specific to it (404, 409, a
 //! 422 of its own) goes into its annotation. `scripts/schemathesis.sh` checks the result
@@ -21,7 +24,7 @@ use serde_json::{json, Map, Value};
 use steward_domain::limits::{ENTRIES_MAX, KEY_MAX, NAME_MAX, VALUE_MAX};
 use utoipa::OpenApi;
 
-use crate::routes::{admin, agent, events, system, workspaces};
+use crate::routes::{admin, agent, events, system, waits, workspaces};
 
 /// The OpenAPI description, generated from the handlers and DTOs.
 #[derive(OpenApi)]
@@ -31,7 +34,7 @@ use crate::routes::{admin, agent, events, system, workspaces};
         workspaces::create, workspaces::list, workspaces::get, workspaces::restart,
         workspaces::stop, workspaces::start, workspaces::delete, workspaces::secret_keys,
         workspaces::set_secret, workspaces::remove_secret, workspaces::set_model,
-        workspaces::switch_provider, events::events, admin::actors, admin::actor, admin::kill,
+        workspaces::switch_provider, waits::wait, events::events, admin::actors, admin::actor, admin::kill,
         agent::register, agent::heartbeat, system::healthz, system::readyz, system::metrics,
         system::openapi,
     ),
@@ -98,8 +101,9 @@ fn entries(description: &str) -> Value {
     })
 }
 
-/// The description served by this daemon, whose providers are `providers`.
-pub fn describe(providers: &[String]) -> Value {
+/// The description served by this daemon, whose providers are `providers` and whose
+/// longest wait is `wait_max`.
+pub fn describe(providers: &[String], wait_max: std::time::Duration) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut().filter_map(Value::as_object_mut) {
@@ -110,7 +114,51 @@ pub fn describe(providers: &[String]) -> Value {
     }
     link_created_workspace(&mut doc);
     constrain(&mut doc, providers);
+    describe_waits(&mut doc, wait_max);
     doc
+}
+
+/// The wait parameters' exact syntax and bound, and the fields an answer gains after a wait.
+fn describe_waits(doc: &mut Value, wait_max: std::time::Duration) {
+    let pattern = waits::duration_pattern(wait_max);
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for operation in item.values_mut().filter_map(Value::as_object_mut) {
+                let parameters = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut);
+                for parameter in parameters.into_iter().flatten() {
+                    let name = parameter["name"].as_str().unwrap_or_default();
+                    if parameter["in"] == "query" && matches!(name, "wait" | "timeout") {
+                        parameter["schema"] = json!({
+                            "type": "string",
+                            "pattern": pattern,
+                            "description": format!(
+                                "A whole number of ms, s or m (250ms, 30s), at most {} (http.wait_max).",
+                                humantime::format_duration(wait_max)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    for schema in ["IntentAnswer", "SwitchAnswer", "Workspace"] {
+        let properties = &mut schemas[schema]["properties"];
+        debug_assert!(properties.is_object(), "schema {schema} has properties");
+        if !properties.is_object() {
+            continue;
+        }
+        properties["settled"] = json!({
+            "type": "boolean",
+            "description": "Only after `?wait=`: whether the intent settled before the wait ran out.",
+        });
+        properties["workspace"] = json!({
+            "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/Workspace" } ],
+            "description": "Only after `?wait=`: the workspace as it is then (`null` once it is gone).",
+        });
+    }
 }
 
 /// Links a create's answer to every operation on one workspace (its `id` fills theirs), so
@@ -345,7 +393,7 @@ mod tests {
     /// rule silently).
     #[test]
     fn every_operation_documents_its_errors_and_every_rule_its_schema() {
-        let doc = describe(&["sim".to_owned()]);
+        let doc = describe(&["sim".to_owned()], std::time::Duration::from_secs(300));
         let mut operations = 0;
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("item") {
@@ -363,7 +411,16 @@ mod tests {
                 }
             }
         }
-        assert!(operations >= 22, "{operations} operations");
+        assert!(operations >= 23, "{operations} operations");
+        let restart = &doc["paths"]["/v1/workspaces/{id}/restart"]["post"];
+        let wait = restart["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "wait"))
+            .expect("restart takes ?wait=");
+        assert_eq!(
+            wait["schema"]["pattern"],
+            json!(waits::duration_pattern(std::time::Duration::from_secs(300)))
+        );
         let schemas = &doc["components"]["schemas"];
         assert_eq!(
             schemas["SwitchProvider"]["properties"]["provider"]["enum"],

@@ -113,6 +113,9 @@ pub struct HttpConfig {
     /// How long a delete waits for its workspace to be gone before answering 202.
     #[serde(with = "humantime_serde")]
     pub delete_wait: Duration,
+    /// The longest wait a request may ask for (`?wait=`, `GET …/wait?timeout=`).
+    #[serde(with = "humantime_serde")]
+    pub wait_max: Duration,
 }
 
 /// `[actors]`.

@@ -201,6 +201,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         default_provider: config.default_provider.clone(),
         delete_wait: config.http.delete_wait,
+        wait_max: config.http.wait_max,
     });
     let workers = if config.http.workers == 0 {
         cores()

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod agent;
 pub mod events;
 pub mod system;
+pub mod waits;
 pub mod workspaces;

@@ -33,5 +33,8 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
 /// This API's OpenAPI description.
 #[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200)))]
 pub async fn openapi(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().json(crate::describe(&state.registry.provider_names()))
+    HttpResponse::Ok().json(crate::describe(
+        &state.registry.provider_names(),
+        state.wait_max,
+    ))
 }

@@ -9,7 +9,14 @@ use crate::dto::{
     CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, SwitchAnswer, SwitchProvider,
     Workspace, WorkspaceList,
 };
+use crate::routes::waits::{self, WaitQuery};
 use crate::{body, validate, workspace_id, ApiError, ApiState};
+use actix_web::http::StatusCode;
+use steward_domain::{Generation, Goal};
+
+/// The query of an intent route (`?wait=`), as its handlers take it: a malformed or unknown
+/// parameter is a 422 of the handler's, before anything is applied.
+type Wait = Result<web::Query<WaitQuery>, actix_web::Error>;
 
 type State = web::Data<ApiState>;
 
@@ -76,28 +83,40 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
     })
 }
 
-/// Create a workspace.
+/// Create a workspace. With `?wait=`, answers once its first generation is running (or a
+/// cycle of it failed, or a later intent stopped or deleted it): the document plus
+/// `settled` and `workspace` (the document then); `settled: false` if the time ran out.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body give the same workspace")),
-    responses((status = 201, body = Workspace), (status = 200, body = Workspace, description = "Replayed idempotent create"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body give the same workspace"), WaitQuery),
+    responses((status = 201, body = Workspace, description = "Created (with `?wait=`: also `settled` and `workspace`)"), (status = 200, body = Workspace, description = "Replayed idempotent create"),
         (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn create(
     state: State,
     req: HttpRequest,
     payload: web::Payload,
+    wait: Wait,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req.headers())?;
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
     let (request, raw) = body::json::<CreateWorkspace>(payload, &state.body).await?;
     let mut new = validated(&state, request)?;
     new.idempotency = key.map(|k| (k, state.registry.request_digest(&canonical(&raw))));
     let (view, created) = state.registry.create(new).await?;
-    let mut response = if created {
-        HttpResponse::Created()
+    let status = if created {
+        StatusCode::CREATED
     } else {
-        HttpResponse::Ok()
+        StatusCode::OK
     };
-    Ok(response.json(Workspace::from(view)))
+    let waited = match wait {
+        // The generation the create named (a replay names the workspace's current one).
+        Some(wait) => {
+            let goal = Goal::Run(view.generation.max(Generation(1)));
+            Some(state.registry.wait(view.id, goal, wait).await?)
+        }
+        None => None,
+    };
+    Ok(waits::answer(status, status, Workspace::from(view), waited))
 }
 
 /// The body's canonical JSON (object keys sorted, no insignificant whitespace), so a retried
@@ -130,51 +149,114 @@ pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Ap
     Ok(HttpResponse::Ok().json(Workspace::from(view)))
 }
 
-async fn intent(state: &ApiState, id: &str, intent: Intent) -> Result<HttpResponse, ApiError> {
-    let reply = state.registry.submit(workspace_id(id)?, intent).await?;
-    Ok(HttpResponse::Accepted().json(IntentAnswer::from(reply)))
+/// Submits `intent` and answers `202` at once, or, with a wait, once it settled (`200`) or
+/// the wait ran out (`202`).
+async fn intent(
+    state: &ApiState,
+    id: &str,
+    intent: Intent,
+    wait: Option<std::time::Duration>,
+) -> Result<HttpResponse, ApiError> {
+    let id = workspace_id(id)?;
+    let reply = state.registry.submit(id, intent).await?;
+    let waited = match wait {
+        Some(wait) => Some(state.registry.wait(id, reply.goal, wait).await?),
+        None => None,
+    };
+    Ok(waits::answer(
+        StatusCode::ACCEPTED,
+        StatusCode::OK,
+        IntentAnswer::from(reply),
+        waited,
+    ))
 }
 
 /// Restart: a new cycle now, or folded into the pending one.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/restart", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 409, body = crate::ErrorBody),
+#[utoipa::path(post, path = "/v1/workspaces/{id}/restart", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled (the generation named, or a later one, running; or a cycle of it failed; or a later stop or delete)"),
+        (status = 404, body = crate::ErrorBody), (status = 409, body = crate::ErrorBody),
         (status = 503, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn restart(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    intent(&state, &id, Intent::Restart).await
+pub async fn restart(
+    state: State,
+    id: web::Path<String>,
+    wait: Wait,
+) -> Result<HttpResponse, ApiError> {
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
+    intent(&state, &id, Intent::Restart, wait).await
 }
 
 /// Stop: wins over any pending restart.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/stop", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn stop(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    intent(&state, &id, Intent::Stop).await
+#[utoipa::path(post, path = "/v1/workspaces/{id}/stop", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled (stopped, or the stop failed, or a later intent made it run)"),
+        (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn stop(
+    state: State,
+    id: web::Path<String>,
+    wait: Wait,
+) -> Result<HttpResponse, ApiError> {
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
+    intent(&state, &id, Intent::Stop, wait).await
 }
 
 /// Start a stopped or failed workspace (no-op if running).
-#[utoipa::path(post, path = "/v1/workspaces/{id}/start", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn start(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    intent(&state, &id, Intent::Start).await
+#[utoipa::path(post, path = "/v1/workspaces/{id}/start", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "lifecycle",
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled, as for a restart"),
+        (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+pub async fn start(
+    state: State,
+    id: web::Path<String>,
+    wait: Wait,
+) -> Result<HttpResponse, ApiError> {
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
+    intent(&state, &id, Intent::Start, wait).await
 }
 
 /// Delete: the workspace, its instance, secrets and events are removed. Answers 200 once
-/// they are gone, or 202 if that takes longer than the daemon waits (`http.delete_wait`):
-/// the deletion goes on, and the workspace shows phase `deleting` until it is gone.
-#[utoipa::path(delete, path = "/v1/workspaces/{id}", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle",
+/// they are gone, or 202 if that takes longer than the daemon waits — `?wait=` if given,
+/// else `http.delete_wait`: the deletion goes on, and the workspace shows phase `deleting`
+/// until it is gone. With `?wait=`, the answer also has `settled` and `workspace` (`null`
+/// once gone, else the document then).
+#[utoipa::path(delete, path = "/v1/workspaces/{id}", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "lifecycle",
     responses((status = 200, body = IntentAnswer, description = "Deleted: the workspace is gone (outcome `deleted`)"),
         (status = 202, body = IntentAnswer, description = "Being deleted (outcome `accepted`)"),
         (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
-pub async fn delete(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: State,
+    id: web::Path<String>,
+    wait: Wait,
+) -> Result<HttpResponse, ApiError> {
+    let id = workspace_id(&id)?;
+    let asked = WaitQuery::parse(wait, state.wait_max)?;
     let (reply, gone) = state
         .registry
-        .delete(workspace_id(&id)?, state.delete_wait)
+        .delete(id, asked.unwrap_or(state.delete_wait))
         .await?;
     let mut answer = IntentAnswer::from(reply);
     if gone {
         answer.outcome = "deleted";
-        return Ok(HttpResponse::Ok().json(answer));
     }
-    Ok(HttpResponse::Accepted().json(answer))
+    let waited = match asked {
+        Some(_) if gone => Some(steward_actors::Waited {
+            settled: Some(steward_domain::Settled::Gone),
+            workspace: None,
+        }),
+        Some(_) => Some(
+            state
+                .registry
+                .wait(id, reply.goal, std::time::Duration::ZERO)
+                .await?,
+        ),
+        None => None,
+    };
+    let status = if gone {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(waits::answer(status, status, answer, waited))
 }
 
 /// Secret keys (never values).
@@ -188,17 +270,21 @@ pub async fn secret_keys(state: State, id: web::Path<String>) -> Result<HttpResp
 }
 
 /// Set a secret: a config restart.
-#[utoipa::path(put, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key")), tag = "config", request_body = SetSecret,
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+#[utoipa::path(put, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key"), WaitQuery), tag = "config", request_body = SetSecret,
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled, as for a restart (at once for a stopped workspace: outcome `deferred`)"),
+        (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn set_secret(
     state: State,
     path: web::Path<(String, String)>,
     payload: web::Payload,
+    wait: Wait,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     let id = workspace_id(&id)?;
     validate::key("secrets", &key)?;
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
     let (request, _) = body::json::<SetSecret>(payload, &state.body).await?;
     validate::value(
         "secret value",
@@ -211,33 +297,42 @@ pub async fn set_secret(
             key,
             value: request.value,
         },
+        wait,
     )
     .await
 }
 
 /// Remove a secret: a config restart.
-#[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key")), tag = "config",
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(delete, path = "/v1/workspaces/{id}/secrets/{key}", params(("id" = String, Path, description = "Workspace id (UUID)"), ("key" = String, Path, description = "Secret key"), WaitQuery), tag = "config",
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled, as for a restart (at once for a stopped workspace: outcome `deferred`)"),
+        (status = 404, body = crate::ErrorBody)), security(("admin" = [])))]
 pub async fn remove_secret(
     state: State,
     path: web::Path<(String, String)>,
+    wait: Wait,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     workspace_id(&id)?;
     validate::key("secrets", &key)?;
-    intent(&state, &id, Intent::RemoveSecret { key }).await
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
+    intent(&state, &id, Intent::RemoveSecret { key }, wait).await
 }
 
 /// Set the model: a config restart.
-#[utoipa::path(put, path = "/v1/workspaces/{id}/model", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "config", request_body = SetModel,
-    responses((status = 202, body = IntentAnswer), (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+#[utoipa::path(put, path = "/v1/workspaces/{id}/model", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "config", request_body = SetModel,
+    responses((status = 202, body = IntentAnswer, description = "Committed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = IntentAnswer, description = "With `?wait=`: settled, as for a restart (at once for a stopped workspace: outcome `deferred`)"),
+        (status = 404, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn set_model(
     state: State,
     id: web::Path<String>,
     payload: web::Payload,
+    wait: Wait,
 ) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
     let (request, _) = body::json::<SetModel>(payload, &state.body).await?;
     validate::non_empty("model", &request.model)?;
     intent(
@@ -246,6 +341,7 @@ pub async fn set_model(
         Intent::SetModel {
             model: request.model,
         },
+        wait,
     )
     .await
 }
@@ -256,8 +352,10 @@ pub async fn set_model(
 /// workspace recorded on the new provider and provisioned there; if that fails, it rolls
 /// back and provisions on the old provider (events `switch_started`, `switch_completed`,
 /// `switch_rolled_back`).
-#[utoipa::path(post, path = "/v1/workspaces/{id}/switch-provider", params(("id" = String, Path, description = "Workspace id (UUID)")), tag = "lifecycle", request_body = SwitchProvider,
-    responses((status = 202, body = SwitchAnswer), (status = 404, body = crate::ErrorBody),
+#[utoipa::path(post, path = "/v1/workspaces/{id}/switch-provider", params(("id" = String, Path, description = "Workspace id (UUID)"), WaitQuery), tag = "lifecycle", request_body = SwitchProvider,
+    responses((status = 202, body = SwitchAnswer, description = "Claimed (with `?wait=`: the wait ran out, `settled: false`)"),
+        (status = 200, body = SwitchAnswer, description = "With `?wait=`: settled (running on the new provider; or the switch failed and rolled back; or, stopped, released from the old one; or a later intent overruled it)"),
+        (status = 404, body = crate::ErrorBody),
         (status = 409, body = crate::ErrorBody, description = "ALREADY_SWITCHING, SAME_PROVIDER or WORKSPACE_DELETING"),
         (status = 422, body = crate::ErrorBody, description = "Unknown provider")),
     security(("admin" = [])))]
@@ -265,16 +363,28 @@ pub async fn switch_provider(
     state: State,
     id: web::Path<String>,
     payload: web::Payload,
+    wait: Wait,
 ) -> Result<HttpResponse, ApiError> {
     let id = workspace_id(&id)?;
+    let wait = WaitQuery::parse(wait, state.wait_max)?;
     let (request, _) = body::json::<SwitchProvider>(payload, &state.body).await?;
     validate::non_empty("provider", &request.provider)?;
-    state
+    let reply = state
         .registry
         .switch_provider(id, request.provider.clone())
         .await?;
-    Ok(HttpResponse::Accepted().json(SwitchAnswer {
+    let waited = match wait {
+        Some(wait) => Some(state.registry.wait(id, reply.goal, wait).await?),
+        None => None,
+    };
+    let answer = SwitchAnswer {
         status: "switching",
         to: request.provider,
-    }))
+    };
+    Ok(waits::answer(
+        StatusCode::ACCEPTED,
+        StatusCode::OK,
+        answer,
+        waited,
+    ))
 }

@@ -82,6 +82,7 @@ pub fn state_with_body_limit(core: &InProcess, max_bytes: usize) -> web::Data<Ap
         },
         default_provider: "sim".to_owned(),
         delete_wait: DELETE_WAIT,
+        wait_max: std::time::Duration::from_secs(300),
     })
 }
 

@@ -24,6 +24,9 @@ use super::wire;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one ordinary request (not on an event stream, which lasts until it ends).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a wait whose duration the client cannot read may take: the daemon's default
+/// maximum (`http.wait_max`).
+const WAIT_UNKNOWN: Duration = Duration::from_secs(300);
 /// Events asked for per page (the API's default page).
 const EVENTS_PAGE: usize = 1000;
 /// Longest excerpt of an unexpected body quoted in an error.
@@ -94,6 +97,13 @@ pub enum CliError {
     /// Writing to standard output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// `--wait`: the wait ran out before the intent settled (it goes on).
+    #[error("the wait ran out before {0}; it goes on (see `steward ws get`)")]
+    WaitRanOut(String),
+    /// `--wait`: the intent settled without reaching what it asked for (a cycle failed, the
+    /// stop failed, or a later intent overruled it).
+    #[error("{0}")]
+    NotReached(String),
 }
 
 impl CliError {
@@ -110,6 +120,8 @@ impl CliError {
             CliError::Protocol { .. } => "UNEXPECTED_ANSWER",
             CliError::Stdin(_) => "STDIN",
             CliError::Output(_) => "OUTPUT",
+            CliError::WaitRanOut(_) => "WAIT_RAN_OUT",
+            CliError::NotReached(_) => "NOT_REACHED",
         }
     }
 
@@ -128,9 +140,12 @@ impl CliError {
     }
 
     /// The process exit code: 1 = the daemon refused or answered oddly, 2 = usage or local
-    /// configuration, 3 = the daemon could not be reached.
+    /// configuration, 3 = the daemon could not be reached, 4 = a wait ran out, 5 = what was
+    /// waited for failed (or a later intent overruled it).
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::WaitRanOut(_) => 4,
+            CliError::NotReached(_) => 5,
             CliError::Usage(_) | CliError::Token { .. } => 2,
             CliError::Unreachable { .. } | CliError::Timeout { .. } | CliError::Broken { .. } => 3,
             CliError::Api { .. }
@@ -170,10 +185,13 @@ pub struct CreateRequest {
 }
 
 /// An authorized client for one daemon.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: SecretString,
+    /// The `?wait=` intents are sent with (`--wait`), and how long it may take.
+    wait: Option<(String, Duration)>,
 }
 
 impl Client {
@@ -184,7 +202,50 @@ impl Client {
             .user_agent(concat!("steward-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            wait: None,
+        })
+    }
+
+    /// This client, sending its intents with `?wait=DURATION`: the daemon answers once the
+    /// intent has settled, or when the duration runs out.
+    pub fn waiting(mut self, wait: Option<String>) -> Client {
+        self.wait = wait.map(|raw| {
+            // The daemon checks the syntax; this only bounds how long the answer may take.
+            let longest = humantime::parse_duration(&raw).unwrap_or(WAIT_UNKNOWN);
+            (raw, longest)
+        });
+        self
+    }
+
+    /// `GET /v1/workspaces/{id}/wait?for=…&timeout=…`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        goal: &str,
+        timeout: Option<&str>,
+    ) -> Result<Reply<Value>, CliError> {
+        let mut builder = self
+            .request(Method::GET, &["workspaces", id, "wait"])?
+            .query(&[("for", goal)]);
+        let mut longest = WAIT_UNKNOWN;
+        if let Some(timeout) = timeout {
+            builder = builder.query(&[("timeout", timeout)]);
+            longest = humantime::parse_duration(timeout).unwrap_or(WAIT_UNKNOWN);
+        }
+        self.send_within(builder, REQUEST_TIMEOUT + longest).await
+    }
+
+    /// A request for an intent: [`Client::request`], with `?wait=` if this client waits.
+    fn intent(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+        let builder = self.request(method, segments)?;
+        Ok(match &self.wait {
+            Some((raw, _)) => builder.query(&[("wait", raw)]),
+            None => builder,
+        })
     }
 
     /// The base URL as shown in messages (no trailing slash).
@@ -195,7 +256,7 @@ impl Client {
     /// `POST /v1/workspaces`.
     pub async fn create(&self, request: CreateRequest) -> Result<Reply<wire::Workspace>, CliError> {
         let mut builder = self
-            .request(Method::POST, &["workspaces"])?
+            .intent(Method::POST, &["workspaces"])?
             .json(&request.body);
         if let Some(key) = &request.idempotency_key {
             builder = builder.header("Idempotency-Key", key);
@@ -225,13 +286,13 @@ impl Client {
             Lifecycle::Stop => "stop",
             Lifecycle::Start => "start",
         };
-        self.send(self.request(Method::POST, &["workspaces", id, segment])?)
+        self.send(self.intent(Method::POST, &["workspaces", id, segment])?)
             .await
     }
 
     /// `DELETE /v1/workspaces/{id}`.
     pub async fn delete(&self, id: &str) -> Result<Reply<wire::IntentAnswer>, CliError> {
-        self.send(self.request(Method::DELETE, &["workspaces", id])?)
+        self.send(self.intent(Method::DELETE, &["workspaces", id])?)
             .await
     }
 
@@ -244,7 +305,7 @@ impl Client {
     ) -> Result<Reply<wire::IntentAnswer>, CliError> {
         let body = json!({ "value": value.expose_secret() });
         let builder = self
-            .request(Method::PUT, &["workspaces", id, "secrets", key])?
+            .intent(Method::PUT, &["workspaces", id, "secrets", key])?
             .json(&body);
         self.send(builder).await
     }
@@ -255,7 +316,7 @@ impl Client {
         id: &str,
         key: &str,
     ) -> Result<Reply<wire::IntentAnswer>, CliError> {
-        self.send(self.request(Method::DELETE, &["workspaces", id, "secrets", key])?)
+        self.send(self.intent(Method::DELETE, &["workspaces", id, "secrets", key])?)
             .await
     }
 
@@ -272,7 +333,7 @@ impl Client {
         provider: &str,
     ) -> Result<Reply<Value>, CliError> {
         let builder = self
-            .request(Method::POST, &["workspaces", id, "switch-provider"])?
+            .intent(Method::POST, &["workspaces", id, "switch-provider"])?
             .json(&json!({ "provider": provider }));
         self.send(builder).await
     }
@@ -284,7 +345,7 @@ impl Client {
         model: &str,
     ) -> Result<Reply<wire::IntentAnswer>, CliError> {
         let builder = self
-            .request(Method::PUT, &["workspaces", id, "model"])?
+            .intent(Method::PUT, &["workspaces", id, "model"])?
             .json(&json!({ "model": model }));
         self.send(builder).await
     }
@@ -389,10 +450,21 @@ impl Client {
             .bearer_auth(self.token.expose_secret()))
     }
 
-    /// Sends an ordinary request (bounded by [`REQUEST_TIMEOUT`]) and reads its JSON answer.
+    /// Sends an ordinary request (bounded by [`REQUEST_TIMEOUT`], plus the wait of a waiting
+    /// client) and reads its JSON answer.
     async fn send<T>(&self, builder: RequestBuilder) -> Result<Reply<T>, CliError> {
+        let within = REQUEST_TIMEOUT + self.wait.as_ref().map_or(Duration::ZERO, |w| w.1);
+        self.send_within(builder, within).await
+    }
+
+    /// [`Client::send`], bounded by `within`.
+    async fn send_within<T>(
+        &self,
+        builder: RequestBuilder,
+        within: Duration,
+    ) -> Result<Reply<T>, CliError> {
         let response = builder
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(within)
             .send()
             .await
             .map_err(|e| self.transport(e))?;

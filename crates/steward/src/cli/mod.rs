@@ -9,8 +9,12 @@
 //!
 //! Exit codes: 0 success, 1 the daemon refused the request (API error) or answered
 //! unexpectedly, 2 usage or local configuration (including clap's own errors and a missing
-//! token file), 3 the daemon could not be reached. Under `--json`, an error is a JSON
-//! document on stdout (`{"error", "message", "status"?}`) with the same exit code.
+//! token file), 3 the daemon could not be reached, 4 a wait (`--wait`, `ws wait`) ran out
+//! before the intent settled, 5 it settled without reaching what was asked (a cycle failed,
+//! the stop failed, or a later intent overruled it). Under `--json`, an error is a JSON
+//! document on stdout (`{"error", "message", "status"?}`) with the same exit code; a wait
+//! that ran out or did not reach its goal prints the daemon's answer instead (it has
+//! `settled` and the document), with exit code 4 or 5.
 
 mod client;
 mod render;
@@ -99,24 +103,52 @@ enum WsCommand {
         id: String,
     },
     /// Restart a workspace (coalesced into the next cycle if one is in flight).
+    #[command(after_help = WAIT_HELP)]
     Restart {
         /// Workspace id.
         id: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Stop a workspace's instance (it stays stopped until `start`).
+    #[command(after_help = WAIT_HELP)]
     Stop {
         /// Workspace id.
         id: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Start a stopped workspace.
+    #[command(after_help = WAIT_HELP)]
     Start {
         /// Workspace id.
         id: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Delete a workspace, its instance and its secrets.
+    #[command(after_help = WAIT_HELP)]
     Delete {
         /// Workspace id.
         id: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Wait until a workspace is running, stopped or gone.
+    #[command(
+        after_help = "Exit codes: 0 it is, 4 the timeout ran out, 5 it will not be \
+        without another intent (a cycle of its latest generation failed; it is meant to stay \
+        stopped, or to run).\n\n  steward ws wait ID --for running --timeout 2m"
+    )]
+    Wait {
+        /// Workspace id.
+        id: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum)]
+        goal: WaitGoal,
+        /// Wait at most this long (`250ms`, `30s`, `5m`) [default: the daemon's http.wait_max].
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
     },
     /// Set, remove or list secrets (values are never shown).
     #[command(subcommand)]
@@ -126,11 +158,14 @@ enum WsCommand {
     Model(ModelCommand),
     /// Move a workspace to another provider (its instance is replaced there; on failure it
     /// rolls back to the old provider).
+    #[command(after_help = WAIT_HELP)]
     Switch {
         /// Workspace id.
         id: String,
         /// The provider to move to.
         provider: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Print a workspace's lifecycle events, oldest first.
     Events {
@@ -183,6 +218,8 @@ struct CreateArgs {
     /// Same key and body give the same workspace (safe to retry).
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    #[command(flatten)]
+    wait: WaitArg,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     argv: Vec<String>,
@@ -211,13 +248,18 @@ enum SecretCommand {
         key: String,
         /// The value; omit it to read the value from stdin (recommended).
         value: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Remove a secret (a config restart follows).
+    #[command(after_help = WAIT_HELP)]
     Rm {
         /// Workspace id.
         id: String,
         /// Secret name.
         key: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// List a workspace's secret keys (never values).
     List {
@@ -229,12 +271,56 @@ enum SecretCommand {
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Set the model (a config restart follows).
+    #[command(after_help = WAIT_HELP)]
     Set {
         /// Workspace id.
         id: String,
         /// The model.
         model: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
+}
+
+/// What `--wait` does, under each intent's help.
+const WAIT_HELP: &str = "With --wait, the answer comes once the intent has settled: the \
+    generation it names (or a later one) running, or a cycle of it failed, or a later intent \
+    stopped or deleted the workspace; for stop, stopped; for delete, gone. Exit codes: 0 \
+    settled as asked, 4 the wait ran out (the intent goes on), 5 it failed or was overruled.";
+
+/// `--wait [DURATION]` of an intent.
+#[derive(Args, Clone, Default)]
+struct WaitArg {
+    /// Answer once the intent has settled, waiting at most DURATION (`250ms`, `30s`, `5m`;
+    /// at most the daemon's http.wait_max; `--wait` alone: 5m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        default_missing_value = "5m"
+    )]
+    wait: Option<String>,
+}
+
+/// What `ws wait --for` waits for.
+#[derive(Clone, Copy, ValueEnum)]
+enum WaitGoal {
+    /// The latest generation (or a later one) running.
+    Running,
+    /// Stopped.
+    Stopped,
+    /// Gone.
+    Deleted,
+}
+
+impl WaitGoal {
+    fn as_str(self) -> &'static str {
+        match self {
+            WaitGoal::Running => "running",
+            WaitGoal::Stopped => "stopped",
+            WaitGoal::Deleted => "deleted",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -323,7 +409,11 @@ fn run(opts: &ClientOpts, request: Request) -> ExitCode {
                 }
                 _ => None,
             };
-            if opts.json {
+            let answered = matches!(e, CliError::WaitRanOut(_) | CliError::NotReached(_));
+            if opts.json && answered {
+                // The daemon's answer (with `settled` and the document) is already on stdout.
+                eprintln!("error: {e}");
+            } else if opts.json {
                 // Scripts read one JSON document on stdout, whatever happened.
                 let mut body = e.to_json();
                 if let Some(hint) = hint {
@@ -421,12 +511,14 @@ async fn ws(
 ) -> Result<(), CliError> {
     match command {
         WsCommand::Create(args) => {
+            let client = client.clone().waiting(args.wait.wait.clone());
             let reply = client.create(create_request(args)?).await?;
             if json {
                 render::json(out, &reply.raw)?;
             } else {
                 render::created(out, &reply.parse()?, reply.status == 200)?;
             }
+            waited(json, &reply.raw, WaitGoal::Running, out)?;
         }
         WsCommand::List => {
             let reply = client.list().await?;
@@ -444,30 +536,60 @@ async fn ws(
                 render::workspace(out, &reply.parse()?)?;
             }
         }
-        WsCommand::Restart { id } => {
-            lifecycle(client, json, &id, Lifecycle::Restart, &Intent::Restart, out).await?;
+        WsCommand::Restart { id, wait } => {
+            let client = client.clone().waiting(wait.wait);
+            lifecycle(
+                &client,
+                json,
+                &id,
+                Lifecycle::Restart,
+                &Intent::Restart,
+                out,
+            )
+            .await?;
         }
-        WsCommand::Stop { id } => {
-            lifecycle(client, json, &id, Lifecycle::Stop, &Intent::Stop, out).await?;
+        WsCommand::Stop { id, wait } => {
+            let client = client.clone().waiting(wait.wait);
+            lifecycle(&client, json, &id, Lifecycle::Stop, &Intent::Stop, out).await?;
         }
-        WsCommand::Start { id } => {
-            lifecycle(client, json, &id, Lifecycle::Start, &Intent::Start, out).await?;
+        WsCommand::Start { id, wait } => {
+            let client = client.clone().waiting(wait.wait);
+            lifecycle(&client, json, &id, Lifecycle::Start, &Intent::Start, out).await?;
         }
-        WsCommand::Delete { id } => {
-            let reply = client.delete(&id).await?;
+        WsCommand::Delete { id, wait } => {
+            let reply = client.clone().waiting(wait.wait).delete(&id).await?;
             confirm(json, &reply, &Intent::Delete, out)?;
+            waited(json, &reply.raw, WaitGoal::Deleted, out)?;
         }
-        WsCommand::Secret(SecretCommand::Set { id, key, value }) => {
+        WsCommand::Wait { id, goal, timeout } => {
+            let reply = client
+                .wait_for(&id, goal.as_str(), timeout.as_deref())
+                .await?;
+            if json {
+                render::json(out, &reply.raw)?;
+            }
+            waited(json, &reply.raw, goal, out)?;
+        }
+        WsCommand::Secret(SecretCommand::Set {
+            id,
+            key,
+            value,
+            wait,
+        }) => {
             let value = match value {
                 Some(value) => SecretString::from(value),
                 None => secret_from_stdin(&key)?,
             };
+            let client = client.clone().waiting(wait.wait);
             let reply = client.set_secret(&id, &key, &value).await?;
             confirm(json, &reply, &Intent::SecretSet(&key), out)?;
+            waited(json, &reply.raw, WaitGoal::Running, out)?;
         }
-        WsCommand::Secret(SecretCommand::Rm { id, key }) => {
+        WsCommand::Secret(SecretCommand::Rm { id, key, wait }) => {
+            let client = client.clone().waiting(wait.wait);
             let reply = client.remove_secret(&id, &key).await?;
             confirm(json, &reply, &Intent::SecretRemoved(&key), out)?;
+            waited(json, &reply.raw, WaitGoal::Running, out)?;
         }
         WsCommand::Secret(SecretCommand::List { id }) => {
             let reply = client.secret_keys(&id).await?;
@@ -477,7 +599,8 @@ async fn ws(
                 render::secret_keys(out, &reply.parse()?.keys)?;
             }
         }
-        WsCommand::Switch { id, provider } => {
+        WsCommand::Switch { id, provider, wait } => {
+            let client = client.clone().waiting(wait.wait);
             let reply = client.switch_provider(&id, &provider).await?;
             if json {
                 render::json(out, &reply.raw)?;
@@ -487,10 +610,21 @@ async fn ws(
                     "switch to {provider} accepted: follow it with `steward ws events {id} --follow`"
                 )?;
             }
+            // A stopped workspace's switch only releases its instance: it stays stopped.
+            let workspace = &reply.raw["workspace"];
+            let stays_stopped = workspace["phase"] == "stopped" && workspace["switch"].is_null();
+            let goal = if stays_stopped {
+                WaitGoal::Stopped
+            } else {
+                WaitGoal::Running
+            };
+            waited(json, &reply.raw, goal, out)?;
         }
-        WsCommand::Model(ModelCommand::Set { id, model }) => {
+        WsCommand::Model(ModelCommand::Set { id, model, wait }) => {
+            let client = client.clone().waiting(wait.wait);
             let reply = client.set_model(&id, &model).await?;
             confirm(json, &reply, &Intent::ModelSet(&model), out)?;
+            waited(json, &reply.raw, WaitGoal::Running, out)?;
         }
         WsCommand::Events {
             id,
@@ -524,7 +658,57 @@ async fn lifecycle(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let reply = client.lifecycle(id, action).await?;
-    confirm(json, &reply, intent, out)
+    confirm(json, &reply, intent, out)?;
+    let goal = match action {
+        Lifecycle::Stop => WaitGoal::Stopped,
+        Lifecycle::Restart | Lifecycle::Start => WaitGoal::Running,
+    };
+    waited(json, &reply.raw, goal, out)
+}
+
+/// After an answer that may come from a wait (it has `settled`): says where the workspace
+/// is, and fails with exit code 4 if the wait ran out, 5 if the workspace is not `goal` (a
+/// cycle failed, a stop failed, a later intent overruled it). An answer without a wait
+/// passes.
+fn waited(json: bool, raw: &Value, goal: WaitGoal, out: &mut impl Write) -> Result<(), CliError> {
+    let Some(settled) = raw.get("settled").and_then(Value::as_bool) else {
+        return Ok(());
+    };
+    let workspace = &raw["workspace"];
+    let phase = workspace["phase"].as_str().unwrap_or("gone");
+    let id = workspace["id"].as_str().unwrap_or_default();
+    let expected = goal.as_str();
+    if !settled {
+        return Err(CliError::WaitRanOut(format!(
+            "workspace {id} was {expected} (it is {phase})"
+        )));
+    }
+    let reached = match goal {
+        WaitGoal::Deleted => workspace.is_null(),
+        // A configuration change of a stopped workspace has nothing to wait for.
+        WaitGoal::Running => phase == "running" || raw["outcome"] == "deferred",
+        WaitGoal::Stopped => phase == "stopped",
+    };
+    if !reached {
+        let why = workspace["failure"]["reason"]
+            .as_str()
+            .map(|reason| format!(": {}", render::clean(reason)))
+            .unwrap_or_default();
+        return Err(CliError::NotReached(format!(
+            "workspace {id} is {phase}, not {expected}{why}"
+        )));
+    }
+    if !json {
+        match goal {
+            WaitGoal::Deleted => writeln!(out, "settled: the workspace is gone")?,
+            _ => writeln!(
+                out,
+                "settled: workspace {id} is {phase}, generation {}",
+                workspace["observed_generation"]
+            )?,
+        }
+    }
+    Ok(())
 }
 
 fn confirm(
