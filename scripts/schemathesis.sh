@@ -116,6 +116,9 @@ start_delay = "0s"
 stop_delay = "0s"
 [providers.process]
 enabled = false
+[http]
+# Generated waits (?wait=, GET …/wait?timeout=) stay short: the description bounds them.
+wait_max = "2s"
 '
 export SCHEMATHESIS_AGENT_TOKEN="unused"
 run_pass api --exclude-path-regex '^/v1/agent/'

@@ -647,4 +647,64 @@ async fn errors_under_json_are_json_on_stdout_with_the_same_exit_code() {
     let usage = run(&["--json", "ws", "frobnicate"], None).await;
     assert_eq!(usage.code, 2, "{usage:?}");
     assert_eq!(parse(&usage)["error"], "USAGE");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
+    let daemon = Daemon::start(&sim_config(100)).await;
+    let cli = Cli::new(&daemon);
+    let created = cli
+        .run(&["ws", "create", "--name", "waited", "--wait", "30s"])
+        .await
+        .ok();
+    assert!(created.contains("settled: workspace "), "{created}");
+    assert!(created.contains(" is running, generation 1"), "{created}");
+    let id = daemon.client().workspaces().await[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+
+    let restarted = cli.run(&["ws", "restart", &id, "--wait=30s"]).await.ok();
+    assert!(
+        restarted.contains("is running, generation 2"),
+        "{restarted}"
+    );
+
+    // The wait runs out: exit 4, the intent goes on.
+    let ran_out = cli.run(&["ws", "restart", &id, "--wait", "0ms"]).await;
+    assert_eq!(ran_out.code, 4, "{ran_out:?}");
+    assert!(ran_out.stderr.contains("the wait ran out"), "{ran_out:?}");
+    let running = cli
+        .run(&[
+            "--json",
+            "ws",
+            "wait",
+            &id,
+            "--for",
+            "running",
+            "--timeout",
+            "30s",
+        ])
+        .await
+        .json();
+    assert_eq!(running["settled"], true, "{running}");
+    assert_eq!(running["workspace"]["observed_generation"], 3, "{running}");
+
+    // Settled, but not as asked: a running workspace is not going to stop by itself.
+    cli.run(&["ws", "wait", &id, "--for", "stopped", "--timeout", "1s"])
+        .await
+        .fails(5, "is running, not stopped");
+    // A bad wait is the daemon's 422, and nothing is applied.
+    cli.run(&["ws", "restart", &id, "--wait", "1h"])
+        .await
+        .fails(1, "INVALID_FIELD");
+    let doc = daemon.client().workspace(&id).await;
+    assert_eq!(doc["generation"], 3, "{doc}");
+
+    let stopped = cli.run(&["ws", "stop", &id, "--wait", "30s"]).await.ok();
+    assert!(stopped.contains("is stopped"), "{stopped}");
+    let deleted = cli.run(&["ws", "delete", &id, "--wait", "30s"]).await.ok();
+    assert!(
+        deleted.contains("settled: the workspace is gone"),
+        "{deleted}"
+    );
 }
