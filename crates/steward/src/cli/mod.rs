@@ -94,7 +94,7 @@ enum WsCommand {
         steward ws create --name demo --provider process -- sleep 600\n\
         (a workspace with a command of its own is running once its process is up; add \
         --ready-when agent if that command is an agent that registers)")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List every workspace.
     List,
     /// Show one workspace.
@@ -512,7 +512,7 @@ async fn ws(
     match command {
         WsCommand::Create(args) => {
             let client = client.clone().waiting(args.wait.wait.clone());
-            let reply = client.create(create_request(args)?).await?;
+            let reply = client.create(create_request(*args)?).await?;
             if json {
                 render::json(out, &reply.raw)?;
             } else {
@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn the_command_comes_from_flags_or_after_double_dash_not_both() {
         let create = |args: &[&str]| match ws(parse(args)).command {
-            WsCommand::Create(c) => create_request(c).expect("a valid request").body,
+            WsCommand::Create(c) => create_request(*c).expect("a valid request").body,
             _ => panic!("expected create"),
         };
         let body = create(&["ws", "create", "--name", "n", "--", "sleep", "-x", "1"]);
@@ -960,7 +960,7 @@ mod tests {
         let WsCommand::Create(args) = ws(top).command else {
             panic!("expected create");
         };
-        let body = create_request(args).expect("a valid request").body;
+        let body = create_request(*args).expect("a valid request").body;
         assert_eq!(
             body,
             json!({ "name": "n", "env": { "A": "1=2" }, "secrets": { "S": "v" }, "model": "m",
@@ -974,7 +974,7 @@ mod tests {
         let WsCommand::Create(args) = ws(top).command else {
             panic!("expected create");
         };
-        let Err(err) = create_request(args) else {
+        let Err(err) = create_request(*args) else {
             panic!("a secret without = must be refused");
         };
         assert_eq!(err.exit_code(), 2);
