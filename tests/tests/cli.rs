@@ -647,6 +647,7 @@ async fn errors_under_json_are_json_on_stdout_with_the_same_exit_code() {
     let usage = run(&["--json", "ws", "frobnicate"], None).await;
     assert_eq!(usage.code, 2, "{usage:?}");
     assert_eq!(parse(&usage)["error"], "USAGE");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
@@ -673,6 +674,13 @@ async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
     let ran_out = cli.run(&["ws", "restart", &id, "--wait", "0ms"]).await;
     assert_eq!(ran_out.code, 4, "{ran_out:?}");
     assert!(ran_out.stderr.contains("the wait ran out"), "{ran_out:?}");
+    // Under --json, the daemon's answer is the document on stdout, with the same exit code.
+    let json_ran_out = cli
+        .run(&["--json", "ws", "restart", &id, "--wait", "0ms"])
+        .await;
+    assert_eq!(json_ran_out.code, 4, "{json_ran_out:?}");
+    let answer: Value = serde_json::from_str(&json_ran_out.stdout).expect("one JSON document");
+    assert_eq!(answer["settled"], false, "{answer}");
     let running = cli
         .run(&[
             "--json",
@@ -687,7 +695,7 @@ async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
         .await
         .json();
     assert_eq!(running["settled"], true, "{running}");
-    assert_eq!(running["workspace"]["observed_generation"], 3, "{running}");
+    assert_eq!(running["workspace"]["observed_generation"], 4, "{running}");
 
     // Settled, but not as asked: a running workspace is not going to stop by itself.
     cli.run(&["ws", "wait", &id, "--for", "stopped", "--timeout", "1s"])
@@ -698,7 +706,7 @@ async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
         .await
         .fails(1, "INVALID_FIELD");
     let doc = daemon.client().workspace(&id).await;
-    assert_eq!(doc["generation"], 3, "{doc}");
+    assert_eq!(doc["generation"], 4, "{doc}");
 
     let stopped = cli.run(&["ws", "stop", &id, "--wait", "30s"]).await.ok();
     assert!(stopped.contains("is stopped"), "{stopped}");
