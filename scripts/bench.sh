@@ -29,6 +29,8 @@ if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
 fi
 echo "== daemon: memory per idle workspace (release binary, sim workspaces created over HTTP)"
 python3 scripts/bench/idle_daemon.py
+echo "== waits: 1 000 waiters (memory, restarts while they wait), restart?wait against its cycle"
+python3 scripts/bench/wait_http.py
 if [ "${BENCH_DOCKER:-1}" = "1" ]; then
     echo "== Docker: cycle, throughput, reconcile vs direct bollard"
     scripts/bench/docker.sh
