@@ -785,3 +785,63 @@ async fn many_waiters_on_one_workspace_all_hear_and_leave_no_cell_behind() {
         assert_eq!(waiter.await.expect("joins").settled, Some(Settled::Running));
     }
 }
+
+#[actix::test]
+async fn a_waiter_follows_its_workspace_across_an_actor_restart() {
+    let f = Fixture::new(sim(10), 1024).await;
+    let id = f.create(None).await.expect("created");
+    f.wait_running_and_idle(id).await;
+    f.sim.set_config(SimConfig {
+        panic_rate: 1.0,
+        ..sim(10)
+    });
+    f.registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    // Folded into the cycle after the one whose start panics: its waiter outlives the actor.
+    let later = f
+        .registry
+        .submit(id, Intent::Restart)
+        .await
+        .expect("restart");
+    let waiter = wait_in_background(&f.registry, id, later.goal, Duration::from_secs(30));
+    eventually("the actor restarted from the store", || async {
+        f.registry
+            .inspect(id)
+            .await
+            .is_ok_and(|actor| actor.restarts >= 1)
+    })
+    .await;
+    f.sim.set_config(sim(10));
+    // Whatever the successor decided about that generation or a later one (its cycle may have
+    // started, and panicked, before the knob was turned back) reaches the waiter: the first
+    // actor never ran that cycle, so the waiter heard it from a successor.
+    let waited = waiter.await.expect("joins");
+    let view = waited.workspace.clone().expect("the document");
+    match waited.settled {
+        Some(Settled::Running) => assert!(view.observed_generation >= later.generation),
+        Some(Settled::Failed) => {
+            let failure = view.failure.expect("a failure");
+            assert!(failure.generation >= later.generation, "{failure:?}");
+        }
+        other => panic!("settled {other:?}: {view:?}"),
+    }
+}
+
+#[actix::test]
+async fn a_wait_ends_unsettled_when_the_daemon_begins_to_shut_down() {
+    let f = Fixture::new(sim(60_000), 1024).await;
+    let id = f.create(None).await.expect("created");
+    let goal = Goal::Run(Generation(1));
+    let waiter = wait_in_background(&f.registry, id, goal, Duration::from_secs(30));
+    // The waiter is subscribed once the actor has answered a later message.
+    f.registry.get(id).await.expect("exists");
+    f.registry.begin_shutdown();
+    let waited = waiter.await.expect("joins");
+    assert_eq!(waited.settled, None);
+    assert_eq!(
+        waited.workspace.expect("the document").phase,
+        Phase::Provisioning
+    );
+}
