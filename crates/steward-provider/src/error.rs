@@ -13,6 +13,9 @@ pub enum ProviderError {
     /// The spec cannot be run by this provider.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// The output asked for is no longer kept (a generation replaced or rotated away).
+    #[error("{0}")]
+    OutputGone(String),
     /// An injected fault (sim provider).
     #[error("injected fault: {0}")]
     Injected(&'static str),

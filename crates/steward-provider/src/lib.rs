@@ -11,10 +11,12 @@
 
 pub mod docker;
 mod error;
+pub mod logs;
 pub mod process;
 pub mod sim;
 
 pub use error::ProviderError;
+pub use logs::{LogLine, LogQuery, LogStream};
 
 use async_trait::async_trait;
 use secrecy::SecretString;
@@ -132,6 +134,17 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Every instance this provider has that belongs to Steward, in one call.
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError>;
+
+    /// The workspace's output (stdout and stderr, interleaved in the order written, oldest
+    /// first) that `query` selects, and with `query.follow` the lines written after them.
+    /// A workspace with no output yet (or a stopped one: what it wrote last) is not an
+    /// error. Errors: `OutputGone` when `query.generation` names a generation whose output
+    /// the provider no longer has; `Engine` when it cannot be read.
+    async fn logs(&self, id: WorkspaceId, query: LogQuery) -> Result<LogStream, ProviderError>;
+
+    /// The workspace is gone: drop whatever the provider keeps of its output, and end the
+    /// streams following it. Called once its instance is removed.
+    async fn forget_logs(&self, id: WorkspaceId);
 
     /// Deaths the provider learns of as they happen, if it can (a fresh subscription).
     /// `None`: only probes find dead instances.

@@ -5,9 +5,14 @@
 //! instance looks *booting*, not running, to liveness checks for `boot_pending` — the way a
 //! cloud VM that is still booting does. `kill` makes an instance dead.
 //!
+//! Its instances write a few synthetic lines of output around their cycles (starting, up,
+//! stopping, killed), kept in a short ring per workspace ([`SIM_LOG_LINES`]), so that demos
+//! and tests of the logs have something to read and follow.
+//!
 //! It also watches for the race Steward exists to prevent: two operations on the same
 //! workspace at once are counted in [`SimProvider::overlaps`] and logged as errors.
 
+use crate::logs::{LogLine, LogQuery, LogStream};
 use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -15,11 +20,53 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use steward_domain::{Generation, ReadyWhen, WorkspaceId};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+/// Lines of synthetic output kept per workspace (a few cycles' worth: a hundred thousand
+/// simulated workspaces must stay cheap).
+pub const SIM_LOG_LINES: usize = 8;
+
+/// Lines a follower may fall behind by before it skips some.
+const FOLLOW_BACKLOG: usize = 64;
+
+/// What a simulated instance says, rendered when read.
+#[derive(Clone, Copy, Debug)]
+enum Note {
+    Starting,
+    Up,
+    Stopping,
+    Killed,
+}
+
+impl Note {
+    fn line(self, at: SystemTime, generation: Generation) -> LogLine {
+        let text = match self {
+            Note::Starting => format!("sim: generation {generation} starting"),
+            Note::Up => format!("sim: generation {generation} up, serving"),
+            Note::Stopping => format!("sim: generation {generation} stopping (SIGTERM)"),
+            Note::Killed => format!("sim: generation {generation} killed (SIGKILL)"),
+        };
+        LogLine {
+            at,
+            generation,
+            text,
+        }
+    }
+}
+
+/// A workspace's synthetic output: the last lines, and the sender of its followers (only
+/// while some follow).
+#[derive(Default)]
+struct Output {
+    lines: VecDeque<(SystemTime, Generation, Note)>,
+    live: Option<broadcast::Sender<LogLine>>,
+}
 
 /// `[providers.sim]` configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -122,6 +169,7 @@ pub struct SimProvider {
     busy: DashMap<WorkspaceId, ()>,
     overlaps: AtomicU64,
     starts: AtomicU64,
+    outputs: DashMap<WorkspaceId, Output>,
 }
 
 /// Marks a workspace busy for the duration of one operation.
@@ -149,6 +197,24 @@ impl SimProvider {
             busy: DashMap::new(),
             overlaps: AtomicU64::new(0),
             starts: AtomicU64::new(0),
+            outputs: DashMap::new(),
+        }
+    }
+
+    /// The instance of `generation` writes `notes` (now).
+    fn write(&self, id: WorkspaceId, generation: Generation, notes: &[Note]) {
+        let at = SystemTime::now();
+        let mut output = self.outputs.entry(id).or_default();
+        for &note in notes {
+            if output.lines.len() == SIM_LOG_LINES {
+                output.lines.pop_front();
+            }
+            output.lines.push_back((at, generation, note));
+            if let Some(live) = &output.live {
+                if live.send(note.line(at, generation)).is_err() {
+                    output.live = None;
+                }
+            }
         }
     }
 
@@ -217,7 +283,11 @@ impl SimProvider {
     }
 
     async fn take_instance(&self, id: WorkspaceId) {
-        if self.instances.contains_key(&id) {
+        let generation = self.instances.get(&id).map(|i| (i.generation, i.dead));
+        if let Some((generation, dead)) = generation {
+            if !dead {
+                self.write(id, generation, &[Note::Stopping]);
+            }
             tokio::time::sleep(self.config().stop_delay).await;
             self.instances.remove(&id);
         }
@@ -277,6 +347,11 @@ impl Provider for SimProvider {
                 env,
             },
         );
+        self.write(
+            spec.workspace_id,
+            spec.generation,
+            &[Note::Starting, Note::Up],
+        );
         Ok(())
     }
 
@@ -300,10 +375,50 @@ impl Provider for SimProvider {
     }
 
     async fn kill(&self, id: WorkspaceId) -> Result<(), ProviderError> {
-        if let Some(mut instance) = self.instances.get_mut(&id) {
-            instance.dead = true;
+        let killed = self.instances.get_mut(&id).and_then(|mut instance| {
+            (!std::mem::replace(&mut instance.dead, true)).then_some(instance.generation)
+        });
+        if let Some(generation) = killed {
+            self.write(id, generation, &[Note::Killed]);
         }
         Ok(())
+    }
+
+    /// The ring of lines kept; `OutputGone` for a generation older than every line kept.
+    async fn logs(&self, id: WorkspaceId, query: LogQuery) -> Result<LogStream, ProviderError> {
+        let mut output = self.outputs.entry(id).or_default();
+        let lines = output.lines.iter().map(|&(at, g, note)| note.line(at, g));
+        if let Some(wanted) = query.generation {
+            let oldest = output.lines.front().map(|&(_, g, _)| g);
+            if oldest.is_some_and(|oldest| wanted < oldest) {
+                return Err(ProviderError::OutputGone(format!(
+                    "the output of generation {wanted} is no longer kept"
+                )));
+            }
+        }
+        let kept = futures::stream::iter(query.select(lines));
+        if !query.follow {
+            return Ok(Box::pin(kept));
+        }
+        let live = output
+            .live
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BACKLOG).0)
+            .subscribe();
+        drop(output);
+        let new = futures::stream::unfold(live, move |mut live| async move {
+            loop {
+                match live.recv().await {
+                    Ok(line) if query.admits(&line) => return Some((line, live)),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(futures::StreamExt::chain(kept, new)))
+    }
+
+    async fn forget_logs(&self, id: WorkspaceId) {
+        self.outputs.remove(&id);
     }
 
     async fn list(&self) -> Result<Vec<InstanceSummary>, ProviderError> {
@@ -427,5 +542,86 @@ mod tests {
             .await
             .is_err());
         assert_eq!(p.list().await.map(|l| l.len()).ok(), Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_write_lines_around_their_cycles_which_can_be_followed() {
+        use futures::StreamExt;
+        let p = &sim(SimConfig::default());
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
+        fn texts(lines: Vec<LogLine>) -> Vec<String> {
+            lines.into_iter().map(|l| l.text).collect()
+        }
+        let read =
+            |query| async move { texts(p.logs(id, query).await.expect("logs").collect().await) };
+        assert!(read(LogQuery::default()).await.is_empty());
+        p.start(&spec(id, 1)).await.expect("start");
+        assert_eq!(
+            read(LogQuery::default()).await,
+            [
+                "sim: generation 1 starting",
+                "sim: generation 1 up, serving"
+            ]
+        );
+        let mut follow = p
+            .logs(
+                id,
+                LogQuery {
+                    follow: true,
+                    tail: Some(0),
+                    ..LogQuery::default()
+                },
+            )
+            .await
+            .expect("follow");
+        p.stop(id).await.expect("stop");
+        assert_eq!(
+            follow.next().await.map(|l| l.text).as_deref(),
+            Some("sim: generation 1 stopping (SIGTERM)")
+        );
+        p.start(&spec(id, 2)).await.expect("start again");
+        p.kill(id).await.expect("kill");
+        let next: Vec<String> = texts(follow.by_ref().take(3).collect().await);
+        assert_eq!(
+            next,
+            [
+                "sim: generation 2 starting",
+                "sim: generation 2 up, serving",
+                "sim: generation 2 killed (SIGKILL)"
+            ]
+        );
+        // A stopped instance still has its last output; generations select.
+        p.remove(id).await.expect("remove");
+        let second = LogQuery {
+            generation: Some(Generation(2)),
+            ..LogQuery::default()
+        };
+        assert_eq!(read(second).await.len(), 3);
+        assert_eq!(
+            read(LogQuery {
+                tail: Some(1),
+                ..LogQuery::default()
+            })
+            .await,
+            ["sim: generation 2 killed (SIGKILL)"]
+        );
+        // Only the last lines are kept.
+        for generation in 3..10 {
+            p.start(&spec(id, generation)).await.expect("start");
+            p.remove(id).await.expect("remove");
+        }
+        assert_eq!(read(LogQuery::default()).await.len(), SIM_LOG_LINES);
+        let first = LogQuery {
+            generation: Some(Generation(1)),
+            ..LogQuery::default()
+        };
+        assert!(matches!(
+            p.logs(id, first).await,
+            Err(ProviderError::OutputGone(_))
+        ));
+        // Forgotten: nothing left, and the follower's stream ends.
+        p.forget_logs(id).await;
+        assert!(follow.all(|_| async { true }).await);
+        assert!(read(LogQuery::default()).await.is_empty());
     }
 }

@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use steward_domain::{Generation, WorkspaceId};
 use steward_provider::docker::{DockerConfig, DockerProvider};
-use steward_provider::{InstanceDeath, InstanceSpec, Liveness, Provider, ProviderError};
+use steward_provider::{
+    InstanceDeath, InstanceSpec, Liveness, LogLine, LogQuery, Provider, ProviderError,
+};
 
 /// Upper bound of every wait on a condition.
 const BOUND: Duration = Duration::from_secs(20);
@@ -31,11 +33,30 @@ const GENERATION: &str = "io.steward.generation";
 
 const SLEEPER_C: &str = r#"
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+static volatile sig_atomic_t ticks;
 static void on_term(int sig) { (void)sig; _exit(0); }
-int main(void) {
+static void on_usr1(int sig) { (void)sig; ticks++; }
+int main(int argc, char **argv) {
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
+    if (argc > 1 && strcmp(argv[1], "talk") == 0) {
+        int said = 0;
+        signal(SIGUSR1, on_usr1);
+        printf("hello on stdout\n");
+        fflush(stdout);
+        fprintf(stderr, "hello on stderr\n");
+        for (;;) {
+            pause();
+            while (said < ticks) {
+                said++;
+                printf("tick %d\n", said);
+                fflush(stdout);
+            }
+        }
+    }
     for (;;) pause();
 }
 "#;
@@ -852,4 +873,101 @@ impl Drop for Cleanup {
             let _ = docker(&args);
         }
     }
+}
+
+/// The image's `sleeper talk` prints a line on stdout and one on stderr, then `tick N` on each
+/// SIGUSR1: the container's log, from the engine, with its times, tail, follow, and what a
+/// stopped container still has.
+#[tokio::test]
+async fn the_containers_log_is_read_followed_and_kept_while_it_is_stopped() {
+    use futures::StreamExt;
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let spec = f.spec().command(&["/sleeper", "talk"]);
+    let id = spec.id();
+    let texts = |lines: &[LogLine]| lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+    let read = |query: LogQuery| {
+        let provider = &f.provider;
+        async move {
+            let lines: Vec<LogLine> = provider
+                .logs(id, query)
+                .await
+                .expect("logs")
+                .collect()
+                .await;
+            lines
+        }
+    };
+    assert!(
+        read(LogQuery::default()).await.is_empty(),
+        "no container: no output"
+    );
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    f.provider.start(&spec.0).await.expect("start");
+    let deadline = Instant::now() + BOUND;
+    let all = loop {
+        let all = read(LogQuery::default()).await;
+        if all.len() == 2 {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first lines never came: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(texts(&all), ["hello on stdout", "hello on stderr"]);
+    assert!(all
+        .iter()
+        .all(|l| l.at >= before && l.generation == Generation(1)));
+    let tail = LogQuery {
+        tail: Some(1),
+        ..LogQuery::default()
+    };
+    assert_eq!(texts(&read(tail).await), ["hello on stderr"]);
+    let later = LogQuery {
+        since: Some(all[1].at + Duration::from_nanos(1)),
+        ..LogQuery::default()
+    };
+    assert!(
+        read(later).await.is_empty(),
+        "since is exact, not whole seconds"
+    );
+
+    let follow = LogQuery {
+        follow: true,
+        tail: Some(0),
+        ..LogQuery::default()
+    };
+    let mut stream = f.provider.logs(id, follow).await.expect("follow");
+    for n in 1..=2 {
+        docker_ok(&["kill", "--signal", "USR1", &f.name(id)]);
+        let line = tokio::time::timeout(BOUND, stream.next())
+            .await
+            .expect("a followed line within the bound")
+            .expect("a line");
+        assert_eq!(line.text, format!("tick {n}"));
+    }
+    // Stopped: the stream ends, and the last output is still there.
+    f.provider.stop(id).await.expect("stop");
+    let rest: Vec<LogLine> = tokio::time::timeout(BOUND, stream.collect())
+        .await
+        .expect("the followed log ends with the container");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(
+        texts(&read(LogQuery::default()).await),
+        ["hello on stdout", "hello on stderr", "tick 1", "tick 2"]
+    );
+    // Another generation's output is not the engine's to give.
+    let other = LogQuery {
+        generation: Some(Generation(7)),
+        ..LogQuery::default()
+    };
+    assert!(matches!(
+        f.provider.logs(id, other).await,
+        Err(ProviderError::OutputGone(_))
+    ));
+    f.provider.remove(id).await.expect("remove");
+    assert!(read(LogQuery::default()).await.is_empty());
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use steward_domain::{Generation, WorkspaceId};
 use steward_provider::process::{ProcessConfig, ProcessProvider};
-use steward_provider::{InstanceSpec, Liveness, Provider, ProviderError};
+use steward_provider::{InstanceSpec, Liveness, LogLine, LogQuery, Provider, ProviderError};
 use tempfile::TempDir;
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -172,8 +172,14 @@ impl Fixture {
         self.provider.pid(id).expect("a tracked child")
     }
 
+    /// The texts of the workspace's log file, one a line (its stamps left out).
     fn log(&self, id: WorkspaceId) -> String {
-        std::fs::read_to_string(self.provider.log_path(id)).unwrap_or_default()
+        let stored = std::fs::read_to_string(self.provider.log_path(id)).unwrap_or_default();
+        stored
+            .lines()
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap_or_default())
+            .map(|text| format!("{text}\n"))
+            .collect()
     }
 
     /// The lines the child wrote (the daemon's own `=== steward:` lines left out).
@@ -183,6 +189,12 @@ impl Fixture {
             .filter(|l| !l.starts_with("=== steward:"))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// What the child wrote, once its group is gone and all of it has been read.
+    async fn settled_output(&self, id: WorkspaceId) -> Vec<String> {
+        read_out(&self.provider, id).await;
+        self.output(id)
     }
 
     async fn liveness(&self, id: WorkspaceId) -> Liveness {
@@ -195,6 +207,19 @@ impl Fixture {
             assert!(Instant::now() < deadline, "workspace {id} never died");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// Waits until `provider` has read all the output of `id`'s instances (their groups closed
+/// their pipes).
+async fn read_out(provider: &ProcessProvider, id: WorkspaceId) {
+    let deadline = Instant::now() + BOUND;
+    while provider.reading_output(id) {
+        assert!(
+            Instant::now() < deadline,
+            "the output of {id} is never read out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -440,7 +465,10 @@ async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
     let id = spec.id();
     f.provider.start(&spec.0).await.expect("start");
     f.wait_dead(id, 1).await;
-    assert_eq!(f.output(id), ["FOO=bar SECRET=canary-3f9a HOME="]);
+    assert_eq!(
+        f.settled_output(id).await,
+        ["FOO=bar SECRET=canary-3f9a HOME="]
+    );
     assert!(f.provider.exit_status(id).is_some_and(|s| s.success()));
     assert!(!format!("{:?}", f.provider).contains("canary"));
     assert!(!format!("{:?}", spec.0).contains("canary"));
@@ -457,7 +485,7 @@ async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
     let id = spec.id();
     f.provider.start(&spec.0).await.expect("start env");
     f.wait_dead(id, 1).await;
-    let output = f.output(id);
+    let output = f.settled_output(id).await;
     let names: HashSet<&str> = output
         .iter()
         .filter_map(|line| line.split_once('=').map(|(k, _)| k))
@@ -495,6 +523,7 @@ async fn the_child_sees_its_env_and_secrets_and_nothing_of_the_daemon() {
         assert!(Instant::now() < deadline, "env never exited");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    read_out(&bare, spec.id()).await;
     let output = f.output(spec.id());
     assert!(
         output.iter().all(|line| line.starts_with("PATH=")),
@@ -514,7 +543,7 @@ async fn arguments_are_passed_literally_never_interpolated() {
     f.provider.start(&spec.0).await.expect("start");
     f.wait_dead(id, 1).await;
     assert_eq!(
-        f.output(id),
+        f.settled_output(id).await,
         [format!("{substitution} {backticks} {chained}")]
     );
     assert!(!marker.exists(), "nothing ran the substitution");
@@ -665,7 +694,7 @@ async fn the_command_falls_back_to_the_default_and_without_one_is_required() {
         .await
         .expect("start with the default");
     f.wait_dead(spec.id(), 1).await;
-    assert_eq!(f.output(spec.id()), ["from-default"]);
+    assert_eq!(f.settled_output(spec.id()).await, ["from-default"]);
 }
 
 #[tokio::test]
@@ -791,13 +820,14 @@ async fn children_left_by_a_crashed_daemon_are_adopted_and_stopped_with_their_gr
         assert!(runs(*pid), "a child outlives the run that started it");
     }
     assert_eq!(f.records().len(), 2);
+    eventually("the background sleep", || group_members(pids[0]).len() == 2).await;
+
+    f.restart();
+    // What it wrote while no daemon ran waited in its pipe, and is read on now.
     eventually("the trap to be set", || {
         f.output(stubborn.id()) == ["ready"]
     })
     .await;
-    eventually("the background sleep", || group_members(pids[0]).len() == 2).await;
-
-    f.restart();
     let mut expected = vec![
         (polite.id(), Liveness::Alive(Generation(2))),
         (stubborn.id(), Liveness::Alive(Generation(5))),
@@ -1239,4 +1269,231 @@ async fn a_child_found_by_its_nonce_keeps_its_provisional_record_if_no_full_one_
         "SIGTERM from the adopter"
     );
     assert_eq!(f.records(), [blocker], "it went with the child");
+}
+
+/// Every line the provider answers for `query` (not following).
+async fn logs(provider: &ProcessProvider, id: WorkspaceId, query: LogQuery) -> Vec<LogLine> {
+    use futures::StreamExt;
+    provider
+        .logs(id, query)
+        .await
+        .expect("logs")
+        .collect()
+        .await
+}
+
+/// The next line a follower gets, within [`BOUND`].
+async fn next(stream: &mut steward_provider::LogStream) -> Option<LogLine> {
+    use futures::StreamExt;
+    tokio::time::timeout(BOUND, stream.next())
+        .await
+        .expect("a line within the bound")
+}
+
+fn texts(lines: &[LogLine]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|t| !t.starts_with("=== steward:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_interleave_stdout_and_stderr_in_order_with_times_and_generations() {
+    let f = Fixture::new();
+    let spec = Spec::sh("echo one; echo two >&2; echo three; printf 'no newline'");
+    let id = spec.id();
+    let before = std::time::SystemTime::now();
+    f.provider.start(&spec.0).await.expect("start");
+    f.wait_dead(id, 1).await;
+    read_out(&f.provider, id).await;
+
+    let all = logs(&f.provider, id, LogQuery::default()).await;
+    assert_eq!(texts(&all), ["one", "two", "three", "no newline"]);
+    assert!(all
+        .iter()
+        .all(|l| l.generation == Generation(1) && l.at >= before));
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");
+    assert_eq!(
+        all.first().map(|l| l.text.as_str()),
+        Some("=== steward: generation 1 starting")
+    );
+
+    let tail = LogQuery {
+        tail: Some(2),
+        ..LogQuery::default()
+    };
+    let last = logs(&f.provider, id, tail).await;
+    assert_eq!(last.len(), 2);
+    assert!(last[1].text.contains("exited"), "{last:?}");
+
+    // A second generation; `generation` and `since` select.
+    let second = spec.generation(2);
+    let second = Spec(InstanceSpec {
+        command: Some(vec!["/bin/echo".to_owned(), "second".to_owned()]),
+        ..second.0
+    });
+    let between = std::time::SystemTime::now();
+    f.provider.start(&second.0).await.expect("start again");
+    f.wait_dead(id, 2).await;
+    read_out(&f.provider, id).await;
+    let only = |generation| LogQuery {
+        generation: Some(Generation(generation)),
+        ..LogQuery::default()
+    };
+    assert_eq!(
+        texts(&logs(&f.provider, id, only(1)).await),
+        ["one", "two", "three", "no newline"]
+    );
+    assert_eq!(texts(&logs(&f.provider, id, only(2)).await), ["second"]);
+    let since = LogQuery {
+        since: Some(between),
+        ..LogQuery::default()
+    };
+    assert_eq!(texts(&logs(&f.provider, id, since).await), ["second"]);
+
+    // A workspace that never ran has no output, which is not an error.
+    let none = WorkspaceId::from(uuid::Uuid::new_v4());
+    assert!(logs(&f.provider, none, LogQuery::default())
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_follower_gets_each_new_line_as_it_is_written_across_generations() {
+    let f = Fixture::new();
+    let dir = f.dir.path().join("lines");
+    std::fs::create_dir(&dir).expect("a directory");
+    // The child writes a line each time a file appears: the test decides when.
+    let script = format!(
+        "echo first; for n in 1 2 3; do while [ ! -e {0}/$n ]; do sleep 0.01; done; echo line-$n; done; sleep 30",
+        dir.display()
+    );
+    let spec = Spec::sh(&script);
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    eventually("the first line", || f.output(id) == ["first"]).await;
+
+    let follow = LogQuery {
+        follow: true,
+        tail: Some(1),
+        ..LogQuery::default()
+    };
+    let mut stream = f.provider.logs(id, follow).await.expect("follow");
+    assert_eq!(
+        next(&mut stream).await.map(|l| l.text),
+        Some("first".to_owned())
+    );
+    for n in 1..=3 {
+        std::fs::write(dir.join(n.to_string()), "").expect("a file");
+        assert_eq!(
+            next(&mut stream).await.map(|l| l.text),
+            Some(format!("line-{n}"))
+        );
+    }
+    // The follow goes on across a restart: the next generation's lines come too.
+    f.provider.remove(id).await.expect("remove");
+    let next_gen = Spec(InstanceSpec {
+        generation: Generation(2),
+        command: Some(vec!["/bin/echo".to_owned(), "reborn".to_owned()]),
+        ..spec.0.clone()
+    });
+    f.provider.start(&next_gen.0).await.expect("start again");
+    let mut seen = Vec::new();
+    while !seen.contains(&"reborn".to_owned()) {
+        let line = next(&mut stream).await.expect("a line");
+        seen.push(line.text);
+    }
+    assert!(
+        seen.iter().any(|t| t.contains("generation 1 exited")),
+        "{seen:?}"
+    );
+
+    // Deleting the workspace ends the stream and its files go.
+    f.wait_dead(id, 2).await;
+    read_out(&f.provider, id).await;
+    f.provider.remove(id).await.expect("remove");
+    f.provider.forget_logs(id).await;
+    while let Some(line) = next(&mut stream).await {
+        assert!(line.text.starts_with("=== steward:"), "{line:?}");
+    }
+    assert!(!f.provider.log_path(id).exists());
+    let logs_dir = f.provider.config().log_dir.clone();
+    let left: Vec<_> = std::fs::read_dir(&logs_dir)
+        .expect("the log directory")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(&id.to_string()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing of the workspace is left: {left:?}"
+    );
+    assert!(logs(&f.provider, id, LogQuery::default()).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_log_is_rotated_past_its_cap_and_old_generations_go_with_it() {
+    let f = Fixture::with(ProcessConfig {
+        log_max_bytes: 4096,
+        ..ProcessConfig::default()
+    });
+    let spec = Spec::sh(
+        "i=0; while [ $i -lt 400 ]; do echo \"line $i of a chatty instance\"; i=$((i+1)); done",
+    );
+    let id = spec.id();
+    f.provider.start(&spec.0).await.expect("start");
+    f.wait_dead(id, 1).await;
+    read_out(&f.provider, id).await;
+    let second = Spec(InstanceSpec {
+        generation: Generation(2),
+        ..spec.0.clone()
+    });
+    f.provider.start(&second.0).await.expect("start again");
+    f.wait_dead(id, 2).await;
+    read_out(&f.provider, id).await;
+
+    let on_disk: u64 = std::fs::read_dir(&f.provider.config().log_dir)
+        .expect("the log directory")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        on_disk <= 2 * 4096 + 1024,
+        "about twice the cap at most: {on_disk} bytes"
+    );
+    let kept = logs(&f.provider, id, LogQuery::default()).await;
+    assert!(!kept.is_empty());
+    assert!(
+        kept.iter().all(|l| l.generation == Generation(2)),
+        "generation 1 rotated away"
+    );
+    assert_eq!(
+        kept.last().map(|l| l.text.as_str()),
+        Some("=== steward: generation 2 exited (exit status: 0)")
+    );
+    let texts = texts(&kept);
+    assert_eq!(texts.last(), Some(&"line 399 of a chatty instance"));
+    let first: usize = texts[0]
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a numbered line");
+    assert_eq!(
+        texts.len(),
+        400 - first,
+        "no line lost between the two files"
+    );
+    let gone = f
+        .provider
+        .logs(
+            id,
+            LogQuery {
+                generation: Some(Generation(1)),
+                ..LogQuery::default()
+            },
+        )
+        .await;
+    assert!(matches!(gone, Err(ProviderError::OutputGone(_))));
 }

@@ -42,10 +42,12 @@ mod config;
 mod engine;
 mod events;
 mod host;
+mod logs;
 mod spec;
 
 pub use config::DockerConfig;
 
+use crate::logs::{LogQuery, LogStream};
 use crate::{InstanceDeath, InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
@@ -274,6 +276,14 @@ impl Provider for DockerProvider {
     fn name(&self) -> &str {
         &self.name
     }
+
+    /// The log of the workspace's container (see `docker/logs.rs`).
+    async fn logs(&self, id: WorkspaceId, query: LogQuery) -> Result<LogStream, ProviderError> {
+        self.container_logs(id, query).await
+    }
+
+    /// Nothing to do: the engine's log goes with the container, removed before this.
+    async fn forget_logs(&self, _id: WorkspaceId) {}
 
     fn default_ready_when(&self) -> ReadyWhen {
         ReadyWhen::Agent

@@ -75,7 +75,25 @@ impl ProcessProvider {
         live.sort_by(|(_, a), (_, b)| {
             (a.workspace, b.generation).cmp(&(b.workspace, a.generation))
         });
+        let pipes: Vec<_> = live
+            .iter()
+            .map(|(_, r)| (r.workspace, r.generation))
+            .collect();
+        self.journals.sweep_pipes(&pipes);
         for (path, record) in live {
+            // Its output waited in its pipe while no daemon ran: read on from there.
+            let output = self
+                .journals
+                .reopen_pipe(record.workspace, record.generation)
+                .map(|(pipe, pipe_path)| {
+                    let journal = self.journals.of(record.workspace);
+                    runtime.spawn(journal.pump(
+                        record.workspace,
+                        record.generation,
+                        pipe,
+                        pipe_path,
+                    ))
+                });
             let instance = Instance {
                 workspace: record.workspace,
                 generation: record.generation,
@@ -83,6 +101,7 @@ impl ProcessProvider {
                 started_at: record.started_at,
                 record: Some(path),
                 leader: Leader::Adopted(record.identity),
+                output,
             };
             let tracked = self.supervise(&runtime, instance);
             match self.children.entry(record.workspace) {

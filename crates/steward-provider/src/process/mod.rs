@@ -26,9 +26,11 @@
 //! - **Working directory**: the daemon's. A per-workspace directory would need a lifecycle of
 //!   its own (created when, removed on delete?); an agent that wants a scratch directory can
 //!   make one. This keeps the provider's state on disk down to logs and records.
-//! - **stdin** is `/dev/null`; **stdout and stderr** are appended to
-//!   `<log_dir>/<workspace_id>.log` (file mode `0600`, new directories `0700`), one file per
-//!   workspace across generations, with a `=== steward:` line at each start and exit.
+//! - **stdin** is `/dev/null`; **stdout and stderr** are one named pipe that the daemon reads
+//!   into the workspace's journal, `<log_dir>/<workspace_id>.log` (file mode `0600`, new
+//!   directories `0700`), one per workspace across generations, with a `=== steward:` line at
+//!   each start and exit, rotated past [`ProcessConfig::log_max_bytes`] and deleted with the
+//!   workspace (`process/logs.rs`).
 //!
 //! ## Supervision
 //!
@@ -53,18 +55,21 @@
 //! run. A group whose leader died while no daemon ran is not drained (its record is stale,
 //! and its id may have been reused, so it is never signaled). The provider does not sandbox,
 //! limit resources or switch users (so the children can read each other's environments,
-//! nonces included), and `remove` keeps the log file (restarts remove the old instance too;
-//! deleting a workspace's logs is the daemon's business).
+//! nonces included). `remove` keeps the journal (restarts remove the old instance too); it goes
+//! with the workspace, when the daemon calls [`Provider::forget_logs`].
 
 mod adopt;
+mod logs;
 mod procfs;
 mod records;
 mod spawn;
 mod supervisor;
 
+use crate::logs::{LogQuery, LogStream};
 use crate::{InstanceSpec, InstanceSummary, Liveness, Provider, ProviderError};
 use async_trait::async_trait;
 use dashmap::DashMap;
+use logs::Journals;
 use procfs::{read_boot_id, read_stat};
 use serde::Deserialize;
 use std::fmt;
@@ -97,6 +102,9 @@ pub struct ProcessConfig {
     pub stop_grace: Duration,
     /// Directory of the per-workspace log files (empty: the daemon uses `<data_dir>/logs`).
     pub log_dir: PathBuf,
+    /// Size past which a workspace's log file is rotated: it replaces the one kept before,
+    /// so a workspace keeps at most about twice this on disk.
+    pub log_max_bytes: u64,
     /// Directory of the records of live children, from which the next run adopts them after
     /// a crash (empty: the daemon uses `<data_dir>/process`; a provider built with it empty
     /// records and adopts nothing).
@@ -114,6 +122,7 @@ impl Default for ProcessConfig {
             enabled: true,
             stop_grace: Duration::from_secs(5),
             log_dir: PathBuf::new(),
+            log_max_bytes: 4 * 1024 * 1024,
             state_dir: PathBuf::new(),
             leave_running: false,
             default_command: Vec::new(),
@@ -131,6 +140,8 @@ pub struct ProcessProvider {
     /// The id of the current boot, written into every record (empty without a state
     /// directory: nothing is recorded).
     boot_id: String,
+    /// The workspaces' output.
+    journals: Journals,
 }
 
 impl fmt::Debug for ProcessProvider {
@@ -140,6 +151,7 @@ impl fmt::Debug for ProcessProvider {
             .field("config", &self.config)
             .field("children", &self.children.len())
             .field("boot_id", &self.boot_id)
+            .field("journals", &self.journals)
             .finish()
     }
 }
@@ -165,12 +177,14 @@ impl ProcessProvider {
                 }
             }
         }
+        let journals = Journals::new(config.log_dir.clone(), config.log_max_bytes);
         let provider = Self {
             name,
             config,
             children: DashMap::new(),
             closed: AtomicBool::new(false),
             boot_id,
+            journals,
         };
         provider.adopt();
         provider
@@ -181,9 +195,16 @@ impl ProcessProvider {
         &self.config
     }
 
-    /// The log file of a workspace's instances (stdout and stderr, every generation).
+    /// The log file of a workspace's instances (stdout and stderr, every generation; see
+    /// `process/logs.rs` for its format).
     pub fn log_path(&self, id: WorkspaceId) -> PathBuf {
-        self.config.log_dir.join(format!("{id}.log"))
+        self.journals.of(id).path().to_path_buf()
+    }
+
+    /// Whether output of the workspace's instances is still being read (some process of an
+    /// instance still holds its output open).
+    pub fn reading_output(&self, id: WorkspaceId) -> bool {
+        self.journals.pumping(id)
     }
 
     /// Pid of the workspace's tracked child (also its process group id), alive or not.
@@ -242,6 +263,16 @@ impl Provider for ProcessProvider {
 
     async fn remove(&self, id: WorkspaceId) -> Result<(), ProviderError> {
         self.stop_child(id, "remove").await
+    }
+
+    /// The workspace's journal (see `process/logs.rs`).
+    async fn logs(&self, id: WorkspaceId, query: LogQuery) -> Result<LogStream, ProviderError> {
+        self.journals.of(id).stream(query).await
+    }
+
+    /// Deletes the workspace's journal and ends its followers.
+    async fn forget_logs(&self, id: WorkspaceId) {
+        self.journals.forget(id);
     }
 
     async fn liveness(&self, id: WorkspaceId) -> Result<Liveness, ProviderError> {
@@ -331,6 +362,7 @@ mod tests {
         let config: ProcessConfig = toml::from_str("").expect("empty config");
         assert_eq!(config, ProcessConfig::default());
         assert_eq!(config.stop_grace, Duration::from_secs(5));
+        assert_eq!(config.log_max_bytes, 4 * 1024 * 1024);
         assert!(
             config.log_dir.as_os_str().is_empty(),
             "empty: the daemon puts logs under its data dir"

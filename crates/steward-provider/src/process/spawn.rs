@@ -13,10 +13,8 @@ use dashmap::mapref::entry::Entry as Slot;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use secrecy::ExposeSecret;
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -82,18 +80,43 @@ impl ProcessProvider {
             }
             error
         };
-        let log_path = self.log_path(id);
-        let log = open_log(&self.config.log_dir, &log_path, spec.generation).map_err(abandon)?;
-        let stderr = log.try_clone().map_err(|e| {
+        let journal = self.journals.of(id);
+        let log_error = |e: io::Error| {
             abandon(ProviderError::Engine(format!(
-                "log file of workspace {id}: {e}"
+                "log of workspace {id} in {}: {e}",
+                self.config.log_dir.display()
             )))
-        })?;
-        command.stdout(log).stderr(stderr);
+        };
+        journal
+            .append(
+                spec.generation,
+                [format!("=== steward: generation {} starting", spec.generation).as_str()],
+            )
+            .map_err(log_error)?;
+        let (output, pipe, pipe_path) = self
+            .journals
+            .open_pipe(id, spec.generation)
+            .map_err(log_error)?;
+        let stderr = match output.try_clone() {
+            Ok(stderr) => stderr,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pipe_path);
+                return Err(log_error(e));
+            }
+        };
+        command.stdout(output).stderr(stderr);
 
-        let child = command
-            .spawn()
-            .map_err(|e| abandon(spawn_error(&argv[0], &e)))?;
+        let spawned = command.spawn();
+        // The daemon's copies of the child's end go now: the pipe ends when the child's do.
+        drop(command);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pipe_path);
+                return Err(abandon(spawn_error(&argv[0], &e)));
+            }
+        };
+        let output = tokio::spawn(journal.pump(id, spec.generation, pipe, pipe_path));
         let pid = child
             .id()
             .ok_or_else(|| ProviderError::Engine("the started process has no pid".to_owned()))?;
@@ -121,6 +144,7 @@ impl ProcessProvider {
                 started_at,
                 record,
                 leader: Leader::Child(child),
+                output: Some(output),
             },
         );
         if let Err(error) = recorded {
@@ -219,33 +243,6 @@ impl ProcessProvider {
             ))
         })
     }
-}
-
-/// Creates the log directory (`0700` where new) and opens the workspace's log for appending
-/// (`0600`), marking the start of a generation.
-fn open_log(dir: &Path, path: &Path, generation: Generation) -> Result<File, ProviderError> {
-    let io_error = |what: &str, e: io::Error| ProviderError::Engine(format!("{what}: {e}"));
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error(&format!("creating log directory {}", dir.display()), e))?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error(&format!("opening log file {}", path.display()), e))?;
-    // `mode` applies only to a new file; an older one is tightened too.
-    file.set_permissions(Permissions::from_mode(0o600))
-        .map_err(|e| io_error(&format!("restricting log file {}", path.display()), e))?;
-    writeln!(
-        file,
-        "=== steward: generation {generation} starting at {}",
-        humantime::format_rfc3339_seconds(SystemTime::now())
-    )
-    .map_err(|e| io_error(&format!("writing log file {}", path.display()), e))?;
-    Ok(file)
 }
 
 /// A spawn failure, told in terms of the spec where the spec is at fault.

@@ -19,6 +19,7 @@
 //! after the grace period on a stop, and the group drained once the leader is gone. Its exit
 //! status went to its new parent and stays unknown.
 
+use super::logs::Journal;
 use super::procfs::{group_runs, Identity};
 use super::records::remove_record;
 use super::{ProcessProvider, KILL_WAIT};
@@ -26,8 +27,7 @@ use crate::{Liveness, ProviderError};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ impl ProcessProvider {
         });
         let supervisor = Supervisor {
             grace: self.grace(),
-            log_path: self.log_path(instance.workspace),
+            journal: self.journals.of(instance.workspace),
             instance,
             signals: signal_rx,
             state: state_tx,
@@ -190,6 +190,10 @@ impl ProcessProvider {
     }
 }
 
+/// How long a supervisor waits, once the group is gone, for the last of its output to be
+/// read (a process that left the group may still hold the pipe) before it notes the exit.
+const OUTPUT_WAIT: Duration = Duration::from_secs(1);
+
 /// One instance to supervise: its group leader and what is known of it.
 pub(super) struct Instance {
     pub(super) workspace: WorkspaceId,
@@ -200,6 +204,8 @@ pub(super) struct Instance {
     /// Its record in the state directory, if it has one: removed once the group is gone.
     pub(super) record: Option<PathBuf>,
     pub(super) leader: Leader,
+    /// The task reading its output, if any (see `logs.rs`).
+    pub(super) output: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How a supervisor learns that the group leader has exited.
@@ -241,7 +247,7 @@ impl Leader {
 struct Supervisor {
     instance: Instance,
     grace: Duration,
-    log_path: PathBuf,
+    journal: Arc<Journal>,
     signals: mpsc::UnboundedReceiver<GroupSignal>,
     state: watch::Sender<ChildState>,
 }
@@ -308,11 +314,6 @@ impl Supervisor {
             uptime_ms = uptime.as_millis() as u64,
             "instance process exited"
         );
-        self.note_in_log(&format!(
-            "=== steward: generation {} exited ({outcome})",
-            self.instance.generation
-        ));
-
         let group = self.instance.group;
         // A stop in progress leaves the rest of the group the rest of its grace period.
         if let Some(at) = kill_at.filter(|_| !killed) {
@@ -341,6 +342,18 @@ impl Supervisor {
                 );
             }
         }
+        // The exit is noted after the instance's last output.
+        if let Some(output) = self.instance.output.take() {
+            let _ = tokio::time::timeout(OUTPUT_WAIT, output).await;
+        }
+        self.journal.note(
+            self.instance.workspace,
+            self.instance.generation,
+            &format!(
+                "=== steward: generation {} exited ({outcome})",
+                self.instance.generation
+            ),
+        );
         if let Some(record) = &self.instance.record {
             remove_record(record);
         }
@@ -371,17 +384,6 @@ impl Supervisor {
                 %error,
                 "could not signal an instance's process group"
             ),
-        }
-    }
-
-    /// Appends a line of the daemon's own to the workspace's log; a failure is only logged.
-    fn note_in_log(&self, line: &str) {
-        let written = OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)
-            .and_then(|mut file| writeln!(file, "{line}"));
-        if let Err(error) = written {
-            tracing::warn!(workspace = %self.instance.workspace, %error, "could not write to the instance log");
         }
     }
 }
