@@ -716,3 +716,112 @@ async fn wait_flags_answer_once_settled_with_distinct_exit_codes() {
         "{deleted}"
     );
 }
+
+/// `steward ws logs` against a daemon running a local process: what it printed (stdout and
+/// stderr, in order), `--tail` and `--timestamps`, a follow that sees a new line within
+/// a second of its being written and ends when the workspace is deleted, whose log file goes
+/// with it; a bad parameter is the API's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_print_follow_and_go_with_the_workspace() {
+    let daemon = Daemon::start(
+        r#"default_provider = "process"
+[providers.sim]
+enabled = false
+[providers.process]
+stop_grace = "1s"
+"#,
+    )
+    .await;
+    let cli = Cli::new(&daemon);
+    let trigger = daemon.dir().path().join("go");
+    let script = format!(
+        "echo hello; echo oops >&2; while :; do if [ -e {0} ]; then rm {0}; echo went; fi; sleep 0.05; done",
+        trigger.display()
+    );
+    let doc = daemon
+        .client()
+        .create(&serde_json::json!({
+            "name": "talker",
+            "ready_when": "instance",
+            "command": ["/bin/sh", "-c", script],
+        }))
+        .await;
+    let id = id_of(&doc);
+    let deadline = Instant::now() + FOLLOW_TIMEOUT;
+    loop {
+        let out = cli.run(&["ws", "logs", &id]).await.ok();
+        let printed: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with("=== steward:"))
+            .collect();
+        if printed == ["hello", "oops"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first lines never came: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = cli
+        .run(&["ws", "logs", &id, "--tail", "1", "--timestamps"])
+        .await
+        .ok();
+    let (time, text) = last
+        .trim_end()
+        .split_once(' ')
+        .expect("a time, then the text");
+    assert_eq!(text, "oops");
+    assert!(humantime::parse_rfc3339(time).is_ok(), "{last}");
+    cli.run(&["ws", "logs", &id, "--tail", "100001"])
+        .await
+        .fails(1, "INVALID_FIELD");
+    cli.run(&["ws", "logs", &id, "--since", "yesterday"])
+        .await
+        .fails(1, "INVALID_FIELD");
+
+    let args = cli.args(&["ws", "logs", &id, "-f", "--tail", "1"]);
+    let mut follower = steward(&args).spawn().expect("spawn steward ws logs -f");
+    let stdout = follower.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    read_until(&mut lines, FOLLOW_TIMEOUT, "the last line kept", |l| {
+        l == "oops"
+    })
+    .await;
+    // A line written now reaches the follower within a second.
+    std::fs::write(&trigger, "").expect("the trigger");
+    read_until(&mut lines, Duration::from_secs(1), "the new line", |l| {
+        l == "went"
+    })
+    .await;
+
+    daemon
+        .client()
+        .delete(&format!("/v1/workspaces/{id}"))
+        .await;
+    let ended = tokio::time::timeout(FOLLOW_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            assert!(line.starts_with("=== steward:"), "{line}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the follow ends with the workspace");
+    let status = tokio::time::timeout(FOLLOW_TIMEOUT, follower.wait())
+        .await
+        .expect("the follower exits")
+        .expect("its status");
+    assert!(status.success(), "{status:?}");
+    let left: Vec<String> = std::fs::read_dir(daemon.data_dir().join("logs"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&id))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the workspace's log files are gone: {left:?}"
+    );
+}

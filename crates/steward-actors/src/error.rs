@@ -55,6 +55,9 @@ pub enum ActorError {
     /// A wait for a phase no wait can be for (only `running`, `stopped`, `deleted`).
     #[error("cannot wait for phase {0:?}: only running, stopped or deleted")]
     NotWaitable(&'static str),
+    /// The output asked for is no longer kept by the provider.
+    #[error("{0}")]
+    OutputGone(String),
     /// The provider failed.
     #[error("provider: {0}")]
     Provider(String),

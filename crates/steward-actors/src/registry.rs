@@ -24,7 +24,7 @@ use std::time::Duration;
 use steward_domain::{
     Generation, Goal, MachineState, Phase, Progress, ReadyWhen, Settled, WorkspaceId,
 };
-use steward_provider::Provider;
+use steward_provider::{LogQuery, LogStream, Provider, ProviderError};
 use steward_store::{AgentRecord, EventRecord, StoreError, WorkspaceRecord};
 use tokio::sync::{broadcast, mpsc, watch, OnceCell};
 
@@ -653,6 +653,24 @@ impl Registry {
             .map_err(|e| ActorError::Store(e.to_string()))
     }
 
+    /// The output of a workspace's instance (see [`Provider::logs`]), from the provider the
+    /// workspace is on. Errors: `NotFound` for no such workspace, `OutputGone` for a
+    /// generation whose output the provider no longer has, `Provider` when it cannot be read.
+    pub async fn logs(&self, id: WorkspaceId, query: LogQuery) -> Result<LogStream, ActorError> {
+        let entry = self.inner.actors.get(id).ok_or(ActorError::NotFound(id))?;
+        let provider = self
+            .inner
+            .deps
+            .providers
+            .get(&entry.provider)
+            .cloned()
+            .ok_or_else(|| ActorError::UnknownProvider(entry.provider.to_string()))?;
+        provider.logs(id, query).await.map_err(|e| match e {
+            ProviderError::OutputGone(reason) => ActorError::OutputGone(reason),
+            other => ActorError::Provider(other.to_string()),
+        })
+    }
+
     /// A live feed of committed events (all workspaces).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.inner.deps.bus.subscribe()
@@ -801,8 +819,13 @@ async fn supervise(registry: Weak<Inner>, mut notes: mpsc::UnboundedReceiver<Sup
                 inner.actors.set_provider(id, &provider);
             }
             SupervisorNote::Purged { id, addr } => {
-                inner.actors.forget(id, &addr);
-                inner.purged.send_modify(|n| *n += 1);
+                // Its output goes first, on every provider it may have run on, so that a
+                // delete answered as done left none behind.
+                actix::spawn(async move {
+                    join_all(inner.deps.providers.iter().map(|p| p.forget_logs(id))).await;
+                    inner.actors.forget(id, &addr);
+                    inner.purged.send_modify(|n| *n += 1);
+                });
             }
             SupervisorNote::Crashed {
                 id,

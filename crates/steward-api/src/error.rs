@@ -62,6 +62,12 @@ pub enum ApiError {
     /// The provider asked for is known but disabled on this daemon.
     #[error("provider {0:?} is disabled on this daemon (its providers.<name>.enabled is false)")]
     ProviderDisabled(String),
+    /// The output asked for is no longer kept.
+    #[error("{0}")]
+    OutputGone(String),
+    /// Too many logs followed at once.
+    #[error("{0}")]
+    TooManyFollowers(String),
 }
 
 /// The JSON error body.
@@ -92,6 +98,8 @@ impl ApiError {
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Provider(_) => "PROVIDER_ERROR",
             ApiError::ProviderDisabled(_) => "PROVIDER_DISABLED",
+            ApiError::OutputGone(_) => "OUTPUT_GONE",
+            ApiError::TooManyFollowers(_) => "TOO_MANY_FOLLOWERS",
         }
     }
 }
@@ -106,7 +114,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::OutputGone(_) => StatusCode::NOT_FOUND,
+            ApiError::TooManyFollowers(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Deleting | ApiError::AlreadySwitching | ApiError::SameProvider(_) => {
                 StatusCode::CONFLICT
@@ -118,7 +127,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+        if matches!(
+            self,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::TooManyFollowers(_)
+        ) {
             response.insert_header(("Retry-After", "1"));
         }
         if matches!(self, ApiError::Unauthorized) {
@@ -174,6 +186,7 @@ impl From<ActorError> for ApiError {
                 ApiError::Unavailable("store unavailable; the request was not committed".into())
             }
             ActorError::Provider(reason) => ApiError::Provider(reason),
+            ActorError::OutputGone(reason) => ApiError::OutputGone(reason),
         }
     }
 }
@@ -204,6 +217,12 @@ mod tests {
             (ApiError::InvalidId("x".into()), 400, "INVALID_ID"),
             (ApiError::Unauthorized, 401, "UNAUTHORIZED"),
             (ApiError::NotFound("n".into()), 404, "NOT_FOUND"),
+            (ApiError::OutputGone("g".into()), 404, "OUTPUT_GONE"),
+            (
+                ApiError::TooManyFollowers("f".into()),
+                429,
+                "TOO_MANY_FOLLOWERS",
+            ),
             (ApiError::MethodNotAllowed, 405, "METHOD_NOT_ALLOWED"),
             (ApiError::Deleting, 409, "WORKSPACE_DELETING"),
             (ApiError::AlreadySwitching, 409, "ALREADY_SWITCHING"),
@@ -237,8 +256,8 @@ mod tests {
             let retry = headers.get("Retry-After").map(|v| v.as_bytes().to_vec());
             assert_eq!(
                 retry.is_some(),
-                status == 503,
-                "Retry-After iff 503: {error:?}"
+                status == 503 || status == 429,
+                "Retry-After iff 503 or 429: {error:?}"
             );
             let challenge = headers
                 .get("WWW-Authenticate")

@@ -18,6 +18,7 @@ pub use auth::token_hash;
 pub use body::BodyLimits;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::{describe, ApiDoc};
+pub use routes::logs::LogLimits;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -28,7 +29,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use steward_actors::Registry;
 use steward_domain::WorkspaceId;
 
-use routes::{admin, agent, events, system, waits, workspaces};
+use routes::{admin, agent, events, logs, system, waits, workspaces};
 
 /// The floods this crate summarizes instead of logging line by line.
 pub static LOG_SUMMARIES: &[&steward_actors::log_summary::LogSummary] = &[&error::STORE_FAILURES];
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub wait_max: std::time::Duration,
     /// Provider of workspaces created without one.
     pub default_provider: String,
+    /// Bounds of the logs route (`[logs]`).
+    pub logs: LogLimits,
 }
 
 /// Parses a path id.
@@ -117,7 +120,8 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
                     .service(resource(
                         "/{id}/events",
                         [(Method::GET, web::to(events::events))],
-                    )),
+                    ))
+                    .service(resource("/{id}/logs", [(Method::GET, web::to(logs::logs))])),
             )
             .service(
                 web::scope("/v1/admin")

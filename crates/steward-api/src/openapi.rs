@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use steward_domain::limits::{ENTRIES_MAX, KEY_MAX, NAME_MAX, VALUE_MAX};
 use utoipa::OpenApi;
 
-use crate::routes::{admin, agent, events, system, waits, workspaces};
+use crate::routes::{admin, agent, events, logs, system, waits, workspaces};
 
 /// The OpenAPI description, generated from the handlers and DTOs.
 #[derive(OpenApi)]
@@ -34,7 +34,7 @@ use crate::routes::{admin, agent, events, system, waits, workspaces};
         workspaces::create, workspaces::list, workspaces::get, workspaces::restart,
         workspaces::stop, workspaces::start, workspaces::delete, workspaces::secret_keys,
         workspaces::set_secret, workspaces::remove_secret, workspaces::set_model,
-        workspaces::switch_provider, waits::wait, events::events, admin::actors, admin::actor, admin::kill,
+        workspaces::switch_provider, waits::wait, events::events, logs::logs, admin::actors, admin::actor, admin::kill,
         agent::register, agent::heartbeat, system::healthz, system::readyz, system::metrics,
         system::openapi,
     ),

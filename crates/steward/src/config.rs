@@ -64,6 +64,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// HTTP server.
     pub http: HttpConfig,
+    /// The logs route.
+    pub logs: LogsConfig,
     /// Actors.
     pub actors: ActorsConfig,
     /// Store.
@@ -116,6 +118,16 @@ pub struct HttpConfig {
     /// The longest wait a request may ask for (`?wait=`, `GET …/wait?timeout=`).
     #[serde(with = "humantime_serde")]
     pub wait_max: Duration,
+}
+
+/// `[logs]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Largest `tail`, and the most lines of kept output one answer carries.
+    pub max_tail: usize,
+    /// Follows (`follow=true`) in progress at once; more are refused with 429.
+    pub max_followers: usize,
 }
 
 /// `[actors]`.

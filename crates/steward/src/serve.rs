@@ -202,6 +202,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         default_provider: config.default_provider.clone(),
         delete_wait: config.http.delete_wait,
         wait_max: config.http.wait_max,
+        logs: steward_api::LogLimits::new(config.logs.max_tail, config.logs.max_followers),
     });
     let workers = if config.http.workers == 0 {
         cores()

@@ -33,6 +33,10 @@ pub const LIMIT: usize = 4096;
 pub const DELETE_WAIT: Duration = Duration::from_millis(500);
 /// How long these tests' bodies may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_millis(300);
+/// The largest `tail` of these tests' logs route.
+pub const LOG_MAX_TAIL: usize = 100;
+/// How many follows of the logs route these tests allow at once.
+pub const LOG_MAX_FOLLOWERS: usize = 2;
 
 /// One answer, read completely.
 pub struct Answer {
@@ -83,6 +87,7 @@ pub fn state_with_body_limit(core: &InProcess, max_bytes: usize) -> web::Data<Ap
         default_provider: "sim".to_owned(),
         delete_wait: DELETE_WAIT,
         wait_max: std::time::Duration::from_secs(300),
+        logs: steward_api::LogLimits::new(LOG_MAX_TAIL, LOG_MAX_FOLLOWERS),
     })
 }
 

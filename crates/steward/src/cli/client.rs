@@ -423,6 +423,33 @@ impl Client {
             .await
     }
 
+    /// Opens `GET /v1/workspaces/{id}/logs` with `query` (its parameters as given): the
+    /// answer's text, read chunk by chunk ([`LogStream`]). Not bounded in time when
+    /// following; otherwise as an ordinary request.
+    pub async fn logs(
+        &self,
+        id: &str,
+        query: &[(&str, String)],
+        follow: bool,
+    ) -> Result<LogStream, CliError> {
+        let mut builder = self
+            .request(Method::GET, &["workspaces", id, "logs"])?
+            .query(query);
+        if !follow {
+            builder = builder.timeout(REQUEST_TIMEOUT);
+        }
+        let response = builder.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.map_err(|e| self.transport(e))?;
+            return Err(api_error(status, &text));
+        }
+        Ok(LogStream {
+            response,
+            base: self.base(),
+        })
+    }
+
     /// `GET /v1/admin/actors`.
     pub async fn actors(&self) -> Result<Reply<wire::ActorList>, CliError> {
         self.send(self.request(Method::GET, &["admin", "actors"])?)
@@ -534,6 +561,22 @@ impl EventStream {
                 Err(e) => return Err(transport_error(self.base.clone(), &e)),
             }
         }
+    }
+}
+
+/// The text of a logs answer, as it arrives; ends when the daemon ends it.
+pub struct LogStream {
+    response: Response,
+    base: String,
+}
+
+impl LogStream {
+    /// The next chunk of text, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, CliError> {
+        let chunk = self.response.chunk().await;
+        chunk
+            .map(|c| c.map(|bytes| bytes.to_vec()))
+            .map_err(|e| transport_error(self.base.clone(), &e))
     }
 }
 

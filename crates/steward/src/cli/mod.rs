@@ -167,6 +167,29 @@ enum WsCommand {
         #[command(flatten)]
         wait: WaitArg,
     },
+    /// Print what a workspace's instance wrote (stdout and stderr, interleaved in order),
+    /// oldest first.
+    Logs {
+        /// Workspace id.
+        id: String,
+        /// Keep printing new lines as they are written (across restarts), until interrupted
+        /// or the workspace is deleted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines (the daemon's cap, logs.max_tail, is the default and the
+        /// most).
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Only lines written at or after this RFC 3339 time (e.g. 2026-12-08T10:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Begin each line with the RFC 3339 time it was written.
+        #[arg(long)]
+        timestamps: bool,
+        /// Only the output of generation G (while the provider still has it).
+        #[arg(long, value_name = "G")]
+        generation: Option<u64>,
+    },
     /// Print a workspace's lifecycle events, oldest first.
     Events {
         /// Workspace id.
@@ -645,6 +668,32 @@ async fn ws(
             follow: true,
             after,
         } => follow(client, json, &id, after, out).await?,
+        WsCommand::Logs {
+            id,
+            follow,
+            tail,
+            since,
+            timestamps,
+            generation,
+        } => {
+            let mut query = Vec::new();
+            if let Some(tail) = tail {
+                query.push(("tail", tail.to_string()));
+            }
+            if let Some(since) = since {
+                query.push(("since", since));
+            }
+            if timestamps {
+                query.push(("timestamps", "true".to_owned()));
+            }
+            if let Some(generation) = generation {
+                query.push(("generation", generation.to_string()));
+            }
+            if follow {
+                query.push(("follow", "true".to_owned()));
+            }
+            print_logs(client.logs(&id, &query, follow).await?, out).await?;
+        }
     }
     Ok(())
 }
@@ -723,6 +772,24 @@ fn confirm(
         render::intent(out, intent, &reply.parse()?)?;
     }
     Ok(())
+}
+
+/// Prints a logs answer as it arrives (the daemon's text as is) until it ends or the user
+/// interrupts (Ctrl-C ends it successfully: following is open-ended by design).
+async fn print_logs(mut stream: client::LogStream, out: &mut impl Write) -> Result<(), CliError> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk?,
+            _ = &mut interrupted => return Ok(()),
+        };
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
 }
 
 /// Prints events as they arrive until the stream ends or the user interrupts (Ctrl-C ends
