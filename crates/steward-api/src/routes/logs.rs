@@ -56,9 +56,10 @@ impl Default for LogLimits {
 pub struct LogsQuery {
     /// Only the last this many lines of the output kept (at most `logs.max_tail`, 10000 by
     /// default, which is also how many an answer carries without it).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 10000)]
     pub tail: Option<u64>,
     /// Only lines written at or after this time (RFC 3339, e.g. `2026-12-08T10:00:00Z`).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Begin each line with its RFC 3339 time (UTC, nanoseconds) and a space.
     #[serde(default)]
@@ -70,7 +71,7 @@ pub struct LogsQuery {
     /// Only the output of this generation, while the provider still has it (404
     /// `OUTPUT_GONE` once it does not).
     #[param(minimum = 1)]
-    pub generation: Option<u64>,
+    pub generation: Option<i64>,
 }
 
 /// The output of a workspace's instance: stdout and stderr interleaved in order, oldest first.
@@ -108,12 +109,12 @@ pub async fn logs(
         .transpose()
         .map_err(ApiError::InvalidField)?;
     let generation = match query.generation {
-        Some(0) => {
+        Some(g) if g < 1 => {
             return Err(ApiError::InvalidField(
                 "generation must be at least 1".into(),
             ))
         }
-        other => other.map(Generation),
+        other => other.map(|g| Generation(g.unsigned_abs())),
     };
     let wanted = LogQuery {
         tail: Some(tail),
@@ -260,33 +261,101 @@ impl Follow {
     }
 }
 
-/// An RFC 3339 time: `2026-12-08T10:00:00Z`, with optional fractional seconds, and `Z` or a
-/// `±HH:MM` offset.
+/// An RFC 3339 time (`date-time`): `2026-12-08T10:00:00Z`, with optional fractional seconds
+/// (nanoseconds kept), `Z` or a `±HH:MM` offset, `T`/`Z` in either case; any year from 0000.
 pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
     let invalid = || format!("since: {text:?} is not an RFC 3339 time (e.g. 2026-12-08T10:00:00Z)");
-    let bytes = text.as_bytes();
-    let (utc, offset) = match bytes.len().checked_sub(6).map(|i| (i, bytes[i])) {
-        Some((i, sign @ (b'+' | b'-'))) if bytes[i + 3] == b':' && i > 10 => {
-            let hours: u64 = text[i + 1..i + 3].parse().map_err(|_| invalid())?;
-            let minutes: u64 = text[i + 4..].parse().map_err(|_| invalid())?;
-            if hours > 23 || minutes > 59 {
-                return Err(invalid());
-            }
-            let offset = Duration::from_secs(hours * 3600 + minutes * 60);
-            (format!("{}Z", &text[..i]), Some((sign, offset)))
-        }
-        _ => (text.to_owned(), None),
+    let b = text.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
-    if !utc.ends_with(['Z', 'z']) || utc.as_bytes().get(10) != Some(&b'T') {
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if b.len() < 20 || separators.iter().any(|&(i, c)| b[i] != c) || !matches!(b[10], b'T' | b't') {
         return Err(invalid());
     }
-    let at = humantime::parse_rfc3339(&utc.replace('z', "Z")).map_err(|_| invalid())?;
-    // Local time minus its offset is UTC.
-    Ok(match offset {
-        Some((b'+', offset)) => at.checked_sub(offset).ok_or_else(invalid)?,
-        Some((_, offset)) => at.checked_add(offset).ok_or_else(invalid)?,
-        None => at,
-    })
+    let field = |from, len| digits(from, len).ok_or_else(invalid);
+    let (year, month, day) = (field(0, 4)?, field(5, 2)?, field(8, 2)?);
+    let (hour, minute, second) = (field(11, 2)?, field(14, 2)?, field(17, 2)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let valid = (1..=12).contains(&month)
+        && day >= 1
+        && usize::try_from(month - 1).is_ok_and(|m| day <= month_days[m])
+        && hour <= 23
+        && minute <= 59
+        && second <= 60;
+    if !valid {
+        return Err(invalid());
+    }
+    // Fractional seconds, then the offset.
+    let mut at = 19;
+    let mut nanos: i64 = 0;
+    if b[at] == b'.' {
+        at += 1;
+        let start = at;
+        while at < b.len() && b[at].is_ascii_digit() {
+            if at - start < 9 {
+                nanos = nanos * 10 + i64::from(b[at] - b'0');
+            }
+            at += 1;
+        }
+        if at == start {
+            return Err(invalid());
+        }
+        for _ in (at - start)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset = match &b[at..] {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (field(at + 1, 2)?, field(at + 4, 2)?);
+            if h > 23 || m > 59 {
+                return Err(invalid());
+            }
+            let minutes = h * 60 + m;
+            if *sign == b'+' {
+                minutes
+            } else {
+                -minutes
+            }
+        }
+        _ => return Err(invalid()),
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // A leap second (:60) counts as the first instant of the next minute.
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
+    let whole = Duration::from_secs(secs.unsigned_abs());
+    let at = if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(whole)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(whole)
+    };
+    at.and_then(|t| t.checked_add(Duration::from_nanos(nanos.unsigned_abs())))
+        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -302,6 +371,20 @@ mod tests {
             parse_rfc3339("2026-12-08T10:00:00.5Z"),
             Ok(utc + Duration::from_millis(500))
         );
+        assert_eq!(parse_rfc3339("2026-12-08t10:00:00z"), Ok(utc));
+        assert_eq!(
+            parse_rfc3339("2026-12-08T10:00:00.123456789123Z"),
+            Ok(utc + Duration::from_nanos(123_456_789))
+        );
+        assert_eq!(
+            humantime::parse_rfc3339("2024-02-29T23:59:59Z").ok(),
+            parse_rfc3339("2024-02-29T23:59:59Z").ok()
+        );
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59Z"),
+            Ok(SystemTime::UNIX_EPOCH - Duration::from_secs(1))
+        );
+        assert!(parse_rfc3339("0000-01-01T00:00:00+23:59").is_ok());
         for bad in [
             "",
             "yesterday",
@@ -310,6 +393,9 @@ mod tests {
             "2026-12-08T10:00:00",
             "2026-12-08T10:00:00+25:00",
             "2026-13-08T10:00:00Z",
+            "2025-02-29T10:00:00Z",
+            "2026-12-08T10:00:00.Z",
+            "2026-12-08T10:00:00+0200",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?}");
         }
