@@ -47,6 +47,8 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, on_usr1);
         printf("hello on stdout\n");
         fflush(stdout);
+        /* The engine reads stdout and stderr apart: apart in time, their order is sure. */
+        usleep(100000);
         fprintf(stderr, "hello on stderr\n");
         for (;;) {
             pause();

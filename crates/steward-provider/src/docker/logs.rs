@@ -66,6 +66,8 @@ impl DockerProvider {
                 }
             }
         }
+        // The engine copies stdout and stderr apart: its timestamps order them.
+        kept.sort_by_key(|l| l.at);
         let last = kept.last().map(|l| l.at);
         let kept = futures::stream::iter(query.select(kept));
         if !query.follow {
