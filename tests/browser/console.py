@@ -279,12 +279,19 @@ def test(daemon, artifacts):
                 if shown not in source:
                     raise Failure(f"the page does not show the key {shown}")
             wait("the live stream to open", lambda: text(d, "live") == "live")
+            # textContent: what the panel holds, scrolled out of view or not.
+            logs = lambda: (attribute(d, "#ws-logs", "textContent") or "").rstrip("\n")  # noqa: E731
+            if "sim: generation 2 up, serving" not in logs():
+                raise Failure(f"the log panel shows {logs()!r}")
             newest = int(attribute(d, "#timeline li", "id").removeprefix("ev-"))
             daemon.call("POST", f"/v1/workspaces/{alpha}/restart")  # behind the page's back
             wait("the new events on top", lambda: int(
                 attribute(d, "#timeline li", "id").removeprefix("ev-")) > newest)
             wait("the summary to show provisioning", lambda: summary_phase(d) == "provisioning")
             wait("the summary to show running", lambda: summary_phase(d) == "running", timeout=15)
+            wait("the new log lines, live", lambda: logs().endswith(
+                "sim: generation 2 stopping (SIGTERM)\nsim: generation 3 starting\n"
+                "sim: generation 3 up, serving"))
             d.find_element(By.LINK_TEXT, "Failures").click()
             wait("the failures tab", lambda: "events=failures" in d.current_url
                  and "No events here." in (text(d, "timeline") or ""))
@@ -299,7 +306,7 @@ def test(daemon, artifacts):
                            ("logging in shows the list, live", list_page),
                            ("Restart turns the row provisioning then running, no reload",
                             restart_live),
-                           ("the workspace page shows the event, live", workspace_page),
+                           ("the workspace page shows the event and the log lines, live", workspace_page),
                            ("logging out ends the session", logout)):
             if not run.step(name, d, body):
                 break

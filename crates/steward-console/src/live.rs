@@ -2,7 +2,9 @@
 //! few connections per host over HTTP/1.1, so a page never opens more than this one: the
 //! page says what it shows in the query, and everything live travels here, multiplexed —
 //! the rows of a list page (`rows=ID,ID,…`), a workspace's summary, inspection and timeline
-//! (`ws=ID&events=FILTER&after=SEQ`), the overview (`overview=1`).
+//! (`ws=ID&events=FILTER&after=SEQ`) and its instance's output after the last line the page
+//! shows (`logs=UNIX_NANOS`: followed from its provider, appended in batches every tick),
+//! the overview (`overview=1`).
 //!
 //! What is sent is HTML rendered by the same functions as the page, wrapped in a small JSON
 //! patch (see `assets/console.js`). Updates are driven by the registry's committed events
@@ -28,10 +30,11 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use steward_actors::{ActorError, Registry};
 use steward_api::dto::{ActorDto, Workspace};
 use steward_domain::WorkspaceId;
+use steward_provider::{LogLine, LogQuery, LogStream};
 use steward_store::EventRecord;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -73,6 +76,24 @@ pub struct LiveQuery {
     after: Option<i64>,
     /// The overview.
     overview: Option<u8>,
+    /// A workspace page's output is followed after this time (Unix nanoseconds).
+    logs: Option<u64>,
+}
+
+/// Most characters of output waiting for the next tick; beyond, the oldest are dropped.
+const LOG_PENDING: usize = 256 * 1024;
+
+/// A workspace's output, followed.
+struct LogWatch {
+    /// The provider's stream, while it lasts.
+    stream: Option<LogStream>,
+    /// Lines written up to this time were sent (or shown by the page).
+    after: SystemTime,
+    /// Ask the provider (again): at the start, and once the next instance is up after the
+    /// stream ended with the previous one.
+    reopen: bool,
+    /// Text not sent yet.
+    pending: String,
 }
 
 /// Something re-rendered from time to time and sent when it changed.
@@ -131,6 +152,7 @@ struct WorkspaceWatch {
     summary: Watched,
     inspection: Watched,
     timeline: Option<Timeline>,
+    logs: Option<LogWatch>,
     gone: bool,
 }
 
@@ -240,6 +262,12 @@ impl Live {
                     // Events committed between the page's rendering and now are read back.
                     lagged: true,
                 }),
+                logs: query.logs.map(|nanos| LogWatch {
+                    stream: None,
+                    after: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+                    reopen: true,
+                    pending: String::new(),
+                }),
                 gone: false,
             }),
             None => None,
@@ -284,6 +312,7 @@ impl Live {
                         return; // the registry is gone
                     }
                 }
+                line = next_line(&mut self.workspace) => self.log_line(line),
                 received = bus.recv() => match received {
                     Ok(event) => self.note(event),
                     Err(RecvError::Lagged(_)) => self.lagged(),
@@ -325,6 +354,12 @@ impl Live {
         };
         ws.summary.dirty = true;
         ws.inspection.dirty = true;
+        if let Some(logs) = ws.logs.as_mut() {
+            // A stream that ended with its instance (a container) resumes with the next.
+            if logs.stream.is_none() && event.kind == "provision_succeeded" {
+                logs.reopen = true;
+            }
+        }
         // While lagging, the timeline is read back from the store instead.
         if let Some(timeline) = ws.timeline.as_mut().filter(|t| !t.lagged) {
             if event.seq > timeline.after {
@@ -333,6 +368,27 @@ impl Live {
                     timeline.pending.push(event);
                 }
             }
+        }
+    }
+
+    /// A line of the followed output (`None`: its stream ended).
+    fn log_line(&mut self, line: Option<LogLine>) {
+        let Some(logs) = self.workspace.as_mut().and_then(|ws| ws.logs.as_mut()) else {
+            return;
+        };
+        let Some(line) = line else {
+            logs.stream = None;
+            return;
+        };
+        logs.after = logs.after.max(line.at);
+        logs.pending.push_str(&line.text);
+        logs.pending.push('\n');
+        if logs.pending.len() > LOG_PENDING {
+            let mut cut = logs.pending.len() - LOG_PENDING;
+            while !logs.pending.is_char_boundary(cut) {
+                cut += 1;
+            }
+            logs.pending.drain(..cut);
         }
     }
 
@@ -346,6 +402,9 @@ impl Live {
             ws.inspection.dirty = true;
             if let Some(timeline) = ws.timeline.as_mut() {
                 timeline.lagged = true;
+            }
+            if let Some(logs) = ws.logs.as_mut().filter(|l| l.stream.is_none()) {
+                logs.reopen = true;
             }
         }
     }
@@ -405,7 +464,11 @@ async fn watch_workspace(
     frames: &mut Vec<Bytes>,
 ) {
     if ws.gone {
+        ws.logs = None;
         return;
+    }
+    if let Some(logs) = ws.logs.as_mut() {
+        follow_logs(ws.id, logs, registry, frames).await;
     }
     if ws.summary.due(now) {
         match registry.get(ws.id).await {
@@ -470,4 +533,48 @@ async fn watch_workspace(
         Some(timeline.after),
         &json!({"op": "prepend", "id": workspace::TIMELINE, "html": html, "keep": timeline::PAGE}),
     ));
+}
+
+/// The next line of the followed output, if a stream is open (else never).
+async fn next_line(workspace: &mut Option<WorkspaceWatch>) -> Option<LogLine> {
+    let stream = workspace
+        .as_mut()
+        .and_then(|ws| ws.logs.as_mut())
+        .and_then(|logs| logs.stream.as_mut());
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the followed output when due, and sends what came since the last tick.
+async fn follow_logs(
+    id: WorkspaceId,
+    logs: &mut LogWatch,
+    registry: &Registry,
+    frames: &mut Vec<Bytes>,
+) {
+    if logs.reopen && logs.stream.is_none() {
+        logs.reopen = false;
+        let query = LogQuery {
+            tail: Some(workspace::LOG_LINES),
+            since: Some(logs.after + Duration::from_nanos(1)),
+            generation: None,
+            follow: true,
+        };
+        match registry.logs(id, query).await {
+            Ok(stream) => logs.stream = Some(stream),
+            Err(error) => {
+                tracing::debug!(workspace = %id, %error, "the console cannot follow a workspace's output");
+            }
+        }
+    }
+    if !logs.pending.is_empty() {
+        let text = std::mem::take(&mut logs.pending);
+        frames.push(frame(
+            "patch",
+            None,
+            &json!({"op": "append", "id": workspace::LOGS, "text": text, "keep": workspace::LOG_KEEP}),
+        ));
+    }
 }

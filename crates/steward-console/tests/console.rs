@@ -706,3 +706,70 @@ async fn one_stream_carries_rows_and_the_workspace_page_and_ends_at_logout() {
     let gone = send(&app, session.get("/ui/workspaces").to_request()).await;
     assert_eq!(gone.status, 303, "the session is over");
 }
+
+#[actix_web::test]
+async fn the_workspace_page_shows_the_last_output_and_the_stream_appends_new_lines() {
+    let core = InProcess::start().await;
+    let id = core.create(spec("talker"), &[]).await;
+    let console = console(&core, ConsoleConfig::default());
+    let app = serve(console.clone()).await;
+    let session = login(&app).await;
+    running(&core, &id).await;
+
+    let page = send(
+        &app,
+        session.get(&format!("/ui/workspaces/{id}")).to_request(),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("sim: generation 1 starting\nsim: generation 1 up, serving\n"),
+        "the last lines, in order: {}",
+        page.body
+    );
+    assert!(!page.body.contains("logs-unavailable"));
+    // The page's stream asks for the lines after the last one shown.
+    let logs_after = page
+        .body
+        .split("&amp;logs=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the live URL names where the output resumes");
+
+    let uri = format!("/ui/live?ws={id}&logs={logs_after}");
+    let response = test::call_service(&app, session.get(&uri).to_request()).await;
+    assert_eq!(response.status(), 200);
+    let mut body = Box::pin(response.into_body());
+    let mut text = String::new();
+    read_stream(&mut body, &mut text, |t| {
+        t.contains("\"id\":\"ws-summary\"")
+    })
+    .await;
+    assert!(
+        !text.contains("\"op\":\"append\""),
+        "nothing new yet: {text}"
+    );
+    core.registry
+        .submit(id.parse().expect("id"), Intent::Restart)
+        .await
+        .expect("restart");
+    text.clear();
+    read_stream(&mut body, &mut text, |t| {
+        t.contains("sim: generation 2 up, serving")
+    })
+    .await;
+    let appended: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(|p| p["op"] == "append" && p["id"] == "ws-logs")
+        .filter_map(|p| p["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        appended,
+        "sim: generation 1 stopping (SIGTERM)\nsim: generation 2 starting\nsim: generation 2 up, serving\n",
+        "each new line once, in order, none already on the page"
+    );
+}

@@ -18,6 +18,12 @@ pub const SUMMARY: &str = "ws-summary";
 pub const INSPECTION: &str = "ws-inspect";
 /// The timeline list's element id.
 pub const TIMELINE: &str = "timeline";
+/// The log lines' element id.
+pub const LOGS: &str = "ws-logs";
+/// Lines of output the page shows when it is rendered.
+pub const LOG_LINES: usize = 200;
+/// Characters of output the page keeps as lines arrive (the oldest go).
+pub const LOG_KEEP: usize = 200_000;
 
 /// `GET /ui/workspaces/{id}` query.
 #[derive(Debug, Default, Deserialize)]
@@ -44,13 +50,25 @@ pub async fn page(
     let mut providers = console.registry.provider_names();
     providers.sort();
     let w = Workspace::from(view);
+    // The last lines, then (live) those written after the last shown: the stream asks from
+    // there, so nothing written in between is missed.
+    let read_at = std::time::SystemTime::now();
+    let output = read_logs(&console, id).await;
+    let logs_after = output
+        .as_ref()
+        .ok()
+        .and_then(|lines| lines.last().map(|l| l.at))
+        .unwrap_or(read_at);
+    let logs_after = logs_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let live = match query.before {
         None => format!(
-            "/ui/live?ws={}&events={}&after={last}",
+            "/ui/live?ws={}&events={}&after={last}&logs={logs_after}",
             w.id,
             filter.as_str()
         ),
-        Some(_) => format!("/ui/live?ws={}", w.id),
+        Some(_) => format!("/ui/live?ws={}&logs={logs_after}", w.id),
     };
     let content = html! {
         h1 { (w.name) span.sub.mono { (w.id) } }
@@ -61,7 +79,7 @@ pub async fn page(
         }
         (inspection_panel(inspection.as_ref()))
         (timeline_panel(&w, filter, query.before, &events))
-        (logs_panel())
+        (logs_panel(&output))
     };
     let chrome = Chrome {
         title: w.name.clone(),
@@ -322,12 +340,47 @@ fn timeline_panel(
     }
 }
 
-fn logs_panel() -> Markup {
+/// The last [`LOG_LINES`] lines the workspace's instance wrote, as its provider keeps them.
+async fn read_logs(
+    console: &Console,
+    id: steward_domain::WorkspaceId,
+) -> Result<Vec<steward_provider::LogLine>, String> {
+    use futures::StreamExt;
+    let query = steward_provider::LogQuery {
+        tail: Some(LOG_LINES),
+        ..steward_provider::LogQuery::default()
+    };
+    match console.registry.logs(id, query).await {
+        Ok(lines) => Ok(lines.collect().await),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The text of log lines, one per line.
+pub fn log_text<'a>(lines: impl IntoIterator<Item = &'a steward_provider::LogLine>) -> String {
+    lines.into_iter().fold(String::new(), |mut text, line| {
+        text.push_str(&line.text);
+        text.push('\n');
+        text
+    })
+}
+
+/// The instance's output: the last lines, then new ones as the live stream brings them.
+fn logs_panel(output: &Result<Vec<steward_provider::LogLine>, String>) -> Markup {
     html! {
         section.panel #logs {
             h2 { "Logs" }
-            p.unavailable #logs-unavailable {
-                "Logs are not available in this version of the daemon: it has no logs route to read an instance's output from."
+            @match output {
+                Ok(lines) => {
+                    p.hint {
+                        "What the instance wrote (stdout and stderr, in order): the last "
+                        (LOG_LINES) " lines, then new lines as they come while this page is live."
+                    }
+                    pre.logs #(LOGS) data-lines=(lines.len()) { (log_text(lines)) }
+                }
+                Err(error) => {
+                    p.unavailable #logs-unavailable { "The output cannot be read now: " (error) }
+                }
             }
         }
     }
