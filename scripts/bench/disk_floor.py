@@ -1,6 +1,6 @@
 """What this machine's disk gives the store's log syncs, with nothing of Steward in the way.
 
-A diagnostic, not part of `make bench` (docs/PERFORMANCE.md, sixth pass, says what it found).
+A diagnostic, not part of `make bench` (docs/PERFORMANCE.md says when to use it).
 Two threads on one temporary directory under DIR (default: the system's temporary directory,
 where the HTTP bench's daemon keeps its data; the script prints which filesystem that is):
 

@@ -174,7 +174,7 @@ def main():
               f"{p50:>11} | {p99:>11} | {errors}")
     print()
     print(f"{'workload':>28} | fixed rate | achieved req/s | p50 ms | p99 ms | non-2xx | log file MiB | "
-          f"healthz p50 | healthz p99  (target p99 <= 2 ms)")
+          f"healthz p50 | healthz p99  (compare builds with BENCH_BASELINE_BIN)")
     for name, (_, _, (_, _, h50, h99, _), (rate, achieved, p50, p99, errors), log_mb, _) in rows:
         print(f"{name:>28} | {rate:>10} | {achieved:>14.0f} | {p50 * 1000:6.2f} | {p99 * 1000:6.2f} | "
               f"{errors:>7} | {log_mb:>12.0f} | {h50 * 1000:11.2f} | {h99 * 1000:11.2f}")

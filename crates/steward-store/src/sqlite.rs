@@ -42,7 +42,7 @@ pub(crate) async fn configure_sqlite(
     // and the daemon's resident memory would grow with the file (the events table has no end),
     // 674 bytes per idle workspace at 100 000 of them. Each connection's page cache is
     // bounded instead (SQLite's default, 2 MiB), and costs nothing measurable under a restart
-    // storm (docs/PERFORMANCE.md, fifth pass).
+    // storm (docs/PERFORMANCE.md, "What was tried").
     conn.execute("PRAGMA mmap_size = 0").await?;
     conn.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str())
         .await?;
