@@ -381,6 +381,64 @@ async fn stop_start_and_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_stand_for_ids_and_lists_are_filtered() {
+    let daemon = Daemon::start(&sim_config(20)).await;
+    let cli = Cli::new(&daemon);
+    let api = daemon.client();
+    let first = cli.create("named-one").await;
+    let second = cli.create("named-two").await;
+    let other = cli.create("other").await;
+    for id in [&first, &second, &other] {
+        api.wait_settled(id).await;
+    }
+    // A name is unique among live workspaces.
+    cli.run(&["ws", "create", "--name", "named-one"])
+        .await
+        .fails(1, "NAME_TAKEN");
+
+    let got = cli.run(&["--json", "ws", "get", "named-two"]).await.json();
+    assert_eq!(got["id"], second.as_str());
+    cli.run(&["ws", "stop", "named-two"]).await.ok();
+    api.wait_phase(&second, "stopped").await;
+    let ids = |list: Value| -> Vec<String> {
+        list["workspaces"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(id_of)
+            .collect()
+    };
+    let stopped = cli
+        .run(&["--json", "ws", "list", "--phase", "stopped"])
+        .await
+        .json();
+    assert_eq!(ids(stopped), [second.clone()]);
+    let named = cli
+        .run(&["--json", "ws", "list", "--name", "named-"])
+        .await
+        .json();
+    assert_eq!(ids(named), [first.clone(), second.clone()]);
+    let one = cli
+        .run(&["--json", "ws", "list", "--limit", "1"])
+        .await
+        .json();
+    assert_eq!(ids(one), [first.clone()]);
+    let table = cli.run(&["ws", "list", "--phase", "running"]).await.ok();
+    assert!(
+        table.contains("named-one") && !table.contains("named-two"),
+        "{table}"
+    );
+
+    cli.run(&["ws", "get", "nobody"])
+        .await
+        .fails(1, "NOT_FOUND");
+    cli.run(&["ws", "delete", "other"]).await.ok();
+    cli.run(&["ws", "list", "--phase", "sleeping"])
+        .await
+        .fails(1, "INVALID_QUERY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_list_and_follow_live() {
     let daemon = Daemon::start(&sim_config(20)).await;
     let cli = Cli::new(&daemon);

@@ -1,5 +1,6 @@
 //! The directory of live actors: workspace id → the address of its one actor, the mailbox
-//! slots its callers hold, and the provider its probes ask.
+//! slots its callers hold, and the provider its probes ask; and the names in use (a name
+//! belongs to one live workspace, claimed at create and released once it is gone).
 //!
 //! Guarantees: lookups are a sharded concurrent map read, never a global lock, so the
 //! directory is not a throughput bottleneck; no shard stays locked across an await (callers
@@ -22,11 +23,15 @@ pub(crate) struct Entry {
     pub(crate) mailbox: Arc<AtomicUsize>,
     /// The provider the workspace runs on (what its prober asks).
     pub(crate) provider: Arc<str>,
+    /// The workspace's name (released with the entry).
+    pub(crate) name: Arc<str>,
 }
 
 /// Every live actor, by workspace.
 pub(crate) struct Directory {
     entries: DashMap<WorkspaceId, Entry>,
+    /// Which workspace holds each name.
+    names: DashMap<Arc<str>, WorkspaceId>,
     /// The configured providers' names, shared by every entry that names one (a hundred
     /// thousand entries hold a pointer each, not a copy).
     provider_names: HashMap<String, Arc<str>>,
@@ -36,6 +41,7 @@ impl Directory {
     pub(crate) fn new<'a>(providers: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
             entries: DashMap::new(),
+            names: DashMap::new(),
             provider_names: providers
                 .into_iter()
                 .map(|name| (name.to_owned(), Arc::from(name)))
@@ -91,12 +97,34 @@ impl Directory {
         }
     }
 
-    /// Drops the entry of `id` if `addr` is still its actor.
+    /// Drops the entry of `id` if `addr` is still its actor, and releases its name.
     pub(crate) fn forget(&self, id: WorkspaceId, addr: &Addr<WorkspaceActor>) {
-        self.entries.remove_if(&id, |_, e| e.addr == *addr);
+        if let Some((_, entry)) = self.entries.remove_if(&id, |_, e| e.addr == *addr) {
+            self.release_name(&entry.name, id);
+        }
     }
 
+    /// Drops the entry of `id` and releases its name.
     pub(crate) fn remove(&self, id: WorkspaceId) {
-        self.entries.remove(&id);
+        if let Some((_, entry)) = self.entries.remove(&id) {
+            self.release_name(&entry.name, id);
+        }
+    }
+
+    /// Claims `name` for `id`: `Err` with the workspace that holds it, if another does.
+    pub(crate) fn claim_name(&self, name: &str, id: WorkspaceId) -> Result<(), WorkspaceId> {
+        match self.names.entry(Arc::from(name)) {
+            dashmap::Entry::Occupied(held) if *held.get() != id => Err(*held.get()),
+            dashmap::Entry::Occupied(_) => Ok(()),
+            dashmap::Entry::Vacant(free) => {
+                free.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases `name` if `id` holds it.
+    pub(crate) fn release_name(&self, name: &str, id: WorkspaceId) {
+        self.names.remove_if(name, |_, holder| *holder == id);
     }
 }

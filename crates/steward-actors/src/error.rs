@@ -23,6 +23,14 @@ pub enum ActorError {
     /// The workspace is already on the provider asked for; nothing was done.
     #[error("the workspace is already on provider {0:?}")]
     SameProvider(String),
+    /// Another live workspace has this name; nothing was created.
+    #[error("the name {name:?} is taken by workspace {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The workspace that has it.
+        holder: WorkspaceId,
+    },
     /// The provider named is not configured.
     #[error("unknown provider {0:?}")]
     UnknownProvider(String),

@@ -119,6 +119,14 @@ impl Registry {
         let live = registry.survey(&records).await;
         let count = records.len();
         for record in records {
+            if let Err(holder) = registry
+                .inner
+                .actors
+                .claim_name(&record.spec.name, record.id)
+            {
+                // Stored before names were unique: both keep working by id.
+                tracing::warn!(workspace = %record.id, name = %record.spec.name, %holder, "two workspaces share a name; it stays with the first");
+            }
             let live = live.get(&record.id).copied().flatten();
             registry.spawn(record, Origin::Restored { live }, 0);
         }
@@ -169,6 +177,7 @@ impl Registry {
     fn spawn(&self, record: WorkspaceRecord, origin: Origin, restarts: u32) -> Entry {
         let id = record.id;
         let provider = self.inner.actors.provider_name(&record.spec.provider);
+        let name = Arc::from(record.spec.name.as_str());
         let mailbox = Arc::new(AtomicUsize::new(0));
         let actor = WorkspaceActor::new(
             record,
@@ -186,6 +195,7 @@ impl Registry {
             addr,
             mailbox,
             provider,
+            name,
         };
         self.inner.actors.insert(id, entry.clone());
         entry
@@ -382,8 +392,17 @@ impl Registry {
             new.spec.command.is_some(),
             provider.default_ready_when(),
         );
+        let id = WorkspaceId::from(uuid::Uuid::new_v4());
+        let name = new.spec.name.clone();
+        self.inner
+            .actors
+            .claim_name(&name, id)
+            .map_err(|holder| ActorError::NameTaken {
+                name: name.clone(),
+                holder,
+            })?;
         let record = WorkspaceRecord {
-            id: WorkspaceId::from(uuid::Uuid::new_v4()),
+            id,
             spec: new.spec,
             state: MachineState::new(ready_when),
             secrets: new.secrets,
@@ -393,15 +412,21 @@ impl Registry {
             updated_at: now,
         };
         let entry = self.spawn(record, Origin::New, 0);
-        let (decided, slot) = self
-            .ask_entry_held(
-                &entry,
-                Submit(Intent::Create {
-                    idempotency: new.idempotency,
-                }),
-            )
-            .await?;
-        durable(decided).await?;
+        let created = async {
+            let (decided, slot) = self
+                .ask_entry_held(
+                    &entry,
+                    Submit(Intent::Create {
+                        idempotency: new.idempotency,
+                    }),
+                )
+                .await?;
+            durable(decided).await.map(|_| slot)
+        };
+        // Nothing was created: the name is free again (the actor finds no record and goes).
+        let slot = created
+            .await
+            .inspect_err(|_| self.inner.actors.release_name(&name, id))?;
         // The create's slot is free again before its view is asked for.
         drop(slot);
         self.ask_entry(&entry, Get).await

@@ -96,11 +96,16 @@ impl Fixture {
     }
 }
 
-/// A workspace to create, with `key` as its idempotency key.
+/// A workspace to create, with `key` as its idempotency key (and a name of its own: names
+/// are unique).
 fn new_workspace(key: Option<&str>) -> NewWorkspace {
+    let name = match key {
+        Some(key) => format!("w-{key}"),
+        None => format!("w-{}", uuid::Uuid::new_v4().simple()),
+    };
     NewWorkspace {
         spec: WorkspaceSpec {
-            name: "w".into(),
+            name,
             provider: "sim".into(),
             image: None,
             command: None,

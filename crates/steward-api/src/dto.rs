@@ -257,8 +257,10 @@ impl From<WorkspaceView> for Workspace {
 /// `GET /v1/workspaces`.
 #[derive(Serialize, ToSchema)]
 pub struct WorkspaceList {
-    /// Every workspace, oldest first.
+    /// The workspaces of this page, oldest first.
     pub workspaces: Vec<Workspace>,
+    /// More match: pass this as `cursor` for the next page. `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET .../secrets`.

@@ -50,6 +50,12 @@ pub enum ApiError {
     /// The idempotency key was used with another body.
     #[error("idempotency key reused with a different request body")]
     IdempotencyConflict,
+    /// Another live workspace has the name.
+    #[error("{0}")]
+    NameTaken(String),
+    /// A query parameter is unknown or its value invalid.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// Too much load on one workspace or the daemon.
     #[error("{0}")]
     Overloaded(String),
@@ -94,6 +100,8 @@ impl ApiError {
             ApiError::AlreadySwitching => "ALREADY_SWITCHING",
             ApiError::SameProvider(_) => "SAME_PROVIDER",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::NameTaken(_) => "NAME_TAKEN",
+            ApiError::InvalidQuery(_) => "INVALID_QUERY",
             ApiError::Overloaded(_) => "OVERLOADED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Provider(_) => "PROVIDER_ERROR",
@@ -107,7 +115,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::InvalidId(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::InvalidId(_) | ApiError::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::InvalidField(_)
             | ApiError::IdempotencyConflict
             | ApiError::ProviderDisabled(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -117,9 +127,10 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::OutputGone(_) => StatusCode::NOT_FOUND,
             ApiError::TooManyFollowers(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Deleting | ApiError::AlreadySwitching | ApiError::SameProvider(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Deleting
+            | ApiError::AlreadySwitching
+            | ApiError::SameProvider(_)
+            | ApiError::NameTaken(_) => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
         }
@@ -171,6 +182,7 @@ impl From<ActorError> for ApiError {
             ActorError::Limit(e) => ApiError::InvalidField(e.to_string()),
             e @ ActorError::NotWaitable(_) => ApiError::InvalidField(e.to_string()),
             ActorError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            e @ ActorError::NameTaken { .. } => ApiError::NameTaken(e.to_string()),
             ActorError::Overloaded => {
                 ApiError::Overloaded("workspace mailbox is full, retry later".into())
             }
@@ -302,6 +314,14 @@ mod tests {
                 ActorError::IdempotencyConflict,
                 422,
                 "IDEMPOTENCY_KEY_REUSED",
+            ),
+            (
+                ActorError::NameTaken {
+                    name: "w".into(),
+                    holder: id,
+                },
+                409,
+                "NAME_TAKEN",
             ),
             (ActorError::Overloaded, 503, "OVERLOADED"),
             (ActorError::Restarting, 503, "OVERLOADED"),

@@ -466,12 +466,16 @@ async fn an_idempotency_key_replays_its_create_and_refuses_another_body() {
     send(&app, create(CreateBody::named("idem").model("m2").json()))
         .await
         .error(422, "IDEMPOTENCY_KEY_REUSED");
-    // Another key, the same body: another workspace.
-    let other = admin(test::TestRequest::post().uri("/v1/workspaces"))
-        .insert_header(("Idempotency-Key", "key-2"))
-        .set_json(CreateBody::named("idem").model("m1").json())
-        .to_request();
-    let other = send(&app, other).await.ok(201);
+    // Another key is another create: the same body again is refused by its name, another
+    // name makes another workspace.
+    let other = |name: &str| {
+        admin(test::TestRequest::post().uri("/v1/workspaces"))
+            .insert_header(("Idempotency-Key", "key-2"))
+            .set_json(CreateBody::named(name).model("m1").json())
+            .to_request()
+    };
+    send(&app, other("idem")).await.error(409, "NAME_TAKEN");
+    let other = send(&app, other("idem-2")).await.ok(201);
     assert_ne!(other["id"], first["id"]);
     assert_eq!(workspace_count(&app).await, 2);
 }

@@ -196,21 +196,25 @@ impl BenchApi for Api {
     }
 
     async fn list(&self) -> Result<Vec<Value>> {
-        let reply = self
-            .try_get("/v1/workspaces")
-            .await
-            .context("GET /v1/workspaces")?;
-        if reply.status != 200 {
-            bail!(
-                "GET /v1/workspaces answered {}: {}",
-                reply.status,
-                reply.text
+        let mut all = Vec::new();
+        let mut uri = "/v1/workspaces".to_owned();
+        loop {
+            let reply = self.try_get(&uri).await.context("GET /v1/workspaces")?;
+            if reply.status != 200 {
+                bail!("GET {uri} answered {}: {}", reply.status, reply.text);
+            }
+            all.extend(
+                reply.json["workspaces"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
             );
+            match reply.json["next_cursor"].as_str() {
+                Some(cursor) => uri = format!("/v1/workspaces?cursor={cursor}"),
+                None => return Ok(all),
+            }
         }
-        Ok(reply.json["workspaces"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
     }
 
     async fn metrics(&self) -> Result<String> {

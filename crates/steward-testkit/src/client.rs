@@ -176,13 +176,24 @@ impl Api {
         self.get(&format!("/v1/workspaces/{id}")).await.expect(200)
     }
 
-    /// All workspace documents (`GET /v1/workspaces`).
+    /// All workspace documents (`GET /v1/workspaces`, page after page).
     pub async fn workspaces(&self) -> Vec<Value> {
-        let body = self.get("/v1/workspaces").await.expect(200);
-        body["workspaces"]
-            .as_array()
-            .unwrap_or_else(|| panic!("`workspaces` is not an array: {body}"))
-            .clone()
+        let mut all = Vec::new();
+        let mut uri = "/v1/workspaces".to_owned();
+        loop {
+            let body = self.get(&uri).await.expect(200);
+            all.extend(
+                body["workspaces"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("`workspaces` is not an array: {body}"))
+                    .iter()
+                    .cloned(),
+            );
+            match body["next_cursor"].as_str() {
+                Some(cursor) => uri = format!("/v1/workspaces?cursor={cursor}"),
+                None => return all,
+            }
+        }
     }
 
     /// `POST /v1/workspaces/{id}/restart`, asserting 202; returns `{outcome, generation}`.

@@ -2,8 +2,8 @@
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
-use steward_actors::{Intent, NewWorkspace};
-use steward_domain::WorkspaceSpec;
+use steward_actors::{Intent, NewWorkspace, WorkspaceView};
+use steward_domain::{Phase, WorkspaceSpec};
 
 use crate::dto::{
     CreateWorkspace, IntentAnswer, SecretKeys, SetModel, SetSecret, SwitchAnswer, SwitchProvider,
@@ -127,18 +127,180 @@ fn canonical(raw: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|_| raw.to_vec())
 }
 
-/// List workspaces.
-#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
-    responses((status = 200, body = WorkspaceList)), security(("admin" = [])))]
-pub async fn list(state: State) -> HttpResponse {
-    let workspaces = state
+/// Default and largest page of `GET /v1/workspaces`.
+const LIST_DEFAULT: usize = 1000;
+const LIST_MAX: usize = 10_000;
+
+/// The query of `GET /v1/workspaces` (for the description; [`ListFilter::parse`] reads it, so
+/// repeated keys and unknown ones get exact answers).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// Only workspaces on this provider.
+    provider: Option<String>,
+    /// Only workspaces in one of these phases (repeatable).
+    #[param(inline, value_type = Option<Vec<PhaseName>>)]
+    phase: Option<Vec<String>>,
+    /// Only workspaces whose name starts with this.
+    name: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// Where the previous page ended: its `next_cursor`.
+    #[param(pattern = "^[0-9]{1,18}\\.[0-9a-f]{32}$")]
+    cursor: Option<String>,
+}
+
+/// A phase, as documents show it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PhaseName {
+    /// A cycle is in flight.
+    Provisioning,
+    /// Up; its agent has not registered yet.
+    Starting,
+    /// Up and ready.
+    Running,
+    /// A stop is under way.
+    Stopping,
+    /// No instance, on purpose.
+    Stopped,
+    /// Parked after repeated failures.
+    Failed,
+    /// A delete is under way.
+    Deleting,
+}
+
+/// What a list asks for: filters (all of them hold), then a page.
+struct ListFilter {
+    provider: Option<String>,
+    phases: Vec<Phase>,
+    name: Option<String>,
+    limit: usize,
+    after: Option<(i64, uuid::Uuid)>,
+}
+
+impl ListFilter {
+    fn parse(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
+        let invalid = |m: String| ApiError::InvalidQuery(m);
+        let mut filter = ListFilter {
+            provider: None,
+            phases: Vec::new(),
+            name: None,
+            limit: LIST_DEFAULT,
+            after: None,
+        };
+        let mut limit = None;
+        for (key, value) in pairs {
+            match key.as_str() {
+                "provider" => {
+                    once(&filter.provider, "provider")?;
+                    filter.provider = Some(value);
+                }
+                "name" => {
+                    once(&filter.name, "name")?;
+                    filter.name = Some(value);
+                }
+                "phase" => filter.phases.push(
+                    Phase::ALL
+                        .into_iter()
+                        .find(|p| p.as_str() == value)
+                        .ok_or_else(|| invalid(format!("unknown phase {value:?}")))?,
+                ),
+                "limit" => {
+                    once(&limit, "limit")?;
+                    let n = value.parse::<usize>().ok().filter(|n| (1..=LIST_MAX).contains(n));
+                    limit = Some(n.ok_or_else(|| {
+                        invalid(format!("limit must be a number from 1 to {LIST_MAX}"))
+                    })?);
+                }
+                "cursor" => {
+                    once(&filter.after, "cursor")?;
+                    filter.after = Some(parse_cursor(&value).ok_or_else(|| {
+                        invalid("cursor is not one this daemon gave (use next_cursor)".into())
+                    })?);
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unknown query parameter {other:?} (known: provider, phase, name, limit, cursor)"
+                    )))
+                }
+            }
+        }
+        filter.limit = limit.unwrap_or(LIST_DEFAULT);
+        Ok(filter)
+    }
+
+    fn admits(&self, view: &WorkspaceView) -> bool {
+        self.provider
+            .as_ref()
+            .is_none_or(|p| *p == view.spec.provider)
+            && (self.phases.is_empty() || self.phases.contains(&view.phase))
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|prefix| view.spec.name.starts_with(prefix.as_str()))
+            && self.after.is_none_or(|after| position(view) > after)
+    }
+}
+
+/// Refuses a second value for a parameter that takes one.
+fn once<T>(slot: &Option<T>, key: &str) -> Result<(), ApiError> {
+    match slot {
+        Some(_) => Err(ApiError::InvalidQuery(format!(
+            "query parameter {key:?} is given twice"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Where a workspace sits in the list's order (oldest first).
+fn position(view: &WorkspaceView) -> (i64, uuid::Uuid) {
+    (view.created_at.0, view.id.as_uuid())
+}
+
+fn cursor(view: &WorkspaceView) -> String {
+    let (at, id) = position(view);
+    format!("{at}.{}", id.simple())
+}
+
+fn parse_cursor(text: &str) -> Option<(i64, uuid::Uuid)> {
+    let (at, id) = text.split_once('.')?;
+    let valid = !at.is_empty() && at.len() <= 18 && at.bytes().all(|b| b.is_ascii_digit());
+    let id = (id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| uuid::Uuid::try_parse(id).ok())
+        .flatten()?;
+    Some((at.parse().ok().filter(|_| valid)?, id))
+}
+
+/// List workspaces, oldest first: filtered (every filter given holds), a page at a time.
+#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", params(ListQuery),
+    responses((status = 200, body = WorkspaceList), (status = 400, body = crate::ErrorBody)),
+    security(("admin" = [])))]
+pub async fn list(
+    state: State,
+    query: Result<web::Query<Vec<(String, String)>>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query.map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
+    let filter = ListFilter::parse(pairs.into_inner())?;
+    let mut page: Vec<WorkspaceView> = state
         .registry
         .list()
         .await
         .into_iter()
-        .map(Workspace::from)
+        .filter(|view| filter.admits(view))
+        .take(filter.limit + 1)
         .collect();
-    HttpResponse::Ok().json(WorkspaceList { workspaces })
+    let next_cursor = (page.len() > filter.limit).then(|| {
+        page.truncate(filter.limit);
+        page.last().map(cursor)
+    });
+    Ok(HttpResponse::Ok().json(WorkspaceList {
+        workspaces: page.into_iter().map(Workspace::from).collect(),
+        next_cursor: next_cursor.flatten(),
+    }))
 }
 
 /// One workspace.

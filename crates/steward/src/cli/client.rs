@@ -264,9 +264,72 @@ impl Client {
         self.send(builder).await
     }
 
-    /// `GET /v1/workspaces`.
-    pub async fn list(&self) -> Result<Reply<wire::WorkspaceList>, CliError> {
-        self.send(self.request(Method::GET, &["workspaces"])?).await
+    /// `GET /v1/workspaces` with `filters` (query pairs), page after page until `limit`
+    /// workspaces or the last page; the answer holds them all (`next_cursor` of the last
+    /// page read).
+    pub async fn list(
+        &self,
+        filters: &[(&str, String)],
+        limit: Option<usize>,
+    ) -> Result<Reply<wire::WorkspaceList>, CliError> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = filters.to_vec();
+            if let Some(limit) = limit {
+                query.push(("limit", limit.saturating_sub(all.len()).max(1).to_string()));
+            }
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let page: Reply<wire::WorkspaceList> = self
+                .send(self.request(Method::GET, &["workspaces"])?.query(&query))
+                .await?;
+            all.extend(
+                page.raw["workspaces"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            cursor = page.raw["next_cursor"].as_str().map(str::to_owned);
+            let full = limit.is_some_and(|limit| all.len() >= limit);
+            if cursor.is_none() || full {
+                let raw = serde_json::json!({ "workspaces": all, "next_cursor": cursor });
+                return Ok(Reply {
+                    status: page.status,
+                    raw,
+                    kind: PhantomData,
+                });
+            }
+        }
+    }
+
+    /// The id of the workspace `target` names: `target` itself if it is an id, else the id of
+    /// the live workspace with that name.
+    pub async fn resolve(&self, target: &str) -> Result<String, CliError> {
+        if uuid::Uuid::try_parse(target).is_ok() {
+            return Ok(target.to_owned());
+        }
+        let listed = self.list(&[("name", target.to_owned())], None).await?;
+        let named: Vec<wire::Workspace> = listed
+            .parse()?
+            .workspaces
+            .into_iter()
+            .filter(|w| w.name == target)
+            .collect();
+        match named.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(CliError::Api {
+                status: 404,
+                code: "NOT_FOUND".into(),
+                message: format!("no workspace has the id or name {target:?}"),
+            }),
+            several => Err(CliError::Usage(format!(
+                "{} workspaces are named {target:?}; use an id",
+                several.len()
+            ))),
+        }
     }
 
     /// `GET /v1/workspaces/{id}`.

@@ -95,17 +95,17 @@ enum WsCommand {
         (a workspace with a command of its own is running once its process is up; add \
         --ready-when agent if that command is an agent that registers)")]
     Create(Box<CreateArgs>),
-    /// List every workspace.
-    List,
+    /// List workspaces, oldest first (every filter given must hold).
+    List(ListArgs),
     /// Show one workspace.
     Get {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
     },
     /// Restart a workspace (coalesced into the next cycle if one is in flight).
     #[command(after_help = WAIT_HELP)]
     Restart {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         #[command(flatten)]
         wait: WaitArg,
@@ -113,7 +113,7 @@ enum WsCommand {
     /// Stop a workspace's instance (it stays stopped until `start`).
     #[command(after_help = WAIT_HELP)]
     Stop {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         #[command(flatten)]
         wait: WaitArg,
@@ -121,7 +121,7 @@ enum WsCommand {
     /// Start a stopped workspace.
     #[command(after_help = WAIT_HELP)]
     Start {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         #[command(flatten)]
         wait: WaitArg,
@@ -129,7 +129,7 @@ enum WsCommand {
     /// Delete a workspace, its instance and its secrets.
     #[command(after_help = WAIT_HELP)]
     Delete {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         #[command(flatten)]
         wait: WaitArg,
@@ -160,7 +160,7 @@ enum WsCommand {
     /// rolls back to the old provider).
     #[command(after_help = WAIT_HELP)]
     Switch {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// The provider to move to.
         provider: String,
@@ -192,7 +192,7 @@ enum WsCommand {
     },
     /// Print a workspace's lifecycle events, oldest first.
     Events {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// Keep printing events as they happen, until interrupted or the stream ends (e.g.
         /// the workspace is deleted).
@@ -256,6 +256,33 @@ enum ReadyWhen {
     Agent,
 }
 
+/// `steward ws list` filters.
+#[derive(Args)]
+struct ListArgs {
+    /// Only workspaces on this provider.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Only workspaces in this phase (repeatable: any of them).
+    #[arg(long, value_name = "PHASE")]
+    phase: Vec<String>,
+    /// Only workspaces whose name starts with PREFIX.
+    #[arg(long, value_name = "PREFIX")]
+    name: Option<String>,
+    /// At most N workspaces (default: all, fetched a page at a time).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+impl ListArgs {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        query.extend(self.provider.clone().map(|p| ("provider", p)));
+        query.extend(self.phase.iter().map(|p| ("phase", p.clone())));
+        query.extend(self.name.clone().map(|n| ("name", n)));
+        query
+    }
+}
+
 #[derive(Subcommand)]
 enum SecretCommand {
     /// Set a secret (a config restart follows).
@@ -265,7 +292,7 @@ enum SecretCommand {
         \n  printf %s \"$API_KEY\" | steward ws secret set ID API_KEY"
     )]
     Set {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// Secret name (exported to the instance as an environment variable).
         key: String,
@@ -277,7 +304,7 @@ enum SecretCommand {
     /// Remove a secret (a config restart follows).
     #[command(after_help = WAIT_HELP)]
     Rm {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// Secret name.
         key: String,
@@ -286,7 +313,7 @@ enum SecretCommand {
     },
     /// List a workspace's secret keys (never values).
     List {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
     },
 }
@@ -296,7 +323,7 @@ enum ModelCommand {
     /// Set the model (a config restart follows).
     #[command(after_help = WAIT_HELP)]
     Set {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// The model.
         model: String,
@@ -350,7 +377,7 @@ impl WaitGoal {
 enum AdminCommand {
     /// Inspect live workspace actors: all of them, or one in detail.
     Actors {
-        /// Workspace id.
+        /// Workspace id or name.
         id: Option<String>,
     },
     /// Fault drill: kill a workspace's instance through its provider, as a crash would (the
@@ -395,6 +422,32 @@ pub fn reject_client_options_for_serve(matches: &ArgMatches) -> Result<(), Strin
 enum Request {
     Ws(WsCommand),
     Admin(AdminCommand),
+}
+
+impl Request {
+    /// The workspace the command is about, as typed: an id or a name, resolved to an id
+    /// before the command runs.
+    fn target(&mut self) -> Option<&mut String> {
+        match self {
+            Request::Ws(command) => match command {
+                WsCommand::Create(_) | WsCommand::List(_) => None,
+                WsCommand::Get { id }
+                | WsCommand::Restart { id }
+                | WsCommand::Stop { id }
+                | WsCommand::Start { id }
+                | WsCommand::Delete { id }
+                | WsCommand::Switch { id, .. }
+                | WsCommand::Events { id, .. } => Some(id),
+                WsCommand::Secret(
+                    SecretCommand::Set { id, .. }
+                    | SecretCommand::Rm { id, .. }
+                    | SecretCommand::List { id },
+                ) => Some(id),
+                WsCommand::Model(ModelCommand::Set { id, .. }) => Some(id),
+            },
+            Request::Admin(AdminCommand::Actors { id }) => id.as_mut(),
+        }
+    }
 }
 
 fn run(opts: &ClientOpts, request: Request) -> ExitCode {
@@ -488,6 +541,10 @@ async fn execute(
     request: Request,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    let mut request = request;
+    if let Some(target) = request.target() {
+        *target = client.resolve(target).await?;
+    }
     match request {
         Request::Ws(command) => ws(client, json, command, out).await,
         Request::Admin(AdminCommand::Actors { id: None }) => {
@@ -543,8 +600,8 @@ async fn ws(
             }
             waited(json, &reply.raw, WaitGoal::Running, out)?;
         }
-        WsCommand::List => {
-            let reply = client.list().await?;
+        WsCommand::List(args) => {
+            let reply = client.list(&args.query(), args.limit).await?;
             if json {
                 render::json(out, &reply.raw)?;
             } else {

@@ -111,7 +111,7 @@ pub struct Failure {
 /// `GET /v1/workspaces`.
 #[derive(Debug, Deserialize)]
 pub struct WorkspaceList {
-    /// Every workspace, oldest first.
+    /// The workspaces listed, oldest first (the CLI reads every page).
     pub workspaces: Vec<Workspace>,
 }
 
