@@ -412,7 +412,7 @@ async fn names_stand_for_ids_and_lists_are_filtered() {
         .run(&["--json", "ws", "list", "--phase", "stopped"])
         .await
         .json();
-    assert_eq!(ids(stopped), [second.clone()]);
+    assert_eq!(ids(stopped), std::slice::from_ref(&second));
     let named = cli
         .run(&["--json", "ws", "list", "--name", "named-"])
         .await
@@ -422,7 +422,7 @@ async fn names_stand_for_ids_and_lists_are_filtered() {
         .run(&["--json", "ws", "list", "--limit", "1"])
         .await
         .json();
-    assert_eq!(ids(one), [first.clone()]);
+    assert_eq!(ids(one), std::slice::from_ref(&first));
     let table = cli.run(&["ws", "list", "--phase", "running"]).await.ok();
     assert!(
         table.contains("named-one") && !table.contains("named-two"),
