@@ -89,7 +89,8 @@ fn validated(state: &ApiState, req: CreateWorkspace) -> Result<NewWorkspace, Api
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body give the same workspace"), WaitQuery),
     responses((status = 201, body = Workspace, description = "Created (with `?wait=`: also `settled` and `workspace`)"), (status = 200, body = Workspace, description = "Replayed idempotent create"),
-        (status = 400, body = crate::ErrorBody), (status = 413, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
+        (status = 400, body = crate::ErrorBody), (status = 409, body = crate::ErrorBody, description = "The name is taken by a live workspace (NAME_TAKEN)"),
+        (status = 413, body = crate::ErrorBody), (status = 422, body = crate::ErrorBody)),
     security(("admin" = [])))]
 pub async fn create(
     state: State,
