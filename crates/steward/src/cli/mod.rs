@@ -141,7 +141,7 @@ enum WsCommand {
         stopped, or to run).\n\n  steward ws wait ID --for running --timeout 2m"
     )]
     Wait {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// What to wait for.
         #[arg(long = "for", value_enum)]
@@ -170,7 +170,7 @@ enum WsCommand {
     /// Print what a workspace's instance wrote (stdout and stderr, interleaved in order),
     /// oldest first.
     Logs {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
         /// Keep printing new lines as they are written (across restarts), until interrupted
         /// or the workspace is deleted.
@@ -383,7 +383,7 @@ enum AdminCommand {
     /// Fault drill: kill a workspace's instance through its provider, as a crash would (the
     /// probes find it dead; a health restart follows unless the debounce window holds it).
     Kill {
-        /// Workspace id.
+        /// Workspace id or name.
         id: String,
     },
 }
@@ -432,11 +432,13 @@ impl Request {
             Request::Ws(command) => match command {
                 WsCommand::Create(_) | WsCommand::List(_) => None,
                 WsCommand::Get { id }
-                | WsCommand::Restart { id }
-                | WsCommand::Stop { id }
-                | WsCommand::Start { id }
-                | WsCommand::Delete { id }
+                | WsCommand::Restart { id, .. }
+                | WsCommand::Stop { id, .. }
+                | WsCommand::Start { id, .. }
+                | WsCommand::Delete { id, .. }
+                | WsCommand::Wait { id, .. }
                 | WsCommand::Switch { id, .. }
+                | WsCommand::Logs { id, .. }
                 | WsCommand::Events { id, .. } => Some(id),
                 WsCommand::Secret(
                     SecretCommand::Set { id, .. }
@@ -446,6 +448,7 @@ impl Request {
                 WsCommand::Model(ModelCommand::Set { id, .. }) => Some(id),
             },
             Request::Admin(AdminCommand::Actors { id }) => id.as_mut(),
+            Request::Admin(AdminCommand::Kill { id }) => Some(id),
         }
     }
 }
