@@ -489,6 +489,14 @@ async fn the_list_is_paged_and_filtered_on_the_server() {
     for n in 0..7 {
         ids.push(core.create(spec(&format!("ws-{n}")), &[]).await);
     }
+    // The list's order: oldest first, ties (creates in one millisecond) by id.
+    let ordered: Vec<String> = core
+        .registry
+        .list()
+        .await
+        .iter()
+        .map(|v| v.id.to_string())
+        .collect();
     let config = ConsoleConfig {
         page_size: 3,
         ..ConsoleConfig::default()
@@ -505,12 +513,13 @@ async fn the_list_is_paged_and_filtered_on_the_server() {
         first.body
     );
     assert!(first.body.contains("href=\"/ui/workspaces?page=2\""));
-    assert!(first
-        .body
-        .contains(&format!("/ui/live?rows={},{},{}", ids[0], ids[1], ids[2])));
+    assert!(first.body.contains(&format!(
+        "/ui/live?rows={},{},{}",
+        ordered[0], ordered[1], ordered[2]
+    )));
     let last = send(&app, session.get("/ui/workspaces?page=3").to_request()).await;
     assert_eq!(rows(&last), 1);
-    assert!(last.body.contains(&ids[6]));
+    assert!(last.body.contains(&ordered[6]));
 
     let named = send(&app, session.get("/ui/workspaces?q=WS-4").to_request()).await;
     assert_eq!(rows(&named), 1);
