@@ -72,6 +72,26 @@ impl LogQuery {
 /// when there is nothing more (not following: at once after the kept lines).
 pub type LogStream = BoxStream<'static, LogLine>;
 
+/// `kept`, then the lines `live` brings that `query` admits, until its sender is gone. A
+/// follower that falls behind the channel skips what it missed.
+pub(crate) fn kept_then_live(
+    kept: Vec<LogLine>,
+    live: tokio::sync::broadcast::Receiver<LogLine>,
+    query: LogQuery,
+) -> LogStream {
+    use tokio::sync::broadcast::error::RecvError;
+    let new = futures::stream::unfold(live, move |mut live| async move {
+        loop {
+            match live.recv().await {
+                Ok(line) if query.admits(&line) => return Some((line, live)),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Box::pin(futures::StreamExt::chain(futures::stream::iter(kept), new))
+}
+
 /// Splits `text` into pieces of at most [`MAX_LINE`] bytes, on character boundaries.
 pub(crate) fn pieces(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;

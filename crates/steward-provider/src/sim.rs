@@ -396,25 +396,16 @@ impl Provider for SimProvider {
                 )));
             }
         }
-        let kept = futures::stream::iter(query.select(lines));
+        let kept = query.select(lines);
         if !query.follow {
-            return Ok(Box::pin(kept));
+            return Ok(Box::pin(futures::stream::iter(kept)));
         }
         let live = output
             .live
             .get_or_insert_with(|| broadcast::channel(FOLLOW_BACKLOG).0)
             .subscribe();
         drop(output);
-        let new = futures::stream::unfold(live, move |mut live| async move {
-            loop {
-                match live.recv().await {
-                    Ok(line) if query.admits(&line) => return Some((line, live)),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(Box::pin(futures::StreamExt::chain(kept, new)))
+        Ok(crate::logs::kept_then_live(kept, live, query))
     }
 
     async fn forget_logs(&self, id: WorkspaceId) {

@@ -378,20 +378,10 @@ impl Journal {
         let (kept, live) = tokio::task::spawn_blocking(move || self.read(query))
             .await
             .map_err(|e| ProviderError::Engine(format!("reading a log file: {e}")))??;
-        let kept = futures::stream::iter(kept);
-        let Some(live) = live else {
-            return Ok(Box::pin(kept));
-        };
-        let new = futures::stream::unfold(live, move |mut live| async move {
-            loop {
-                match live.recv().await {
-                    Ok(line) if query.admits(&line) => return Some((line, live)),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(Box::pin(futures::StreamExt::chain(kept, new)))
+        Ok(match live {
+            Some(live) => crate::logs::kept_then_live(kept, live, query),
+            None => Box::pin(futures::stream::iter(kept)),
+        })
     }
 
     /// Reads the pipe of `generation`'s instance into the journal until every writer has
